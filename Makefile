@@ -1,0 +1,55 @@
+# Every target runs on the Node.js 24 that `npm ci` installs from the `node` package,
+# not on whatever Node the machine has: node_modules/.bin comes first on PATH.
+SHELL := /bin/bash
+export PATH := $(CURDIR)/node_modules/.bin:$(PATH)
+NODE := $(CURDIR)/node_modules/.bin/node
+TESTBED := $(NODE) test/testbed/cli.ts
+
+.PHONY: help deps demo test test-unit lint format typecheck \
+        testbed-build testbed-rebuild testbed-up testbed-down testbed-status
+
+help:
+	@echo "make demo            start the local testbed and show its clusters"
+	@echo "make test            install what is needed, start the testbed, run every test"
+	@echo "make testbed-up      start the testbed (idempotent); -down stops it; -status shows it"
+	@echo "make lint | format | typecheck"
+
+# npm ci only when the lockfile changed since the last install.
+node_modules/.package-lock.json: package-lock.json package.json
+	npm ci --no-audit --no-fund
+	@touch $@
+
+deps: node_modules/.package-lock.json
+
+demo: deps testbed-up
+	@$(TESTBED) overview
+	@echo
+	@echo "The federated training demo lands with the end-to-end issue; until then this shows"
+	@echo "the testbed it will run on. Stop it with 'make testbed-down'."
+
+test: deps
+	$(NODE) test/run-all.ts
+
+lint: deps
+	biome check .
+
+format: deps
+	biome check --write .
+
+typecheck: deps
+	tsc -p tsconfig.json
+
+testbed-build: deps
+	@$(TESTBED) build
+
+testbed-rebuild: deps
+	@$(TESTBED) rebuild
+
+testbed-up: deps
+	@$(TESTBED) up
+
+testbed-down: deps
+	@$(TESTBED) down
+
+testbed-status: deps
+	@$(TESTBED) status
