@@ -1,0 +1,111 @@
+/**
+ * Condition types and their reason codes, per kind. They live beside the schemas because the
+ * CRD descriptions, docs/api.md and (later) the operator's status writers all draw on them;
+ * a test keeps docs/api.md listing every one.
+ */
+export interface ConditionCatalog {
+  readonly [type: string]: { readonly meaning: string; readonly reasons: Readonly<Record<string, string>> };
+}
+
+export const federatedRunConditions = {
+  Placed: {
+    meaning: "regions have been chosen for the run",
+    reasons: {
+      RegionsSelected: "At least placement.minRegions eligible regions were chosen; the message lists them.",
+      NoMatchingRegions:
+        "No accepted, ready SovereignNode matches regionSelector and the jurisdiction rules.",
+      TooFewRegions:
+        "Fewer eligible regions than placement.minRegions; placement is retried when regions change.",
+      RequiredJurisdictionUnavailable: "A jurisdiction in requiredJurisdictions has no eligible region.",
+    },
+  },
+  Ready: {
+    meaning: "every placed region has its learners running on attested GPUs",
+    reasons: {
+      LearnersReady: "All placed regions report learnersReady equal to learnersPerRegion.",
+      LearnersPending: "Some learners are not yet scheduled or are waiting for attestation.",
+      AttestationFailed:
+        "A learner's GPU failed the AttestationPolicy; the message names the region and node.",
+    },
+  },
+  Progressing: {
+    meaning: "rounds are advancing",
+    reasons: {
+      RoundInProgress: "The current round is collecting deltas.",
+      RoundAggregated: "The last round reached quorum and its aggregate was published.",
+      RunCompleted: "All spec.rounds rounds finished; phase is Succeeded.",
+      RunFailed: "The run stopped; the message says why and phase is Failed.",
+    },
+  },
+  Degraded: {
+    meaning: "the run continues with reduced participation or missed quorum",
+    reasons: {
+      AsExpected: "No region is quarantined and the last round reached quorum.",
+      RegionQuarantined:
+        "A region's deltas are excluded (bad signature, failed attestation or invalid values).",
+      QuorumMissed: "The last round hit quorum.maxRoundSeconds before quorum.minRegions regions reported.",
+    },
+  },
+} as const satisfies ConditionCatalog;
+
+export const sovereignNodeConditions = {
+  Joined: {
+    meaning: "the region's member operator has registered with the hub",
+    reasons: {
+      RegistrationReceived: "The member operator created or updated this SovereignNode.",
+      NeverConnected: "No heartbeat has been received since the object was created.",
+    },
+  },
+  Accepted: {
+    meaning: "a hub administrator accepted the region (spec.accepted is true)",
+    reasons: {
+      AcceptedByHub: "spec.accepted is true.",
+      AwaitingAcceptance: "spec.accepted is false; a hub administrator must set it to true.",
+    },
+  },
+  Attested: {
+    meaning: "GPU nodes in the region satisfy the referenced AttestationPolicy",
+    reasons: {
+      AllNodesAttested: "Every GPU node passed attestation within the evidence age limit.",
+      SomeNodesFailing: "Some GPU nodes failed; status.gpuNodes.failing counts them.",
+      EvidenceExpired: "No GPU node has evidence younger than the policy's maxEvidenceAgeSeconds.",
+      PolicyNotFound: "spec.attestationPolicyRef names an AttestationPolicy that does not exist.",
+    },
+  },
+  Ready: {
+    meaning: "the region can receive work: joined, accepted, attested and heartbeating",
+    reasons: {
+      RegionReady: "All prerequisites hold.",
+      HeartbeatMissed:
+        "No heartbeat within the expected interval; the message gives the last heartbeat time.",
+      NotAccepted: "Accepted is False.",
+      NotAttested: "Attested is False.",
+    },
+  },
+  Degraded: {
+    meaning: "the region works with reduced capacity",
+    reasons: {
+      AsExpected: "Nothing is degraded.",
+      NodesFailingAttestation: "Some GPU nodes are excluded after failing attestation.",
+      MemberOperatorOutdated: "The member operator version is older than the hub supports without limits.",
+    },
+  },
+  Quarantined: {
+    meaning: "the hub excludes the region's deltas from every run",
+    reasons: {
+      NotQuarantined: "The region's deltas are accepted.",
+      InvalidDeltas: "The region sent deltas that failed signature, shape or value checks.",
+      AttestationRevoked: "A verdict the region's learners relied on was revoked (e.g. OCSP revoked).",
+    },
+  },
+} as const satisfies ConditionCatalog;
+
+export const attestationPolicyConditions = {
+  Ready: {
+    meaning: "the policy is usable for verification",
+    reasons: {
+      PolicyValid: "Verification settings were loaded (for NRAS, the JWKS was fetched).",
+      JwksUnavailable: "verification.nras.jwksUrl could not be fetched; the message gives the next attempt.",
+    },
+  },
+} as const satisfies ConditionCatalog;
