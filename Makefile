@@ -14,9 +14,13 @@ help:
 	@echo "make testbed-up      start the testbed (idempotent); -down stops it; -status shows it"
 	@echo "make lint | format | typecheck"
 
-# npm ci only when the lockfile changed since the last install.
+# npm ci only when the lockfile changed since the last install. The `node` package's
+# preinstall (which fetches the platform's Node.js build from the registry) runs on its
+# own afterwards: nested inside a full `npm ci` it can hang on npm's own locks.
 node_modules/.package-lock.json: package-lock.json package.json
-	npm ci --no-audit --no-fund
+	npm ci --ignore-scripts --no-audit --no-fund
+	npm rebuild node
+	@$(NODE) --version | grep -q '^v24\.' || { echo "node_modules/.bin/node is not Node.js 24"; exit 1; }
 	@touch $@
 
 deps: node_modules/.package-lock.json

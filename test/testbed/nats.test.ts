@@ -138,7 +138,9 @@ test("a region reads the hub's JetStream domain but cannot change it", async (t)
   // The hub tells the leaf which calls it denies, so the region's own server already
   // has no route for them: the client sees no responder (which nats.js words as
   // "jetstream is not enabled"). What matters is checked at the hub: nothing changed.
-  await t.throwsAsync(fromRegion.streams.add({ name: forged, subjects: [`sovereign.global.${forged.toLowerCase()}`] }));
+  await t.throwsAsync(
+    fromRegion.streams.add({ name: forged, subjects: [`sovereign.global.${forged.toLowerCase()}`] }),
+  );
   await t.throwsAsync(fromRegion.streams.delete(published));
   await t.throwsAsync(fromRegion.streams.purge(published));
   const names: string[] = [];

@@ -70,7 +70,11 @@ test("NATS configs give each region's leaf link only its own subjects", (t) => {
   const lineOf = (u: string) => hub.split("\n").find((l) => l.includes(`"${u}"`)) ?? "";
   t.regex(lineOf("leaf-region-a"), /sovereign\.region-a\.>/);
   t.notRegex(lineOf("leaf-region-a"), /sovereign\.region-b/);
-  t.regex(lineOf("leaf-region-a"), /deny: \[[^\]]*"\$JS\.hub\.API\.STREAM\.CREATE\.>"/, "no writes into the hub's domain");
+  t.regex(
+    lineOf("leaf-region-a"),
+    /deny: \[[^\]]*"\$JS\.hub\.API\.STREAM\.CREATE\.>"/,
+    "no writes into the hub's domain",
+  );
   const region = regionConfig({
     region: "region-a",
     clientPort: 1,
