@@ -6,6 +6,7 @@ export default {
     "test/**/*.test.ts",
     "operator/**/*.test.ts",
     "attestation/**/*.test.ts",
+    "deltas/**/*.test.ts",
     "crds/**/*.test.ts",
     "!**/*.disruptive.test.ts",
   ],

@@ -1,0 +1,236 @@
+// The operator's configuration: flags, then environment variables, then defaults, all
+// validated at start so a mistake stops the process with one clear line instead of a
+// stack trace minutes later.
+
+export type Mode = "hub" | "member";
+
+export interface OperatorConfig {
+  mode: Mode;
+  /** Cluster this operator runs in; empty means in-cluster configuration. */
+  kubeconfig: string;
+  /** Member only: the scoped credential for the hub. */
+  hubKubeconfig: string;
+  /** Member only: the region this member serves (its SovereignNode name). */
+  region: string;
+  namespace: string;
+  metricsBindAddress: { host: string; port: number };
+  healthProbeBindAddress: { host: string; port: number };
+  leaderElect: boolean;
+  leaderElectionId: string;
+  leaseDurationMs: number;
+  renewDeadlineMs: number;
+  retryPeriodMs: number;
+  workers: number;
+  logLevel: "debug" | "info" | "warn" | "error";
+  /** Development only: release learner pods without attestation (the run records it). */
+  insecureSkipAttestation: boolean;
+}
+
+export class ConfigError extends Error {
+  override name = "ConfigError";
+  readonly reason = "InvalidConfiguration";
+  readonly flag: string;
+
+  /** `flag` is empty for an argument that is not a flag at all. */
+  constructor(flag: string, message: string) {
+    super(`InvalidConfiguration: ${flag ? `--${flag}: ` : ""}${message}`);
+    this.flag = flag;
+  }
+}
+
+interface FlagSpec {
+  env: string;
+  default?: string;
+  boolean?: boolean;
+  help: string;
+}
+
+export const flags: Record<string, FlagSpec> = {
+  mode: { env: "SOVEREIGN_MODE", help: "hub or member" },
+  kubeconfig: {
+    env: "KUBECONFIG",
+    default: "",
+    help: "kubeconfig of the cluster this operator runs in (empty: in-cluster)",
+  },
+  "hub-kubeconfig": {
+    env: "SOVEREIGN_HUB_KUBECONFIG",
+    default: "",
+    help: "member mode: the region's scoped hub credential",
+  },
+  region: { env: "SOVEREIGN_REGION", default: "", help: "member mode: this region's SovereignNode name" },
+  namespace: {
+    env: "SOVEREIGN_NAMESPACE",
+    default: "sovereign-system",
+    help: "namespace of the leader-election Lease",
+  },
+  "metrics-bind-address": {
+    env: "SOVEREIGN_METRICS_BIND_ADDRESS",
+    default: "0.0.0.0:8080",
+    help: "host:port for /metrics",
+  },
+  "health-probe-bind-address": {
+    env: "SOVEREIGN_HEALTH_PROBE_BIND_ADDRESS",
+    default: "0.0.0.0:8081",
+    help: "host:port for /healthz and /readyz",
+  },
+  "leader-elect": {
+    env: "SOVEREIGN_LEADER_ELECT",
+    default: "true",
+    boolean: true,
+    help: "elect a leader on a Lease",
+  },
+  "leader-election-id": {
+    env: "SOVEREIGN_LEADER_ELECTION_ID",
+    default: "",
+    help: "Lease name (default sovereign-<mode>[-<region>])",
+  },
+  "lease-duration": {
+    env: "SOVEREIGN_LEASE_DURATION",
+    default: "15s",
+    help: "how long a Lease holds without renewal",
+  },
+  "renew-deadline": {
+    env: "SOVEREIGN_RENEW_DEADLINE",
+    default: "10s",
+    help: "how long the leader keeps trying to renew",
+  },
+  "retry-period": { env: "SOVEREIGN_RETRY_PERIOD", default: "2s", help: "time between Lease attempts" },
+  workers: { env: "SOVEREIGN_WORKERS", default: "2", help: "concurrent reconciles per controller" },
+  "log-level": { env: "SOVEREIGN_LOG_LEVEL", default: "info", help: "debug, info, warn or error" },
+  "insecure-skip-attestation": {
+    env: "SOVEREIGN_INSECURE_SKIP_ATTESTATION",
+    default: "false",
+    boolean: true,
+    help: "development only: run learners without attestation",
+  },
+};
+
+export function usage(): string {
+  const rows = Object.entries(flags).map(
+    ([name, f]) =>
+      `  --${name.padEnd(28)} ${f.help}${f.default ? ` (default ${f.default})` : ""} [$${f.env}]`,
+  );
+  return `usage: sovereign-operator --mode=hub|member [flags]\n\n${rows.join("\n")}`;
+}
+
+/** "15s", "1m30s", "500ms", "2h" → milliseconds. */
+export function parseDuration(flag: string, text: string): number {
+  const re = /(\d+(?:\.\d+)?)(ms|s|m|h)/gy;
+  const unit: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
+  let total = 0;
+  let consumed = 0;
+  for (const m of text.matchAll(re)) {
+    total += Number(m[1]) * (unit[m[2] as string] as number);
+    consumed += m[0].length;
+  }
+  if (!text || consumed !== text.length || !Number.isFinite(total) || total <= 0) {
+    throw new ConfigError(flag, `"${text}" is not a positive duration; write it like 15s, 500ms or 1m30s`);
+  }
+  return total;
+}
+
+function parseAddress(flag: string, text: string): { host: string; port: number } {
+  const m = /^(.*):(\d{1,5})$/.exec(text);
+  const port = Number(m?.[2]);
+  if (!m || port > 65535)
+    throw new ConfigError(flag, `"${text}" is not host:port (e.g. 0.0.0.0:8080 or :8080)`);
+  return { host: m[1] || "0.0.0.0", port };
+}
+
+function parseBool(flag: string, text: string): boolean {
+  if (["true", "1", "yes"].includes(text)) return true;
+  if (["false", "0", "no"].includes(text)) return false;
+  throw new ConfigError(flag, `"${text}" is not true or false`);
+}
+
+const dns1123Label = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
+
+/** Parses argv (without node and script) and the environment into a validated config. */
+export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env): OperatorConfig {
+  const given = new Map<string, string>();
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i] as string;
+    const m = /^--([a-z-]+)(?:=(.*))?$/s.exec(arg);
+    if (!m) throw new ConfigError("", `unexpected argument "${arg}"; flags look like --name=value`);
+    const name = m[1] as string;
+    const spec = flags[name];
+    if (!spec) throw new ConfigError(name, `unknown flag; known flags:\n${usage()}`);
+    let value = m[2];
+    if (value === undefined) {
+      if (spec.boolean) value = "true";
+      else {
+        value = argv[++i];
+        if (value === undefined) throw new ConfigError(name, "needs a value");
+      }
+    }
+    given.set(name, value);
+  }
+  const get = (name: string): string => {
+    const spec = flags[name] as FlagSpec;
+    return given.get(name) ?? env[spec.env] ?? spec.default ?? "";
+  };
+
+  const mode = get("mode");
+  if (mode !== "hub" && mode !== "member") {
+    throw new ConfigError("mode", `must be hub or member${mode ? `, not "${mode}"` : " (it is required)"}`);
+  }
+  const region = get("region");
+  const hubKubeconfig = get("hub-kubeconfig");
+  if (mode === "member") {
+    if (!dns1123Label.test(region)) {
+      throw new ConfigError(
+        "region",
+        `member mode needs this region's SovereignNode name, a DNS label like region-a${region ? `; "${region}" is not one` : ""}`,
+      );
+    }
+    if (!hubKubeconfig)
+      throw new ConfigError("hub-kubeconfig", "member mode needs the region's scoped hub kubeconfig");
+  } else if (region || hubKubeconfig) {
+    throw new ConfigError(
+      region ? "region" : "hub-kubeconfig",
+      "only applies in member mode; the hub holds no region credential",
+    );
+  }
+  const logLevel = get("log-level");
+  if (!["debug", "info", "warn", "error"].includes(logLevel)) {
+    throw new ConfigError("log-level", `"${logLevel}" is not one of debug, info, warn, error`);
+  }
+  const workers = Number(get("workers"));
+  if (!Number.isInteger(workers) || workers < 1 || workers > 64) {
+    throw new ConfigError("workers", `"${get("workers")}" is not a whole number from 1 to 64`);
+  }
+  const leaseDurationMs = parseDuration("lease-duration", get("lease-duration"));
+  const renewDeadlineMs = parseDuration("renew-deadline", get("renew-deadline"));
+  const retryPeriodMs = parseDuration("retry-period", get("retry-period"));
+  if (leaseDurationMs <= renewDeadlineMs) {
+    throw new ConfigError(
+      "lease-duration",
+      "must be longer than --renew-deadline, or a leader could outlive its lease",
+    );
+  }
+  if (renewDeadlineMs <= retryPeriodMs * 1.2) {
+    throw new ConfigError("renew-deadline", "must be longer than 1.2 × --retry-period");
+  }
+  const namespace = get("namespace");
+  if (!dns1123Label.test(namespace))
+    throw new ConfigError("namespace", `"${namespace}" is not a valid namespace name`);
+  const leaderElectionId =
+    get("leader-election-id") || (mode === "hub" ? "sovereign-hub" : `sovereign-member-${region}`);
+  return {
+    mode,
+    kubeconfig: get("kubeconfig"),
+    hubKubeconfig,
+    region,
+    namespace,
+    metricsBindAddress: parseAddress("metrics-bind-address", get("metrics-bind-address")),
+    healthProbeBindAddress: parseAddress("health-probe-bind-address", get("health-probe-bind-address")),
+    leaderElect: parseBool("leader-elect", get("leader-elect")),
+    leaderElectionId,
+    leaseDurationMs,
+    renewDeadlineMs,
+    retryPeriodMs,
+    workers,
+    logLevel: logLevel as OperatorConfig["logLevel"],
+    insecureSkipAttestation: parseBool("insecure-skip-attestation", get("insecure-skip-attestation")),
+  };
+}

@@ -1,0 +1,109 @@
+// The operator's Prometheus metrics. Controller and work-queue metrics use
+// controller-runtime's names and labels, so dashboards built for Go operators read ours.
+import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client";
+import type { QueueObserver } from "./workqueue.ts";
+
+export class OperatorMetrics {
+  readonly registry = new Registry();
+
+  readonly reconcileTotal = new Counter({
+    name: "controller_runtime_reconcile_total",
+    help: "Total number of reconciliations per controller",
+    labelNames: ["controller", "result"] as const,
+    registers: [this.registry],
+  });
+  readonly reconcileErrors = new Counter({
+    name: "controller_runtime_reconcile_errors_total",
+    help: "Total number of reconciliation errors per controller",
+    labelNames: ["controller"] as const,
+    registers: [this.registry],
+  });
+  readonly terminalReconcileErrors = new Counter({
+    name: "controller_runtime_terminal_reconcile_errors_total",
+    help: "Total number of terminal reconciliation errors per controller",
+    labelNames: ["controller"] as const,
+    registers: [this.registry],
+  });
+  readonly reconcileTime = new Histogram({
+    name: "controller_runtime_reconcile_time_seconds",
+    help: "Length of time per reconciliation per controller",
+    labelNames: ["controller"] as const,
+    buckets: [
+      0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.6, 0.7, 0.8, 0.9, 1, 1.25,
+      1.5, 1.75, 2, 2.5, 3, 3.5, 4, 4.5, 5, 6, 7, 8, 9, 10, 15, 20, 25, 30, 40, 50, 60,
+    ],
+    registers: [this.registry],
+  });
+  readonly activeWorkers = new Gauge({
+    name: "controller_runtime_active_workers",
+    help: "Number of currently used workers per controller",
+    labelNames: ["controller"] as const,
+    registers: [this.registry],
+  });
+  readonly maxConcurrentReconciles = new Gauge({
+    name: "controller_runtime_max_concurrent_reconciles",
+    help: "Maximum number of concurrent reconciles per controller",
+    labelNames: ["controller"] as const,
+    registers: [this.registry],
+  });
+  readonly workqueueDepth = new Gauge({
+    name: "workqueue_depth",
+    help: "Current depth of workqueue",
+    labelNames: ["name", "controller"] as const,
+    registers: [this.registry],
+  });
+  readonly workqueueAdds = new Counter({
+    name: "workqueue_adds_total",
+    help: "Total number of adds handled by workqueue",
+    labelNames: ["name", "controller"] as const,
+    registers: [this.registry],
+  });
+  readonly workqueueRetries = new Counter({
+    name: "workqueue_retries_total",
+    help: "Total number of retries handled by workqueue",
+    labelNames: ["name", "controller"] as const,
+    registers: [this.registry],
+  });
+  readonly workqueueQueueDuration = new Histogram({
+    name: "workqueue_queue_duration_seconds",
+    help: "How long in seconds an item stays in workqueue before being requested",
+    labelNames: ["name", "controller"] as const,
+    buckets: [1e-8, 1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 0.01, 0.1, 1, 10, 100, 1000],
+    registers: [this.registry],
+  });
+  readonly workqueueWorkDuration = new Histogram({
+    name: "workqueue_work_duration_seconds",
+    help: "How long in seconds processing an item from workqueue takes",
+    labelNames: ["name", "controller"] as const,
+    buckets: [1e-8, 1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 0.01, 0.1, 1, 10, 100, 1000],
+    registers: [this.registry],
+  });
+  readonly leaderElectionMaster = new Gauge({
+    name: "leader_election_master_status",
+    help: "Gauge of if the reporting system is master of the relevant lease, 0 indicates backup, 1 indicates master. 'name' is the string used to identify the lease.",
+    labelNames: ["name"] as const,
+    registers: [this.registry],
+  });
+  readonly informerRestarts = new Counter({
+    name: "sovereign_informer_restarts_total",
+    help: "Times an informer's watch failed and was restarted with a fresh list, by resource",
+    labelNames: ["resource", "reason"] as const,
+    registers: [this.registry],
+  });
+
+  constructor(opts: { defaultMetrics?: boolean } = {}) {
+    if (opts.defaultMetrics !== false) collectDefaultMetrics({ register: this.registry });
+  }
+
+  /** Wires a controller's work queue to the workqueue_* series. */
+  queueObserver(controller: string): QueueObserver {
+    const labels = { name: controller, controller };
+    return {
+      add: () => this.workqueueAdds.inc(labels),
+      retry: () => this.workqueueRetries.inc(labels),
+      depth: (n) => this.workqueueDepth.set(labels, n),
+      queued: (s) => this.workqueueQueueDuration.observe(labels, s),
+      worked: (s) => this.workqueueWorkDuration.observe(labels, s),
+    };
+  }
+}

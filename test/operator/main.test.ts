@@ -1,0 +1,83 @@
+// The operator binary as users run it: flags validated at start, probes and metrics
+// served, the Lease taken, and a SIGTERM that ends it cleanly and hands the Lease back.
+import { type ChildProcess, spawn } from "node:child_process";
+import { join } from "node:path";
+import { CoordinationV1Api } from "@kubernetes/client-node";
+import test from "ava";
+import { testNamespace, uniqueName, useTestbed } from "../testbed/harness.ts";
+import { repoRoot } from "../testbed/topology.ts";
+
+const entry = join(repoRoot, "operator", "main.ts");
+
+function startOperator(args: string[]): { child: ChildProcess; lines: string[]; exited: Promise<number> } {
+  const child = spawn(process.execPath, [entry, ...args], { stdio: ["ignore", "pipe", "pipe"] });
+  const lines: string[] = [];
+  let buf = "";
+  child.stderr?.on("data", (d: Buffer) => {
+    buf += d.toString();
+    const parts = buf.split("\n");
+    buf = parts.pop() ?? "";
+    lines.push(...parts);
+  });
+  const exited = new Promise<number>((resolve) => child.on("exit", (code) => resolve(code ?? -1)));
+  return { child, lines, exited };
+}
+
+async function waitForLine(lines: string[], pattern: RegExp, timeoutMs = 20_000): Promise<string> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const hit = lines.find((l) => pattern.test(l));
+    if (hit) return hit;
+    if (Date.now() > deadline) throw new Error(`no log line matching ${pattern}; got:\n${lines.join("\n")}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+test("a bad flag stops the operator at once with the flag and what to do", async (t) => {
+  const { lines, exited } = startOperator(["--mode=hub", "--lease-duration=soon"]);
+  t.is(await exited, 2);
+  t.regex(
+    lines.join("\n"),
+    /InvalidConfiguration: --lease-duration: "soon" is not a positive duration; write it like 15s/,
+  );
+});
+
+test("hub mode serves probes and metrics, takes the Lease, and on SIGTERM exits 0 and releases it", async (t) => {
+  const tb = await useTestbed();
+  const ns = await testNamespace(t, tb, "hub", "op");
+  const lease = uniqueName("sovereign-hub");
+  const { child, lines, exited } = startOperator([
+    "--mode=hub",
+    `--kubeconfig=${tb.cluster("hub").kubeconfig}`,
+    `--namespace=${ns}`,
+    `--leader-election-id=${lease}`,
+    "--metrics-bind-address=127.0.0.1:0",
+    "--health-probe-bind-address=127.0.0.1:0",
+    "--lease-duration=4s",
+    "--renew-deadline=3s",
+    "--retry-period=1s",
+  ]);
+  t.teardown(() => child.kill("SIGKILL"));
+  const serving = JSON.parse(await waitForLine(lines, /serving probes and metrics/)) as {
+    metrics: number;
+    probes: number;
+  };
+  await waitForLine(lines, /became leader/);
+  t.is((await fetch(`http://127.0.0.1:${serving.probes}/healthz`)).status, 200);
+  t.is((await fetch(`http://127.0.0.1:${serving.probes}/readyz`)).status, 200);
+  const metrics = await (await fetch(`http://127.0.0.1:${serving.metrics}/metrics`)).text();
+  t.regex(metrics, new RegExp(`leader_election_master_status\\{name="${lease}"\\} 1`));
+  t.regex(metrics, /process_resident_memory_bytes/);
+  const api = tb.kubeConfig("hub").makeApiClient(CoordinationV1Api);
+  const held = await api.readNamespacedLease({ name: lease, namespace: ns });
+  t.regex(held.spec?.holderIdentity ?? "", /_\d+$/);
+  for (const line of lines) t.notThrows(() => JSON.parse(line), "every log line is JSON");
+
+  const stoppedAt = Date.now();
+  child.kill("SIGTERM");
+  t.is(await exited, 0);
+  t.log(`shutdown took ${Date.now() - stoppedAt} ms`);
+  t.true(Date.now() - stoppedAt < 10_000);
+  const released = await api.readNamespacedLease({ name: lease, namespace: ns });
+  t.is(released.spec?.holderIdentity, "", "the Lease was handed back");
+});
