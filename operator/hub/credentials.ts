@@ -1,0 +1,101 @@
+// Issuing a region its scoped hub credential: apply the region's access objects, ask the
+// API server for a bound ServiceAccount token (TokenRequest), and write the kubeconfig the
+// region's member operator uses. The hub keeps no copy; a hub admin hands the file to
+// the region out of band (or the region's Pulumi stack fetches it).
+import { readFileSync } from "node:fs";
+import {
+  CoreV1Api,
+  type KubeConfig,
+  type KubernetesObject,
+  KubernetesObjectApi,
+  PatchStrategy,
+} from "@kubernetes/client-node";
+import { stringify } from "yaml";
+import {
+  MEMBER_SERVICE_ACCOUNT,
+  memberAdmissionPolicy,
+  regionAccessObjects,
+  regionNamespace,
+} from "./region-access.ts";
+
+export const FIELD_MANAGER = "sovereign-hub";
+
+export async function serverSideApply(kc: KubeConfig, objects: Record<string, unknown>[]): Promise<void> {
+  const client = KubernetesObjectApi.makeApiClient(kc);
+  for (const obj of objects) {
+    await client.patch(
+      obj as KubernetesObject,
+      undefined,
+      undefined,
+      FIELD_MANAGER,
+      true,
+      PatchStrategy.ServerSideApply,
+    );
+  }
+}
+
+/** Installs what every region's access relies on; idempotent. */
+export async function ensureHubAccessPolicy(kc: KubeConfig): Promise<void> {
+  await serverSideApply(kc, memberAdmissionPolicy());
+}
+
+export async function ensureRegionAccess(kc: KubeConfig, region: string): Promise<void> {
+  await ensureHubAccessPolicy(kc);
+  await serverSideApply(kc, regionAccessObjects(region));
+}
+
+export interface RegionCredential {
+  region: string;
+  token: string;
+  expiresAt: string;
+  kubeconfig: string;
+}
+
+/**
+ * A time-bound token for the region's member ServiceAccount and a kubeconfig around it.
+ * `hubServer`/`hubCaData` are what the region will dial, which may differ from the
+ * address the admin uses (e.g. a public endpoint in front of the hub).
+ */
+export async function issueRegionCredential(
+  kc: KubeConfig,
+  region: string,
+  opts: { ttlSeconds?: number; hubServer?: string; hubCaData?: string } = {},
+): Promise<RegionCredential> {
+  await ensureRegionAccess(kc, region);
+  const core = kc.makeApiClient(CoreV1Api);
+  const res = await core.createNamespacedServiceAccountToken({
+    name: MEMBER_SERVICE_ACCOUNT,
+    namespace: regionNamespace(region),
+    body: { spec: { audiences: [], expirationSeconds: opts.ttlSeconds ?? 7 * 24 * 3600 } },
+  });
+  const token = res.status?.token;
+  if (!token)
+    throw new Error(`TokenRequestFailed: the hub API server returned no token for ${region}'s member`);
+  const cluster = kc.getCurrentCluster();
+  const server = opts.hubServer ?? cluster?.server;
+  if (!server) throw new Error("the hub kubeconfig has no server address; pass hubServer");
+  const caData =
+    opts.hubCaData ??
+    cluster?.caData ??
+    (cluster?.caFile ? readFileSync(cluster.caFile).toString("base64") : undefined);
+  const user = `sovereign-member-${region}`;
+  const kubeconfig = stringify({
+    apiVersion: "v1",
+    kind: "Config",
+    clusters: [
+      {
+        name: "sovereign-hub",
+        cluster: { server, ...(caData ? { "certificate-authority-data": caData } : {}) },
+      },
+    ],
+    users: [{ name: user, user: { token } }],
+    contexts: [
+      {
+        name: "sovereign-hub",
+        context: { cluster: "sovereign-hub", user, namespace: regionNamespace(region) },
+      },
+    ],
+    "current-context": "sovereign-hub",
+  });
+  return { region, token, expiresAt: String(res.status?.expirationTimestamp ?? ""), kubeconfig };
+}
