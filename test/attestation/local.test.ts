@@ -295,27 +295,24 @@ vectorTest("measurement comparison reports exactly the mismatching indices", (t)
   );
 });
 
-vectorTest(
-  "policy rules: stale evidence, disallowed driver/VBIOS/architecture",
-  async (t) => {
-    const stale = await judge(setA(), T1, { collectedAt: "2025-08-21T08:00:00Z" });
-    t.true(stale.verdict.reasons.includes(Reason.EvidenceStale));
-    const strict = await judge(setA(), T1, {
-      spec: policy({
-        allowedDriverVersions: ["570.133.20"],
-        allowedVbiosVersions: ["96.00.74.00.1A"],
-        gpuArchitectures: ["Blackwell"],
-      }),
-    });
-    for (const reason of [Reason.DriverNotAllowed, Reason.VbiosNotAllowed, Reason.ArchitectureNotAllowed]) {
-      t.true(strict.verdict.reasons.includes(reason), reason);
-    }
-    const allowed = await judge(setA(), T1, {
-      spec: policy({ allowedDriverVersions: ["550.90.07"], allowedVbiosVersions: ["96.00.9f.00.01"] }),
-    });
-    t.deepEqual(allowed.verdict.reasons, [Reason.OcspStale]);
-  },
-);
+vectorTest("policy rules: stale evidence, disallowed driver/VBIOS/architecture", async (t) => {
+  const stale = await judge(setA(), T1, { collectedAt: "2025-08-21T08:00:00Z" });
+  t.true(stale.verdict.reasons.includes(Reason.EvidenceStale));
+  const strict = await judge(setA(), T1, {
+    spec: policy({
+      allowedDriverVersions: ["570.133.20"],
+      allowedVbiosVersions: ["96.00.74.00.1A"],
+      gpuArchitectures: ["Blackwell"],
+    }),
+  });
+  for (const reason of [Reason.DriverNotAllowed, Reason.VbiosNotAllowed, Reason.ArchitectureNotAllowed]) {
+    t.true(strict.verdict.reasons.includes(reason), reason);
+  }
+  const allowed = await judge(setA(), T1, {
+    spec: policy({ allowedDriverVersions: ["550.90.07"], allowedVbiosVersions: ["96.00.9f.00.01"] }),
+  });
+  t.deepEqual(allowed.verdict.reasons, [Reason.OcspStale]);
+});
 
 vectorTest("every single-bit change of the signed report is refused", (t) => {
   const bytes = new Uint8Array(Buffer.from(vector(A.report), "hex"));
