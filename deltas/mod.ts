@@ -1,0 +1,66 @@
+// Public API of the delta format: streaming safetensors, wire encodings, the delta layout
+// and the signed manifest. See docs/deltas.md.
+
+export {
+  DELTA_FORMAT,
+  type DecodedChunk,
+  type DeltaLayout,
+  type DeltaTensor,
+  decodeDelta,
+  decodeDeltaToArrays,
+  deltaLayout,
+  openDelta,
+  writeDelta,
+} from "./delta.ts";
+export {
+  bf16BitsToF32Bits,
+  DEFAULT_INT8_BLOCK,
+  type DeltaEncoding,
+  decodeChunk,
+  decodeValues,
+  type EncodingReport,
+  encodeValues,
+  f16BitsToF32,
+  f32ToBf16Bits,
+  f32ToF16Bits,
+  isDeltaEncoding,
+  measureEncoding,
+  parseEncoding,
+} from "./encodings.ts";
+export { DeltaError, type DeltaReason, isDeltaError } from "./errors.ts";
+export {
+  canonicalJson,
+  checkManifest,
+  type DeltaManifest,
+  describeDelta,
+  type ManifestTensor,
+  manifestDigest,
+  openVerifiedDelta,
+  parseSignedManifest,
+  publicKeyField,
+  SIGNING_CONTEXT,
+  type SignedManifest,
+  serializeSignedManifest,
+  signManifest,
+  type VerifiedDeltaStream,
+  verifyDelta,
+  verifyManifestSignature,
+} from "./manifest.ts";
+export {
+  type ByteSource,
+  collectBytes,
+  type Dtype,
+  dtypeBytes,
+  encodeHeader,
+  MAX_HEADER_BYTES,
+  openSafetensors,
+  parseHeader,
+  type ReadOptions,
+  readSafetensors,
+  type SafetensorsHeader,
+  type SafetensorsStream,
+  type TensorChunk,
+  type TensorInfo,
+  type TensorSource,
+  writeSafetensors,
+} from "./safetensors.ts";
