@@ -1,0 +1,106 @@
+// What the hub concludes about a region from its SovereignNode: the member reports facts
+// (heartbeat time, GPU node counts, attestation summary); the hub turns them into
+// conditions. Pure, so every combination is a table test.
+import type { sovereignNodeConditions } from "../../crds/schema/conditions.ts";
+import type { Condition, SovereignNode } from "../../crds/types.generated.ts";
+
+type Reasons<T extends keyof typeof sovereignNodeConditions> =
+  keyof (typeof sovereignNodeConditions)[T]["reasons"];
+
+export interface RegionJudgement {
+  conditions: Omit<Condition, "lastTransitionTime">[];
+  /** When the judgement changes by itself (a heartbeat going stale), in ms from now. */
+  recheckAfterMs?: number;
+}
+
+export function judgeRegion(
+  node: SovereignNode,
+  ctx: { now: number; heartbeatTimeoutMs: number; policyExists: boolean },
+): RegionJudgement {
+  const gen = node.metadata.generation;
+  const cond = <T extends keyof typeof sovereignNodeConditions>(
+    type: T,
+    ok: boolean,
+    reason: Reasons<T>,
+    message: string,
+  ): Omit<Condition, "lastTransitionTime"> => ({
+    type,
+    status: ok ? "True" : "False",
+    reason: String(reason),
+    message,
+    ...(gen !== undefined ? { observedGeneration: gen } : {}),
+  });
+
+  const beat = node.status?.lastHeartbeatTime ? Date.parse(node.status.lastHeartbeatTime) : Number.NaN;
+  const joined = Number.isFinite(beat);
+  const age = joined ? ctx.now - beat : Number.POSITIVE_INFINITY;
+  const fresh = age <= ctx.heartbeatTimeoutMs;
+  const gpus = node.status?.gpuNodes ?? {};
+  const attested = gpus.attested ?? 0;
+  const failing = gpus.failing ?? 0;
+  const policy = node.spec.attestationPolicyRef.name;
+
+  const joinedC = joined
+    ? cond(
+        "Joined",
+        true,
+        "RegistrationReceived",
+        `member operator reported in at ${node.status?.lastHeartbeatTime}`,
+      )
+    : cond(
+        "Joined",
+        false,
+        "NeverConnected",
+        "no heartbeat yet: is the region's member operator running with its hub credential?",
+      );
+  const acceptedC = node.spec.accepted
+    ? cond("Accepted", true, "AcceptedByHub", "spec.accepted is true")
+    : cond("Accepted", false, "AwaitingAcceptance", "a hub administrator must set spec.accepted to true");
+  const attestedC = !ctx.policyExists
+    ? cond(
+        "Attested",
+        false,
+        "PolicyNotFound",
+        `AttestationPolicy ${policy} does not exist; create it or fix spec.attestationPolicyRef`,
+      )
+    : attested === 0
+      ? cond("Attested", false, "EvidenceExpired", `no GPU node has current evidence under ${policy}`)
+      : failing > 0
+        ? cond(
+            "Attested",
+            true,
+            "SomeNodesFailing",
+            `${attested} GPU nodes attested, ${failing} failing under ${policy}`,
+          )
+        : cond("Attested", true, "AllNodesAttested", `${attested} GPU nodes attested under ${policy}`);
+
+  const since = joined
+    ? `last heartbeat ${Math.round(age / 1000)}s ago (${node.status?.lastHeartbeatTime})`
+    : "never";
+  const readyC = !node.spec.accepted
+    ? cond("Ready", false, "NotAccepted", "the hub has not accepted this region")
+    : !fresh
+      ? cond(
+          "Ready",
+          false,
+          "HeartbeatMissed",
+          `no heartbeat within ${ctx.heartbeatTimeoutMs / 1000}s; ${since}`,
+        )
+      : attestedC.status !== "True"
+        ? cond("Ready", false, "NotAttested", attestedC.message)
+        : cond("Ready", true, "RegionReady", `accepted, attested and heartbeating (${since})`);
+  const degradedC =
+    failing > 0
+      ? cond(
+          "Degraded",
+          true,
+          "NodesFailingAttestation",
+          `${failing} GPU nodes are excluded after failing attestation`,
+        )
+      : cond("Degraded", false, "AsExpected", "nothing is degraded");
+
+  return {
+    conditions: [acceptedC, attestedC, degradedC, joinedC, readyC],
+    recheckAfterMs: joined && fresh ? Math.max(1, ctx.heartbeatTimeoutMs - age + 1) : undefined,
+  };
+}

@@ -1,0 +1,71 @@
+// Hub: keeps each SovereignNode's conditions true to what its member reports. Fetch the
+// node, judge it (region-status.ts), write the conditions if they changed, record an
+// Event when Ready flips, and look again when the heartbeat would go stale.
+import { CustomObjectsApi, type KubeConfig, PatchStrategy, setHeaderOptions } from "@kubernetes/client-node";
+import type { AttestationPolicy, SovereignNode } from "../../crds/types.generated.ts";
+import type { Clock } from "../runtime/clock.ts";
+import { findCondition, sameConditions, setCondition } from "../runtime/conditions.ts";
+import type { ReconcileResult } from "../runtime/controller.ts";
+import type { EventRecorder } from "../runtime/events.ts";
+import { judgeRegion } from "./region-status.ts";
+
+export const CONTROLLER_NAME = "sovereignnode";
+export const FIELD_MANAGER = "sovereign-hub";
+
+export interface SovereignNodeReconcilerDeps {
+  kc: KubeConfig;
+  getNode: (name: string) => SovereignNode | undefined;
+  getPolicy: (name: string) => AttestationPolicy | undefined;
+  events: EventRecorder;
+  clock: Clock;
+  heartbeatTimeoutMs: number;
+}
+
+export function sovereignNodeReconciler(
+  deps: SovereignNodeReconcilerDeps,
+): (key: string) => Promise<ReconcileResult | undefined> {
+  const api = deps.kc.makeApiClient(CustomObjectsApi);
+  const apply = setHeaderOptions("Content-Type", PatchStrategy.ServerSideApply);
+  return async (key) => {
+    const node = deps.getNode(key);
+    if (!node) return undefined; // deleted: nothing to keep true
+    const now = deps.clock.now();
+    const judgement = judgeRegion(node, {
+      now,
+      heartbeatTimeoutMs: deps.heartbeatTimeoutMs,
+      policyExists: deps.getPolicy(node.spec.attestationPolicyRef.name) !== undefined,
+    });
+    const before = node.status?.conditions;
+    const after = judgement.conditions.reduce((acc, c) => setCondition(acc, c, new Date(now)), before);
+    if (!sameConditions(before, after)) {
+      await api.patchClusterCustomObjectStatus(
+        {
+          group: "sovereign.ai",
+          version: "v1alpha1",
+          plural: "sovereignnodes",
+          name: key,
+          fieldManager: FIELD_MANAGER,
+          force: true,
+          body: {
+            apiVersion: "sovereign.ai/v1alpha1",
+            kind: "SovereignNode",
+            metadata: { name: key },
+            status: { conditions: after, observedGeneration: node.metadata.generation },
+          },
+        },
+        apply,
+      );
+      const wasReady = findCondition(before, "Ready");
+      const ready = findCondition(after, "Ready");
+      if (ready && wasReady?.status !== ready.status) {
+        await deps.events.record(
+          node,
+          ready.status === "True" ? "Normal" : "Warning",
+          ready.reason,
+          ready.message,
+        );
+      }
+    }
+    return judgement.recheckAfterMs ? { requeueAfterMs: judgement.recheckAfterMs } : undefined;
+  };
+}

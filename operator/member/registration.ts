@@ -1,0 +1,87 @@
+// Member: registers the region at the hub and keeps reporting in. It writes only what
+// the region knows — its own registration (never spec.accepted) and, in status, the
+// heartbeat time, its GPU node inventory and the operator's version — under its own
+// field manager, so the hub's conditions and the admin's acceptance are never touched.
+import {
+  CoreV1Api,
+  CustomObjectsApi,
+  type KubeConfig,
+  PatchStrategy,
+  setHeaderOptions,
+} from "@kubernetes/client-node";
+import type { SovereignNodeSpec } from "../../crds/types.generated.ts";
+import type { Clock } from "../runtime/clock.ts";
+import type { ReconcileResult } from "../runtime/controller.ts";
+
+export const FIELD_MANAGER = "sovereign-member";
+export const OPERATOR_VERSION = "0.1.0";
+/** Set by the attestation agent on GPU nodes whose evidence verified (issue 6). */
+export const ATTESTED_LABEL = "sovereign.ai/attested";
+
+export type Registration = Omit<SovereignNodeSpec, "accepted">;
+
+export interface RegistrationDeps {
+  region: string;
+  registration: Registration;
+  /** The region's own cluster (GPU inventory). */
+  regionKc: KubeConfig;
+  /** The scoped hub credential. */
+  hubKc: KubeConfig;
+  clock: Clock;
+  heartbeatIntervalMs: number;
+}
+
+const timestamp = (ms: number) => new Date(ms).toISOString().replace(/\.\d{3}Z$/, "Z");
+
+/** Counts the region's GPU nodes: all of them, and those the attestation agent vouched for. */
+export async function gpuInventory(
+  regionKc: KubeConfig,
+): Promise<{ total: number; attested: number; failing: number }> {
+  const nodes = await regionKc
+    .makeApiClient(CoreV1Api)
+    .listNode({ labelSelector: "nvidia.com/gpu.present=true" });
+  let attested = 0;
+  let failing = 0;
+  for (const n of nodes.items) {
+    const label = n.metadata?.labels?.[ATTESTED_LABEL];
+    if (label === "true") attested++;
+    else if (label === "false") failing++;
+  }
+  return { total: nodes.items.length, attested, failing };
+}
+
+/** One heartbeat: register (idempotent) and report. Returns when to beat again. */
+export function registrationReconciler(deps: RegistrationDeps): () => Promise<ReconcileResult> {
+  const hub = deps.hubKc.makeApiClient(CustomObjectsApi);
+  const apply = setHeaderOptions("Content-Type", PatchStrategy.ServerSideApply);
+  const target = { group: "sovereign.ai", version: "v1alpha1", plural: "sovereignnodes", name: deps.region };
+  const identity = {
+    apiVersion: "sovereign.ai/v1alpha1",
+    kind: "SovereignNode",
+    metadata: { name: deps.region },
+  };
+  return async () => {
+    await hub.patchClusterCustomObject(
+      { ...target, fieldManager: FIELD_MANAGER, force: true, body: { ...identity, spec: deps.registration } },
+      apply,
+    );
+    const gpuNodes = await gpuInventory(deps.regionKc);
+    await hub.patchClusterCustomObjectStatus(
+      {
+        ...target,
+        fieldManager: FIELD_MANAGER,
+        force: true,
+        body: {
+          ...identity,
+          status: {
+            lastHeartbeatTime: timestamp(deps.clock.now()),
+            gpuNodes,
+            memberOperatorVersion: OPERATOR_VERSION,
+          },
+        },
+      },
+      apply,
+    );
+    return { requeueAfterMs: deps.heartbeatIntervalMs };
+  };
+}

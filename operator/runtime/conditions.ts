@@ -1,0 +1,34 @@
+// One way to set a condition everywhere: lastTransitionTime moves only when the status
+// flips, observedGeneration records which spec the judgement is about, and the list
+// stays sorted by type so an unchanged status serialises identically (no needless writes).
+import type { Condition } from "../../crds/types.generated.ts";
+
+export function setCondition(
+  conditions: readonly Condition[] | undefined,
+  next: Omit<Condition, "lastTransitionTime">,
+  now: Date,
+): Condition[] {
+  const old = conditions?.find((c) => c.type === next.type);
+  const lastTransitionTime =
+    old && old.status === next.status ? old.lastTransitionTime : now.toISOString().replace(/\.\d{3}Z$/, "Z");
+  return [...(conditions ?? []).filter((c) => c.type !== next.type), { ...next, lastTransitionTime }].sort(
+    (a, b) => a.type.localeCompare(b.type),
+  );
+}
+
+export function findCondition(
+  conditions: readonly Condition[] | undefined,
+  type: string,
+): Condition | undefined {
+  return conditions?.find((c) => c.type === type);
+}
+
+/** True when the two lists say the same thing (ignoring order). */
+export function sameConditions(
+  a: readonly Condition[] | undefined,
+  b: readonly Condition[] | undefined,
+): boolean {
+  const norm = (l: readonly Condition[] | undefined) =>
+    JSON.stringify([...(l ?? [])].sort((x, y) => x.type.localeCompare(y.type)));
+  return norm(a) === norm(b);
+}

@@ -1,0 +1,131 @@
+import test from "ava";
+import { judgeRegion } from "../../operator/hub/region-status.ts";
+import { findCondition, sameConditions, setCondition } from "../../operator/runtime/conditions.ts";
+import { makeNode } from "./builders.ts";
+
+const now = Date.parse("2026-11-24T12:00:00Z");
+const ctx = { now, heartbeatTimeoutMs: 60_000, policyExists: true };
+const beat = (agoSeconds: number) => new Date(now - agoSeconds * 1000).toISOString();
+
+function judged(
+  build: (n: ReturnType<typeof makeNode>) => ReturnType<typeof makeNode>,
+  status: object,
+  c = ctx,
+) {
+  const node = build(makeNode("r")).obj();
+  node.status = { ...status };
+  const j = judgeRegion(node, c);
+  const get = (type: string) => j.conditions.find((x) => x.type === type);
+  return { j, get };
+}
+
+test("a fresh, accepted, attested region is Ready and re-checked when its heartbeat would go stale", (t) => {
+  const { j, get } = judged((n) => n, {
+    lastHeartbeatTime: beat(10),
+    gpuNodes: { total: 2, attested: 2, failing: 0 },
+  });
+  t.is(get("Ready")?.reason, "RegionReady");
+  t.is(get("Attested")?.reason, "AllNodesAttested");
+  t.is(get("Degraded")?.status, "False");
+  t.is(j.recheckAfterMs, 50_001);
+});
+
+const table: [
+  string,
+  (n: ReturnType<typeof makeNode>) => ReturnType<typeof makeNode>,
+  object,
+  Partial<typeof ctx>,
+  string,
+  string,
+][] = [
+  ["never heard from", (n) => n, {}, {}, "Joined", "NeverConnected"],
+  ["never heard from is not Ready", (n) => n, {}, {}, "Ready", "HeartbeatMissed"],
+  [
+    "unaccepted wins over everything",
+    (n) => n.accepted(false),
+    { lastHeartbeatTime: beat(1) },
+    {},
+    "Ready",
+    "NotAccepted",
+  ],
+  [
+    "stale heartbeat",
+    (n) => n,
+    { lastHeartbeatTime: beat(61), gpuNodes: { attested: 2 } },
+    {},
+    "Ready",
+    "HeartbeatMissed",
+  ],
+  [
+    "policy missing",
+    (n) => n,
+    { lastHeartbeatTime: beat(1), gpuNodes: { attested: 2 } },
+    { policyExists: false },
+    "Attested",
+    "PolicyNotFound",
+  ],
+  [
+    "policy missing is not Ready",
+    (n) => n,
+    { lastHeartbeatTime: beat(1), gpuNodes: { attested: 2 } },
+    { policyExists: false },
+    "Ready",
+    "NotAttested",
+  ],
+  [
+    "no attested GPU",
+    (n) => n,
+    { lastHeartbeatTime: beat(1), gpuNodes: { total: 2, attested: 0 } },
+    {},
+    "Attested",
+    "EvidenceExpired",
+  ],
+  [
+    "some failing: attested but degraded",
+    (n) => n,
+    { lastHeartbeatTime: beat(1), gpuNodes: { attested: 1, failing: 1 } },
+    {},
+    "Degraded",
+    "NodesFailingAttestation",
+  ],
+  [
+    "some failing still Ready",
+    (n) => n,
+    { lastHeartbeatTime: beat(1), gpuNodes: { attested: 1, failing: 1 } },
+    {},
+    "Ready",
+    "RegionReady",
+  ],
+  [
+    "garbage heartbeat time counts as never",
+    (n) => n,
+    { lastHeartbeatTime: "yesterday" },
+    {},
+    "Joined",
+    "NeverConnected",
+  ],
+];
+for (const [name, build, status, c, type, reason] of table) {
+  test(`judgement: ${name}`, (t) => {
+    const { get } = judged(build, status, { ...ctx, ...c });
+    t.is(get(type)?.reason, reason);
+  });
+}
+
+test("setCondition keeps lastTransitionTime unless the status flips, and keeps the list sorted", (t) => {
+  const t0 = new Date("2026-01-01T00:00:00Z");
+  const t1 = new Date("2026-01-02T00:00:00Z");
+  let cs = setCondition(undefined, { type: "Ready", status: "False", reason: "A", message: "" }, t0);
+  cs = setCondition(cs, { type: "Accepted", status: "True", reason: "B", message: "" }, t0);
+  t.deepEqual(
+    cs.map((c) => c.type),
+    ["Accepted", "Ready"],
+  );
+  const same = setCondition(cs, { type: "Ready", status: "False", reason: "C", message: "changed" }, t1);
+  t.is(findCondition(same, "Ready")?.lastTransitionTime, "2026-01-01T00:00:00Z");
+  t.is(findCondition(same, "Ready")?.reason, "C");
+  const flipped = setCondition(same, { type: "Ready", status: "True", reason: "D", message: "" }, t1);
+  t.is(findCondition(flipped, "Ready")?.lastTransitionTime, "2026-01-02T00:00:00Z");
+  t.true(sameConditions(cs, [...cs].reverse()));
+  t.false(sameConditions(cs, flipped));
+});
