@@ -5,7 +5,8 @@
 import { readFileSync } from "node:fs";
 import {
   CoreV1Api,
-  type KubeConfig,
+  CustomObjectsApi,
+  KubeConfig,
   type KubernetesObject,
   KubernetesObjectApi,
   PatchStrategy,
@@ -59,7 +60,7 @@ export interface RegionCredential {
 export async function issueRegionCredential(
   kc: KubeConfig,
   region: string,
-  opts: { ttlSeconds?: number; hubServer?: string; hubCaData?: string } = {},
+  opts: { ttlSeconds?: number; hubServer?: string; hubCaData?: string; enforcementTimeoutMs?: number } = {},
 ): Promise<RegionCredential> {
   await ensureRegionAccess(kc, region);
   const core = kc.makeApiClient(CoreV1Api);
@@ -97,5 +98,66 @@ export async function issueRegionCredential(
     ],
     "current-context": "sovereign-hub",
   });
+  const member = new KubeConfig();
+  member.loadFromString(kubeconfig);
+  await waitUntilEnforced(member, region, opts.enforcementTimeoutMs ?? 30_000);
   return { region, token, expiresAt: String(res.status?.expirationTimestamp ?? ""), kubeconfig };
+}
+
+/**
+ * RBAC bindings and admission policies take effect a moment after they are written (the
+ * API server learns them through its own caches). A credential is handed out only once
+ * both hold: registering its own SovereignNode is allowed, squatting another name is
+ * refused. Probed with dry-run creates, so nothing is stored.
+ */
+async function waitUntilEnforced(member: KubeConfig, region: string, timeoutMs: number): Promise<void> {
+  const api = member.makeApiClient(CustomObjectsApi);
+  const probe = async (name: string) => {
+    try {
+      await api.createClusterCustomObject({
+        group: "sovereign.ai",
+        version: "v1alpha1",
+        plural: "sovereignnodes",
+        dryRun: "All",
+        body: {
+          apiVersion: "sovereign.ai/v1alpha1",
+          kind: "SovereignNode",
+          metadata: { name },
+          spec: {
+            jurisdiction: "ZZ",
+            accepted: false,
+            attestationPolicyRef: { name: "probe" },
+            dataResidency: {
+              allowedEgress: ["ModelDeltas"],
+              acceptAggregates: false,
+              checkpointLocation: "InRegion",
+            },
+            jetStreamDomain: name,
+          },
+        },
+      });
+      return 201;
+    } catch (err) {
+      const code = (err as { code?: number }).code ?? 0;
+      if (code === 404) {
+        throw new Error(
+          "CrdsNotInstalled: the hub has no SovereignNode resource; install the CRDs (crds/generated) first",
+        );
+      }
+      return code;
+    }
+  };
+  const deadline = Date.now() + timeoutMs;
+  let last = "";
+  while (Date.now() < deadline) {
+    // 409: our own SovereignNode already exists, which also proves create is allowed.
+    const own = await probe(region);
+    const squat = await probe(`${region}-enforcement-probe`);
+    if ((own === 201 || own === 409) && squat === 403) return;
+    last = `own name → ${own}, another name → ${squat}`;
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  throw new Error(
+    `AccessNotEnforced: the region's limits did not take effect within ${timeoutMs / 1000}s (${last}); is the ValidatingAdmissionPolicy API enabled on the hub?`,
+  );
 }
