@@ -1,8 +1,8 @@
-/** Addressing facts about the three kinds, for clients (tests, the operator, the demo). */
+/** Addressing facts about the kinds, for clients (tests, the operator, the demo). */
 import { resourceDefinitions } from "./schema/index.ts";
 import { API_VERSION, GROUP, VERSION } from "./schema/types.ts";
 
-export type Kind = "FederatedRun" | "SovereignNode" | "AttestationPolicy";
+export type Kind = "FederatedRun" | "SovereignNode" | "AttestationPolicy" | "RegionWork";
 
 export interface ResourceAddress {
   kind: Kind;

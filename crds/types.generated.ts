@@ -28,6 +28,15 @@ export interface AttestationPolicy {
   status?: AttestationPolicyStatus;
 }
 
+/** RegionWork is the work the hub hands to one region for one FederatedRun (the Open Cluster Management ManifestWork pattern). The hub operator writes it into the region's hub namespace sovereign-region-<region>; the region's member operator, which may only read it and write its status, creates the learner pods in its own cluster and reports back through status. Not written by users. */
+export interface RegionWork {
+  apiVersion: "sovereign.ai/v1alpha1";
+  kind: "RegionWork";
+  metadata: V1ObjectMeta;
+  spec: RegionWorkSpec;
+  status?: RegionWorkStatus;
+}
+
 /** What each learner runs. The member operator in every placed region creates learnersPerRegion pods from this template, gated until their GPU node is attested. */
 export interface Workload {
   /** Container image of the learner, preferably pinned by digest (registry/name@sha256:...) so every region trains the same code. Required. */
@@ -341,6 +350,10 @@ export interface GpuNodeCounts {
   attested?: number;
   /** GPU nodes whose latest verdict failed. */
   failing?: number;
+  /** GPUs (allocatable nvidia.com/gpu) on all GPU nodes. Count of GPUs. */
+  totalGpus?: number;
+  /** GPUs (allocatable nvidia.com/gpu) on attested GPU nodes: what placement can use. Count of GPUs. */
+  attestedGpus?: number;
 }
 
 /** Summary of the region's latest attestation verdicts. */
@@ -441,4 +454,70 @@ export interface AttestationPolicyStatus {
   conditions?: Condition[];
   /** metadata.generation of the AttestationPolicy that the status reflects; when it lags metadata.generation the operator has not yet acted on the latest spec. */
   observedGeneration?: number;
+}
+
+/** The FederatedRun this work belongs to; the member labels its learner pods with it and the hub matches status reports to the run by uid. Required. Immutable. */
+export interface RunReference {
+  /** Namespace of the FederatedRun on the hub. */
+  namespace: string;
+  /** Name of the FederatedRun. */
+  name: string;
+  /** metadata.uid of the FederatedRun, so that work left over from a deleted run of the same name is recognised as stale. */
+  uid: string;
+}
+
+/** Where the region's learners publish their deltas and read the global model. Required. Immutable. */
+export interface RegionWorkNats {
+  /** NATS subject prefix for this run in this region, e.g. sovereign.<region>.<run namespace>.<run name>; learners publish deltas and read aggregates under it. Must start with sovereign.<region>. so a region only ever uses its own subjects. Required. */
+  subjectPrefix: string;
+  /** JetStream domain of the region's NATS leaf node (its SovereignNode's spec.jetStreamDomain), where the learners' streams live. Required. */
+  jetStreamDomain: string;
+}
+
+/** The work for one region, written by the hub. Everything is immutable once set except round and suspend, which the hub updates as the run advances or pauses. */
+export interface RegionWorkSpec {
+  /** The FederatedRun this work belongs to; the member labels its learner pods with it and the hub matches status reports to the run by uid. Required. Immutable. */
+  run: RunReference;
+  /** Name of the SovereignNode (region) that does the work. Must equal the namespace suffix after "sovereign-region-"; the API server cannot check that (CEL cannot read metadata.namespace), so the member refuses a mismatch with Applied=False, reason InvalidWork. A DNS label of at most 46 characters. Required. Immutable. */
+  region: string;
+  /** What each learner runs. The member operator in every placed region creates learnersPerRegion pods from this template, gated until their GPU node is attested. */
+  workload: Workload;
+  /** Which GPU attestation every learner's node must pass before its pod is released. */
+  attestation: RunAttestation;
+  /** How learners encode the model delta they publish each round. Smaller encodings cut cross-border traffic at some precision cost. */
+  deltaEncoding: DeltaEncoding;
+  /** The round the region should work on; the hub raises it when a round closes. 0 means the run has not started its first round. Rounds. May only increase. Default: 0. */
+  round: number;
+  /** Total outer rounds of the run (the FederatedRun's spec.rounds); after round rounds the region's work is done. Rounds. Required. Immutable. */
+  rounds: number;
+  /** Where the region's learners publish their deltas and read the global model. Required. Immutable. */
+  nats: RegionWorkNats;
+  /** Pauses the region's part of the run: while true the member keeps no learner pods running (it deletes them); set back to false, it recreates them and resumes at round. Default: false. */
+  suspend: boolean;
+}
+
+/** Observed state, written by the region's member operator through the status subresource. */
+export interface RegionWorkStatus {
+  /** Pending: learners are being created or wait for scheduling or attestation; Running: learners are training; Succeeded: the region finished spec.rounds rounds; Failed: the work cannot proceed, see conditions and message. */
+  phase?: "Pending" | "Running" | "Succeeded" | "Failed";
+  /** Learner pods the region should run (spec.workload.learnersPerRegion, or 0 while suspended). */
+  learnersDesired?: number;
+  /** Learner pods that exist and are bound to a node. */
+  learnersScheduled?: number;
+  /** Learner pods running and ready on attested GPU nodes. */
+  learnersReady?: number;
+  /** Learner pods still held by the sovereign.ai/attestation scheduling gate until their GPU node is attested. */
+  learnersWaitingForAttestation?: number;
+  /** True when learners were released without attestation because the member operator runs with attestation disabled (development only); the hub should treat such deltas as unattested. */
+  unattested?: boolean;
+  /** Latest round for which the region published its delta. Unset before the first delta. */
+  lastDeltaRound?: number;
+  /** Total encoded delta bytes the region published for this work. Bytes. */
+  bytesSent?: number;
+  /** metadata.generation of the RegionWork that the status reflects; when it lags metadata.generation the operator has not yet acted on the latest spec. */
+  observedGeneration?: number;
+  /** Latest observations of the RegionWork's state, one entry per type: LearnersReady (the region's learner pods for this work are running on attested GPU nodes); Applied (the member operator turned the work into learner pods in the region's cluster). Reasons are listed in docs/api.md. */
+  conditions?: Condition[];
+  /** Human-readable summary of the phase, e.g. why the work failed. May be empty. */
+  message?: string;
 }

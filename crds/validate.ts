@@ -8,10 +8,16 @@
 
 import { attestationPolicySpec } from "./schema/attestationpolicy.ts";
 import { federatedRunSpec } from "./schema/federatedrun.ts";
+import { regionWorkSpec } from "./schema/regionwork.ts";
 import { sovereignNodeSpec } from "./schema/sovereignnode.ts";
 import type { Schema } from "./schema/types.ts";
 import { type SpecError, validateValue } from "./schema-validator.ts";
-import type { AttestationPolicySpec, FederatedRunSpec, SovereignNodeSpec } from "./types.generated.ts";
+import type {
+  AttestationPolicySpec,
+  FederatedRunSpec,
+  RegionWorkSpec,
+  SovereignNodeSpec,
+} from "./types.generated.ts";
 
 export type { SpecError } from "./schema-validator.ts";
 export { StructuralReason } from "./schema-validator.ts";
@@ -47,3 +53,8 @@ export const parseAttestationPolicySpec = (
   input: unknown,
   options: ParseOptions = {},
 ): ParseResult<AttestationPolicySpec> => parseSpec(attestationPolicySpec, input, options);
+
+export const parseRegionWorkSpec = (
+  input: unknown,
+  options: ParseOptions = {},
+): ParseResult<RegionWorkSpec> => parseSpec(regionWorkSpec, input, options);

@@ -1,5 +1,5 @@
 /**
- * Building blocks shared by the three resources. Bounds (maxLength, maxItems) are not only
+ * Building blocks shared by the resources. Bounds (maxLength, maxItems) are not only
  * sanity limits: the API server estimates the worst-case cost of every CEL rule from them and
  * rejects a CRD whose rules could exceed its budget, so every string and list that a rule
  * touches must be bounded.

@@ -109,3 +109,25 @@ export const attestationPolicyConditions = {
     },
   },
 } as const satisfies ConditionCatalog;
+
+export const regionWorkConditions = {
+  LearnersReady: {
+    meaning: "the region's learner pods for this work are running on attested GPU nodes",
+    reasons: {
+      LearnersRunning: "status.learnersReady equals status.learnersDesired.",
+      LearnersPending: "Some learner pods are not yet scheduled or not yet running.",
+      AttestationPending:
+        "Some learner pods wait behind the sovereign.ai/attestation scheduling gate until their GPU node is attested.",
+      LearnersFailed: "A learner pod failed; the message names the pod and its exit reason.",
+    },
+  },
+  Applied: {
+    meaning: "the member operator turned the work into learner pods in the region's cluster",
+    reasons: {
+      PodsCreated: "The learner pods for spec.workload exist in the region's cluster.",
+      PodCreateFailed: "Creating a learner pod failed; the message gives the API error and the next retry.",
+      InvalidWork:
+        "The member refuses the work, e.g. spec.region is not the region of the namespace it was found in; the message says why.",
+    },
+  },
+} as const satisfies ConditionCatalog;

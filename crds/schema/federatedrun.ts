@@ -65,7 +65,7 @@ const envVar = obj(
   },
 );
 
-const workload = obj(
+export const workload = obj(
   "What each learner runs. The member operator in every placed region creates learnersPerRegion pods from this template, gated until their GPU node is attested.",
   {
     image: str(
@@ -360,7 +360,7 @@ const quorum = obj(
   },
 );
 
-const deltaEncoding = obj(
+export const deltaEncoding = obj(
   "How learners encode the model delta they publish each round. Smaller encodings cut cross-border traffic at some precision cost.",
   {
     dtype: str(
@@ -375,7 +375,7 @@ const deltaEncoding = obj(
   { default: {}, tsName: "DeltaEncoding" },
 );
 
-const attestation = obj(
+export const attestation = obj(
   "Which GPU attestation every learner's node must pass before its pod is released.",
   {
     policyRef: {

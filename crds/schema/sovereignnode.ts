@@ -165,6 +165,11 @@ export const sovereignNodeStatus: Schema = obj(
           },
         ),
         failing: int("GPU nodes whose latest verdict failed.", { minimum: 0 }),
+        totalGpus: int("GPUs (allocatable nvidia.com/gpu) on all GPU nodes. Count of GPUs.", { minimum: 0 }),
+        attestedGpus: int(
+          "GPUs (allocatable nvidia.com/gpu) on attested GPU nodes: what placement can use. Count of GPUs.",
+          { minimum: 0 },
+        ),
       },
       { tsName: "GpuNodeCounts" },
     ),
@@ -212,10 +217,10 @@ export const sovereignNode: ResourceDefinition = {
     {
       name: "Attested",
       type: "integer",
-      jsonPath: ".status.gpuNodes.attested",
-      description: "GPU nodes currently attested.",
+      jsonPath: ".status.gpuNodes.attestedGpus",
+      description: "GPUs on attested nodes.",
     },
-    { name: "GPUs", type: "integer", jsonPath: ".status.gpuNodes.total", description: "GPU nodes seen." },
+    { name: "GPUs", type: "integer", jsonPath: ".status.gpuNodes.totalGpus", description: "GPUs seen." },
     {
       name: "Ready",
       type: "string",

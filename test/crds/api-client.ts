@@ -89,3 +89,38 @@ export async function remove(kc: KubeConfig, kind: Kind, name: string, namespace
     if (!(error instanceof ApiException && error.code === 404)) throw error;
   }
 }
+
+export async function read(
+  kc: KubeConfig,
+  kind: Kind,
+  name: string,
+  namespace: string,
+): Promise<ExampleObject> {
+  const api = kc.makeApiClient(CustomObjectsApi);
+  const address = resourceAddress(kind);
+  const common = { group: address.group, version: address.version, plural: address.plural, name };
+  const result = address.namespaced
+    ? await api.getNamespacedCustomObject({ ...common, namespace })
+    : await api.getClusterCustomObject(common);
+  return result as ExampleObject;
+}
+
+/**
+ * Replaces a stored object like `submit`, but when a concurrent writer bumped its
+ * resourceVersion first (on the shared testbed an operator may be running that writes the
+ * status or finalizers of whatever it watches), retries with the current resourceVersion, so
+ * the outcome is about the spec and not about the race.
+ */
+export async function submitUpdate(
+  kc: KubeConfig,
+  object: ExampleObject,
+  options: SubmitOptions,
+): Promise<Outcome> {
+  const update = structuredClone(object);
+  for (let attempt = 1; ; attempt++) {
+    const outcome = await submit(kc, update, options);
+    if (outcome.accepted || outcome.code !== 409 || attempt >= 5) return outcome;
+    const current = await read(kc, update.kind, update.metadata.name, options.namespace);
+    update.metadata.resourceVersion = current.metadata.resourceVersion;
+  }
+}

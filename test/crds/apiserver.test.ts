@@ -12,7 +12,7 @@ import { resourceAddress } from "../../crds/resources.ts";
 import { resourceDefinitions } from "../../crds/schema/index.ts";
 import { CATEGORY, type Schema } from "../../crds/schema/types.ts";
 import { useTestbed } from "../testbed/harness.ts";
-import { remove, submit } from "./api-client.ts";
+import { remove, submit, submitUpdate } from "./api-client.ts";
 import { EXAMPLES_DIR, exampleFiles, loadExample, specParsers } from "./fixtures.ts";
 import { buildCase, invalidCases } from "./invalid-cases.ts";
 import { ALL_CLUSTERS, createNamespace, flatten, HUB, withUniqueName } from "./testbed-helpers.ts";
@@ -53,7 +53,7 @@ test("installing again is a no-op that still succeeds", async (t) => {
   await t.notThrowsAsync(installCrds(hub));
 });
 
-test(`kubectl get ${CATEGORY} covers all three kinds, under their short names too`, async (t) => {
+test(`kubectl get ${CATEGORY} covers every kind, under their short names too`, async (t) => {
   const result = await tb.kubectl(HUB, ["api-resources", `--categories=${CATEGORY}`, "-o", "name"]);
   t.is(result.code, 0, result.stderr);
   t.deepEqual(result.stdout.trim().split("\n").sort(), resourceDefinitions.map(crdName).sort());
@@ -116,7 +116,9 @@ for (const testCase of invalidCases) {
       t.teardown(() => remove(hub, original.kind, name, namespace));
       broken.metadata.resourceVersion = stored.object.metadata.resourceVersion;
     }
-    const outcome = await submit(hub, broken, { namespace, dryRun: true });
+    const outcome = testCase.update
+      ? await submitUpdate(hub, broken, { namespace, dryRun: true })
+      : await submit(hub, broken, { namespace, dryRun: true });
     if (outcome.accepted) return t.fail("accepted");
     t.is(outcome.code, 422, outcome.message);
     t.true(outcome.message.includes(testCase.serverMessage), outcome.message);
@@ -138,14 +140,14 @@ test("the API server also treats a reordered set inside an immutable field as un
   const reorderedSet = structuredClone(stored);
   reorderedSet.metadata.resourceVersion = resourceVersion;
   reorderedSet.spec.placement.requiredJurisdictions.reverse();
-  const setOutcome = await submit(hub, reorderedSet, { namespace, dryRun: true });
+  const setOutcome = await submitUpdate(hub, reorderedSet, { namespace, dryRun: true });
   t.true(setOutcome.accepted, setOutcome.accepted ? "" : setOutcome.message);
   t.true(specParsers.FederatedRun(reorderedSet.spec, { old: stored.spec }).ok);
 
   const reorderedAtomic = structuredClone(stored);
   reorderedAtomic.metadata.resourceVersion = resourceVersion;
   reorderedAtomic.spec.placement.regionSelector.matchExpressions.reverse();
-  const atomicOutcome = await submit(hub, reorderedAtomic, { namespace, dryRun: true });
+  const atomicOutcome = await submitUpdate(hub, reorderedAtomic, { namespace, dryRun: true });
   t.false(atomicOutcome.accepted);
   t.false(specParsers.FederatedRun(reorderedAtomic.spec, { old: stored.spec }).ok);
 });
@@ -171,6 +173,10 @@ const EXPLAINED_PATHS = [
   "sovereignnode.status.gpuNodes",
   "attestationpolicy.spec.ocsp",
   "attestationpolicy.spec.verification",
+  "regionwork.spec",
+  "regionwork.spec.run",
+  "regionwork.spec.nats",
+  "regionwork.status",
 ];
 
 for (const path of EXPLAINED_PATHS) {
@@ -188,3 +194,92 @@ for (const path of EXPLAINED_PATHS) {
     }
   });
 }
+
+test("the hub may advance a RegionWork's round and suspend it, but not change its work", async (t) => {
+  const stored = withUniqueName(loadExample("regionwork.yaml"));
+  const created = await submit(hub, stored, { namespace });
+  if (!created.accepted) return t.fail(created.message);
+  t.teardown(() => remove(hub, stored.kind, stored.metadata.name, namespace));
+
+  const advanced = structuredClone(created.object);
+  advanced.spec.round = stored.spec.round + 1;
+  advanced.spec.suspend = true;
+  const outcome = await submitUpdate(hub, advanced, { namespace, dryRun: true });
+  t.true(outcome.accepted, outcome.accepted ? "" : outcome.message);
+  t.true(specParsers.RegionWork(advanced.spec, { old: created.object.spec }).ok);
+
+  const changed = structuredClone(advanced);
+  changed.spec.workload.image = "registry.example.org/sovereign/other@sha256:0";
+  const refused = await submitUpdate(hub, changed, { namespace, dryRun: true });
+  t.true(!refused.accepted && refused.message.includes("workload is immutable"), JSON.stringify(refused));
+  t.false(specParsers.RegionWork(changed.spec, { old: created.object.spec }).ok);
+});
+
+test("a member's report through the RegionWork status subresource is stored and printed", async (t) => {
+  const stored = withUniqueName(loadExample("regionwork.yaml"));
+  const created = await submit(hub, stored, { namespace });
+  if (!created.accepted) return t.fail(created.message);
+  t.teardown(() => remove(hub, stored.kind, stored.metadata.name, namespace));
+
+  const status = {
+    phase: "Pending",
+    learnersDesired: 1,
+    learnersScheduled: 1,
+    learnersReady: 0,
+    learnersWaitingForAttestation: 1,
+    unattested: false,
+    observedGeneration: 1,
+    conditions: [
+      {
+        type: "LearnersReady",
+        status: "False",
+        reason: "AttestationPending",
+        message: "1 learner waits for its GPU node's attestation",
+        lastTransitionTime: "2025-01-01T00:00:00Z",
+        observedGeneration: 1,
+      },
+    ],
+  };
+  const patched = await tb.kubectl(HUB, [
+    "patch",
+    "regionwork",
+    stored.metadata.name,
+    "-n",
+    namespace,
+    "--subresource=status",
+    "--type=merge",
+    "-p",
+    JSON.stringify({ status }),
+  ]);
+  t.is(patched.code, 0, patched.stderr);
+
+  const listed = await tb.kubectl(HUB, ["get", "rw", stored.metadata.name, "-n", namespace, "--no-headers"]);
+  t.is(listed.code, 0, listed.stderr);
+  const [name, run, region, round, ready, desired, phase] = listed.stdout.trim().split(/\s+/);
+  t.deepEqual(
+    [name, run, region, round, ready, desired, phase],
+    [
+      stored.metadata.name,
+      stored.spec.run.name,
+      stored.spec.region,
+      String(stored.spec.round),
+      "0",
+      "1",
+      "Pending",
+    ],
+  );
+
+  const badPhase = await tb.kubectl(HUB, [
+    "patch",
+    "regionwork",
+    stored.metadata.name,
+    "-n",
+    namespace,
+    "--subresource=status",
+    "--type=merge",
+    "-p",
+    JSON.stringify({ status: { phase: "Done" } }),
+  ]);
+  t.not(badPhase.code, 0);
+  t.true(badPhase.stderr.includes('Unsupported value: "Done"'), badPhase.stderr);
+});

@@ -7,6 +7,7 @@ import { GENERATED_DIR } from "../../crds/generated-files.ts";
 import {
   attestationPolicyConditions,
   federatedRunConditions,
+  regionWorkConditions,
   sovereignNodeConditions,
 } from "../../crds/schema/conditions.ts";
 import { resourceDefinitions } from "../../crds/schema/index.ts";
@@ -103,7 +104,12 @@ test("generated CRDs and examples read the same as YAML 1.1 (kubectl) and YAML 1
 test("docs/api.md names every condition type and reason, rule reason, printer column and example", (t) => {
   const docs = readFileSync(path.join(REPO_ROOT, "docs/api.md"), "utf8");
   const expected = new Set<string>(Object.values(StructuralReason));
-  for (const catalog of [federatedRunConditions, sovereignNodeConditions, attestationPolicyConditions]) {
+  for (const catalog of [
+    federatedRunConditions,
+    sovereignNodeConditions,
+    attestationPolicyConditions,
+    regionWorkConditions,
+  ]) {
     for (const [type, { reasons }] of Object.entries(catalog)) {
       expected.add(`\`${type}\``);
       for (const reason of Object.keys(reasons)) expected.add(`\`${reason}\``);

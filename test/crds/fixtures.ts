@@ -8,6 +8,7 @@ import {
   type ParseResult,
   parseAttestationPolicySpec,
   parseFederatedRunSpec,
+  parseRegionWorkSpec,
   parseSovereignNodeSpec,
 } from "../../crds/validate.ts";
 
@@ -35,4 +36,5 @@ export const specParsers: Record<Kind, (input: unknown, options?: ParseOptions) 
   FederatedRun: parseFederatedRunSpec,
   SovereignNode: parseSovereignNodeSpec,
   AttestationPolicy: parseAttestationPolicySpec,
+  RegionWork: parseRegionWorkSpec,
 };

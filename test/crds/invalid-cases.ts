@@ -25,6 +25,7 @@ const DILOCO = "federatedrun-diloco-int8-robust.yaml";
 const REGION = "sovereignnode-region.yaml";
 const STRICT = "attestationpolicy-strict.yaml";
 const TESTBED = "attestationpolicy-testbed.yaml";
+const WORK = "regionwork.yaml";
 
 export const invalidCases: readonly InvalidCase[] = [
   // FederatedRun: placement
@@ -592,6 +593,198 @@ export const invalidCases: readonly InvalidCase[] = [
     path: "spec.allowedDriverVersions[0]",
     reason: "PatternMismatch",
     serverMessage: "should match",
+  },
+  // RegionWork
+  {
+    name: "work without a run",
+    example: WORK,
+    break: (spec) => {
+      delete spec.run;
+    },
+    path: "spec.run",
+    reason: "Required",
+    serverMessage: "Required value",
+  },
+  {
+    name: "run uid that is not a UID",
+    example: WORK,
+    break: (spec) => {
+      spec.run.uid = "fedavg-mnist-1";
+    },
+    path: "spec.run.uid",
+    reason: "PatternMismatch",
+    serverMessage: "should match",
+  },
+  {
+    name: "region that is not a DNS label",
+    example: WORK,
+    break: (spec) => {
+      spec.region = "berlin.charite";
+      spec.nats.subjectPrefix = "sovereign.berlin.charite.research.fedavg-mnist";
+    },
+    path: "spec.region",
+    reason: "PatternMismatch",
+    serverMessage: "should match",
+  },
+  {
+    name: "region too long for its namespace",
+    example: WORK,
+    break: (spec) => {
+      spec.region = "r".repeat(47);
+      spec.nats.subjectPrefix = `sovereign.${spec.region}.research.fedavg-mnist`;
+    },
+    path: "spec.region",
+    reason: "TooLong",
+    serverMessage: "may not be more than 46",
+  },
+  {
+    name: "negative round",
+    example: WORK,
+    break: (spec) => {
+      spec.round = -1;
+    },
+    path: "spec.round",
+    reason: "BelowMinimum",
+    serverMessage: "should be greater than or equal to 0",
+  },
+  {
+    name: "round beyond the run's last round",
+    example: WORK,
+    break: (spec) => {
+      spec.round = 51;
+    },
+    path: "spec.round",
+    reason: "RoundBeyondRounds",
+    serverMessage: "round must not exceed rounds",
+  },
+  {
+    name: "work without NATS subjects",
+    example: WORK,
+    break: (spec) => {
+      delete spec.nats;
+    },
+    path: "spec.nats",
+    reason: "Required",
+    serverMessage: "Required value",
+  },
+  {
+    name: "NATS subject prefix with a wildcard",
+    example: WORK,
+    break: (spec) => {
+      spec.nats.subjectPrefix = "sovereign.berlin-charite.>";
+    },
+    path: "spec.nats.subjectPrefix",
+    reason: "PatternMismatch",
+    serverMessage: "should match",
+  },
+  {
+    name: "NATS subject prefix of another region",
+    example: WORK,
+    break: (spec) => {
+      spec.nats.subjectPrefix = "sovereign.paris-aphp.research.fedavg-mnist";
+    },
+    path: "spec.nats.subjectPrefix",
+    reason: "SubjectPrefixOutsideRegion",
+    serverMessage: "nats.subjectPrefix must start with sovereign.<region>.",
+  },
+  {
+    name: "suspend given as a string",
+    example: WORK,
+    break: (spec) => {
+      spec.suspend = "yes";
+    },
+    path: "spec.suspend",
+    reason: "WrongType",
+    serverMessage: "must be of type boolean",
+  },
+  {
+    name: "work workload changed after creation",
+    example: WORK,
+    update: true,
+    break: (spec) => {
+      spec.workload.learnersPerRegion = 2;
+    },
+    path: "spec.workload",
+    reason: "WorkloadImmutable",
+    serverMessage: "workload is immutable",
+  },
+  {
+    name: "work moved to another run",
+    example: WORK,
+    update: true,
+    break: (spec) => {
+      spec.run.uid = "0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d";
+    },
+    path: "spec.run",
+    reason: "RunImmutable",
+    serverMessage: "run is immutable",
+  },
+  {
+    name: "work moved to another region",
+    example: WORK,
+    update: true,
+    break: (spec) => {
+      spec.region = "paris-aphp";
+      spec.nats.subjectPrefix = "sovereign.paris-aphp.research.fedavg-mnist";
+    },
+    path: "spec.region",
+    reason: "RegionImmutable",
+    serverMessage: "region is immutable",
+  },
+  {
+    name: "work attestation loosened after creation",
+    example: WORK,
+    update: true,
+    break: (spec) => {
+      spec.attestation.maxEvidenceAgeSeconds = 86400;
+    },
+    path: "spec.attestation",
+    reason: "AttestationImmutable",
+    serverMessage: "attestation is immutable",
+  },
+  {
+    name: "work delta encoding changed after creation",
+    example: WORK,
+    update: true,
+    break: (spec) => {
+      spec.deltaEncoding.dtype = "int8";
+    },
+    path: "spec.deltaEncoding",
+    reason: "DeltaEncodingImmutable",
+    serverMessage: "deltaEncoding is immutable",
+  },
+  {
+    name: "work rounds changed after creation",
+    example: WORK,
+    update: true,
+    break: (spec) => {
+      spec.rounds = 60;
+    },
+    path: "spec.rounds",
+    reason: "RoundsImmutable",
+    serverMessage: "rounds is immutable",
+  },
+  {
+    name: "work NATS subjects changed after creation",
+    example: WORK,
+    update: true,
+    break: (spec) => {
+      spec.nats.jetStreamDomain = "berlin-2";
+    },
+    path: "spec.nats",
+    reason: "NatsImmutable",
+    serverMessage: "nats is immutable",
+  },
+  {
+    name: "work round lowered",
+    example: WORK,
+    update: true,
+    break: (spec) => {
+      spec.round = 11;
+    },
+    path: "spec.round",
+    reason: "RoundDecreased",
+    serverMessage: "round may only increase",
   },
 ];
 

@@ -1,7 +1,12 @@
 import test from "ava";
 import { resourceDefinitions } from "../../crds/schema/index.ts";
-import type { Schema } from "../../crds/schema/types.ts";
-import { parseFederatedRunSpec, parseSovereignNodeSpec, StructuralReason } from "../../crds/validate.ts";
+import type { Rule, Schema } from "../../crds/schema/types.ts";
+import {
+  parseFederatedRunSpec,
+  parseRegionWorkSpec,
+  parseSovereignNodeSpec,
+  StructuralReason,
+} from "../../crds/validate.ts";
 import { exampleFiles, loadExample, specParsers } from "./fixtures.ts";
 import { buildCase, invalidCases } from "./invalid-cases.ts";
 
@@ -55,13 +60,16 @@ test("every CEL rule has at least one invalid case exercising it", (t) => {
 });
 
 test("reason codes are PascalCase and unique per rule", (t) => {
-  const reasons: string[] = [];
+  // A sub-schema shared between kinds (RegionWork reuses FederatedRun's workload and
+  // attestation) carries the same rule objects, so rules are collected once each.
+  const rules = new Set<Rule>();
   const collect = (schema: Schema) => {
-    for (const rule of schema.rules ?? []) reasons.push(rule.reason);
+    for (const rule of schema.rules ?? []) rules.add(rule);
     for (const child of Object.values(schema.properties ?? {})) collect(child);
     if (schema.items) collect(schema.items);
   };
   for (const definition of resourceDefinitions) collect(definition.spec);
+  const reasons = [...rules].map((rule) => rule.reason);
   for (const reason of [...reasons, ...Object.values(StructuralReason)])
     t.regex(reason, /^[A-Z][A-Za-z0-9]+$/);
   t.is(new Set(reasons).size, reasons.length, "each rule has its own reason");
@@ -149,4 +157,29 @@ test("immutability compares sets and list-maps regardless of order, atomic lists
   reorderedAtomic.placement.regionSelector.matchExpressions.reverse();
   const result = parseFederatedRunSpec(reorderedAtomic, { old: storedTwoExpressions });
   t.deepEqual(result.ok ? [] : result.errors.map((error) => error.reason), ["PlacementImmutable"]);
+});
+
+test("a RegionWork's round may advance and suspend may flip after creation; defaults fill in round, suspend and deltaEncoding", (t) => {
+  const stored = loadExample("regionwork.yaml").spec;
+  const advanced = { ...structuredClone(stored), round: stored.round + 1, suspend: true };
+  t.true(parseRegionWorkSpec(advanced, { old: stored }).ok);
+
+  const minimal = structuredClone(stored);
+  delete minimal.round;
+  delete minimal.suspend;
+  delete minimal.deltaEncoding;
+  const result = parseRegionWorkSpec(minimal);
+  if (!result.ok) return t.fail(JSON.stringify(result.errors));
+  t.is(result.value.round, 0);
+  t.false(result.value.suspend);
+  t.deepEqual(result.value.deltaEncoding, { dtype: "bf16", maxSizeMiB: 4096 });
+});
+
+test("RegionWork reuses FederatedRun's workload, attestation and delta encoding schemas", (t) => {
+  const [run, work] = ["FederatedRun", "RegionWork"].map(
+    (kind) => resourceDefinitions.find((definition) => definition.kind === kind)?.spec.properties,
+  );
+  for (const key of ["workload", "attestation", "deltaEncoding"]) {
+    t.is(work?.[key]?.properties, run?.[key]?.properties, key);
+  }
 });
