@@ -101,7 +101,7 @@ const eligibility: Check[] = [
   },
   (run, node) => {
     const need = run.spec.workload.learnersPerRegion * gpusPerLearner(run);
-    const attested = node.status?.gpuNodes?.attested ?? 0;
+    const attested = node.status?.gpuNodes?.attestedGpus ?? 0;
     const offered = Math.min(attested, node.spec.capacity?.maxGpus ?? Number.POSITIVE_INFINITY);
     return offered < need
       ? {
@@ -130,7 +130,7 @@ export function decidePlacement(
 
   const wasPlaced = (n: SovereignNode) => previouslyPlaced.includes(n.metadata.name ?? "");
   const coversRequired = (n: SovereignNode) => requiredJurisdictions.includes(n.spec.jurisdiction);
-  const attested = (n: SovereignNode) => n.status?.gpuNodes?.attested ?? 0;
+  const attested = (n: SovereignNode) => n.status?.gpuNodes?.attestedGpus ?? 0;
   const ranked = [...eligible].sort(
     (a, b) =>
       Number(wasPlaced(b)) - Number(wasPlaced(a)) ||

@@ -29,25 +29,38 @@ export interface RegistrationDeps {
   hubKc: KubeConfig;
   clock: Clock;
   heartbeatIntervalMs: number;
+  /** Labels the region puts on its SovereignNode (placement selectors match them). */
+  labels?: Record<string, string>;
 }
 
 const timestamp = (ms: number) => new Date(ms).toISOString().replace(/\.\d{3}Z$/, "Z");
 
-/** Counts the region's GPU nodes: all of them, and those the attestation agent vouched for. */
-export async function gpuInventory(
-  regionKc: KubeConfig,
-): Promise<{ total: number; attested: number; failing: number }> {
+/**
+ * The region's GPU inventory: nodes and GPUs in all, and those on nodes the attestation
+ * agent vouched for. Placement needs GPUs, not nodes: a run asks for learners × GPUs.
+ */
+export async function gpuInventory(regionKc: KubeConfig): Promise<{
+  total: number;
+  attested: number;
+  failing: number;
+  totalGpus: number;
+  attestedGpus: number;
+}> {
   const nodes = await regionKc
     .makeApiClient(CoreV1Api)
     .listNode({ labelSelector: "nvidia.com/gpu.present=true" });
-  let attested = 0;
-  let failing = 0;
+  const inv = { total: 0, attested: 0, failing: 0, totalGpus: 0, attestedGpus: 0 };
   for (const n of nodes.items) {
+    const gpus = Number(n.status?.allocatable?.["nvidia.com/gpu"] ?? 0) || 0;
     const label = n.metadata?.labels?.[ATTESTED_LABEL];
-    if (label === "true") attested++;
-    else if (label === "false") failing++;
+    inv.total++;
+    inv.totalGpus += gpus;
+    if (label === "true") {
+      inv.attested++;
+      inv.attestedGpus += gpus;
+    } else if (label === "false") inv.failing++;
   }
-  return { total: nodes.items.length, attested, failing };
+  return inv;
 }
 
 /** One heartbeat: register (idempotent) and report. Returns when to beat again. */
@@ -60,9 +73,18 @@ export function registrationReconciler(deps: RegistrationDeps): () => Promise<Re
     kind: "SovereignNode",
     metadata: { name: deps.region },
   };
+  const registered = {
+    ...identity,
+    metadata: { ...identity.metadata, ...(deps.labels ? { labels: deps.labels } : {}) },
+  };
   return async () => {
     await hub.patchClusterCustomObject(
-      { ...target, fieldManager: FIELD_MANAGER, force: true, body: { ...identity, spec: deps.registration } },
+      {
+        ...target,
+        fieldManager: FIELD_MANAGER,
+        force: true,
+        body: { ...registered, spec: deps.registration },
+      },
       apply,
     );
     const gpuNodes = await gpuInventory(deps.regionKc);

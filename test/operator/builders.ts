@@ -23,7 +23,10 @@ export class NodeBuilder {
         },
         jetStreamDomain: name,
       },
-      status: { gpuNodes: { total: 16, attested: 16, failing: 0 }, conditions: [] },
+      status: {
+        gpuNodes: { total: 2, attested: 2, failing: 0, totalGpus: 16, attestedGpus: 16 },
+        conditions: [],
+      },
     };
     this.condition("Ready", "True", "RegionReady");
   }
@@ -44,7 +47,10 @@ export class NodeBuilder {
   }
 
   attestedGpus(n: number): this {
-    this.node.status = { ...this.node.status, gpuNodes: { total: n, attested: n, failing: 0 } };
+    this.node.status = {
+      ...this.node.status,
+      gpuNodes: { total: 1, attested: 1, failing: 0, totalGpus: n, attestedGpus: n },
+    };
     return this;
   }
 

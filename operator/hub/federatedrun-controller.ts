@@ -1,0 +1,279 @@
+// Hub: places each FederatedRun, hands every chosen region its RegionWork, and reports
+// in the run's status what the regions report back. Fetch → decide (placement.ts) →
+// apply the work → write status → requeue decision; a finalizer removes the run's work
+// from every region's namespace before the run goes away.
+import { CustomObjectsApi, type KubeConfig, PatchStrategy, setHeaderOptions } from "@kubernetes/client-node";
+import type {
+  FederatedRun,
+  FederatedRunStatus,
+  RegionRunStatus,
+  RegionWork,
+  SovereignNode,
+} from "../../crds/types.generated.ts";
+import { sameContent } from "../runtime/canonical.ts";
+import type { Clock } from "../runtime/clock.ts";
+import { findCondition, setCondition } from "../runtime/conditions.ts";
+import type { ReconcileResult } from "../runtime/controller.ts";
+import type { EventRecorder } from "../runtime/events.ts";
+import { decidePlacement } from "./placement.ts";
+import { regionNamespace } from "./region-access.ts";
+
+export const CONTROLLER_NAME = "federatedrun";
+export const FIELD_MANAGER = "sovereign-hub";
+export const FINALIZER = "sovereign.ai/region-work";
+export const RUN_UID_LABEL = "sovereign.ai/run-uid";
+export const RUN_NAME_LABEL = "sovereign.ai/run-name";
+export const RUN_NAMESPACE_LABEL = "sovereign.ai/run-namespace";
+
+const G = { group: "sovereign.ai", version: "v1alpha1" };
+
+/** The RegionWork of one run in one region: named after the run so it is unique per namespace. */
+export function regionWorkName(run: FederatedRun): string {
+  return `${run.metadata.namespace}.${run.metadata.name}`;
+}
+
+export function desiredRegionWork(
+  run: FederatedRun,
+  region: string,
+  node: SovereignNode | undefined,
+): RegionWork {
+  const ns = run.metadata.namespace ?? "default";
+  return {
+    apiVersion: "sovereign.ai/v1alpha1",
+    kind: "RegionWork",
+    metadata: {
+      name: regionWorkName(run),
+      namespace: regionNamespace(region),
+      labels: {
+        [RUN_UID_LABEL]: run.metadata.uid ?? "",
+        [RUN_NAME_LABEL]: run.metadata.name ?? "",
+        [RUN_NAMESPACE_LABEL]: ns,
+      },
+    },
+    spec: {
+      run: { namespace: ns, name: run.metadata.name ?? "", uid: run.metadata.uid ?? "" },
+      region,
+      workload: run.spec.workload,
+      attestation: run.spec.attestation,
+      deltaEncoding: run.spec.deltaEncoding,
+      round: run.status?.currentRound ?? 0,
+      rounds: run.spec.rounds,
+      nats: {
+        subjectPrefix: `sovereign.${region}.${ns}.${run.metadata.name}`,
+        jetStreamDomain: node?.spec.jetStreamDomain ?? region,
+      },
+      suspend: false,
+    },
+  } as RegionWork;
+}
+
+export interface FederatedRunReconcilerDeps {
+  kc: KubeConfig;
+  getRun: (namespace: string, name: string) => FederatedRun | undefined;
+  listNodes: () => readonly SovereignNode[];
+  /** Every RegionWork of a run, by the run's uid. */
+  workOf: (runUid: string) => readonly RegionWork[];
+  events: EventRecorder;
+  clock: Clock;
+}
+
+export function federatedRunReconciler(
+  deps: FederatedRunReconcilerDeps,
+): (key: string) => Promise<ReconcileResult | undefined> {
+  const api = deps.kc.makeApiClient(CustomObjectsApi);
+  const apply = setHeaderOptions("Content-Type", PatchStrategy.ServerSideApply);
+  const merge = setHeaderOptions("Content-Type", PatchStrategy.MergePatch);
+
+  const setFinalizers = (run: FederatedRun, finalizers: string[]) =>
+    api.patchNamespacedCustomObject(
+      {
+        ...G,
+        plural: "federatedruns",
+        namespace: run.metadata.namespace ?? "",
+        name: run.metadata.name ?? "",
+        // resourceVersion makes this a compare-and-swap: never drop someone else's finalizer.
+        body: { metadata: { finalizers, resourceVersion: run.metadata.resourceVersion } },
+      },
+      merge,
+    );
+
+  const deleteWork = async (work: readonly RegionWork[]) => {
+    for (const w of work) {
+      await api
+        .deleteNamespacedCustomObject({
+          ...G,
+          plural: "regionworks",
+          namespace: w.metadata.namespace ?? "",
+          name: w.metadata.name ?? "",
+        })
+        .catch((err: { code?: number }) => {
+          if (err.code !== 404) throw err;
+        });
+    }
+  };
+
+  return async (key) => {
+    const [namespace, name] = key.split("/") as [string, string];
+    const run = deps.getRun(namespace, name);
+    if (!run) return undefined;
+    const uid = run.metadata.uid ?? "";
+    const finalizers = run.metadata.finalizers ?? [];
+
+    if (run.metadata.deletionTimestamp) {
+      const work = deps.workOf(uid);
+      if (work.length > 0) {
+        await deleteWork(work);
+        return { requeueAfterMs: 1_000 }; // until the informer shows them gone
+      }
+      if (finalizers.includes(FINALIZER))
+        await setFinalizers(
+          run,
+          finalizers.filter((f) => f !== FINALIZER),
+        );
+      return undefined;
+    }
+    if (!finalizers.includes(FINALIZER)) {
+      await setFinalizers(run, [...finalizers, FINALIZER]);
+      return undefined; // the update comes back through the informer
+    }
+
+    const nodes = deps.listNodes();
+    const placedBefore = (run.status?.regions ?? []).filter((r) => r.placed).map((r) => r.name);
+    const decision = decidePlacement(run, nodes, placedBefore);
+    const now = new Date(deps.clock.now());
+    const gen = run.metadata.generation;
+    let conditions = run.status?.conditions;
+    const regions: RegionRunStatus[] = [];
+
+    if (decision.outcome === "RegionsSelected") {
+      const work = deps.workOf(uid);
+      for (const region of decision.chosen) {
+        const node = nodes.find((n) => n.metadata.name === region);
+        await api.patchNamespacedCustomObject(
+          {
+            ...G,
+            plural: "regionworks",
+            namespace: regionNamespace(region),
+            name: regionWorkName(run),
+            fieldManager: FIELD_MANAGER,
+            force: true,
+            body: desiredRegionWork(run, region, node),
+          },
+          apply,
+        );
+        const reported = work.find((w) => w.spec.region === region)?.status;
+        regions.push({
+          name: region,
+          jurisdiction: node?.spec.jurisdiction,
+          placed: true,
+          learnersDesired: run.spec.workload.learnersPerRegion,
+          learnersReady: reported?.learnersReady ?? 0,
+          ...(reported?.lastDeltaRound !== undefined ? { lastDeltaRound: reported.lastDeltaRound } : {}),
+          ...(reported?.bytesSent !== undefined ? { bytesSent: reported.bytesSent } : {}),
+          reason: reported
+            ? (findCondition(reported.conditions, "LearnersReady")?.reason ?? "WorkReceived")
+            : "WorkSent",
+          message:
+            reported?.message ?? (reported ? "" : "waiting for the region's member operator to report"),
+        });
+      }
+      // Work for regions no longer chosen (only if they were dropped while unplaced).
+      await deleteWork(deps.workOf(uid).filter((w) => !decision.chosen.includes(w.spec.region)));
+      conditions = setCondition(
+        conditions,
+        {
+          type: "Placed",
+          status: "True",
+          reason: "RegionsSelected",
+          message: decision.message,
+          observedGeneration: gen,
+        },
+        now,
+      );
+      if (findCondition(run.status?.conditions, "Placed")?.status !== "True") {
+        await deps.events.record(run, "Normal", "RegionsSelected", decision.message);
+      }
+    } else {
+      conditions = setCondition(
+        conditions,
+        {
+          type: "Placed",
+          status: "False",
+          reason: decision.outcome,
+          message: decision.message,
+          observedGeneration: gen,
+        },
+        now,
+      );
+      if (findCondition(run.status?.conditions, "Placed")?.reason !== decision.outcome) {
+        await deps.events.record(run, "Warning", decision.outcome, decision.message);
+      }
+    }
+    for (const r of decision.rejected)
+      regions.push({ name: r.name, placed: false, reason: r.reason, message: r.message });
+
+    const placed = regions.filter((r) => r.placed);
+    const ready = placed.filter((r) => (r.learnersReady ?? 0) >= (r.learnersDesired ?? 1));
+    if (placed.length > 0) {
+      conditions = setCondition(
+        conditions,
+        ready.length === placed.length
+          ? {
+              type: "Ready",
+              status: "True",
+              reason: "LearnersReady",
+              message: `learners ready in ${ready.map((r) => r.name).join(", ")}`,
+              observedGeneration: gen,
+            }
+          : {
+              type: "Ready",
+              status: "False",
+              reason: "LearnersPending",
+              message: `waiting for learners in ${placed
+                .filter((r) => !ready.includes(r))
+                .map((r) => `${r.name} (${r.learnersReady ?? 0}/${r.learnersDesired})`)
+                .join(", ")}`,
+              observedGeneration: gen,
+            },
+        now,
+      );
+    }
+    const status: FederatedRunStatus = {
+      phase: placed.length > 0 ? "Running" : "Placing",
+      currentRound: run.status?.currentRound ?? 0,
+      regionsPlaced: placed.length,
+      regionsReady: ready.length,
+      startTime: run.status?.startTime ?? now.toISOString().replace(/\.\d{3}Z$/, "Z"),
+      regions: regions.sort((a, b) => a.name.localeCompare(b.name)),
+      conditions,
+      observedGeneration: gen,
+    };
+    if (!sameContent(withoutStartTime(status), withoutStartTime(run.status))) {
+      await api.patchNamespacedCustomObjectStatus(
+        {
+          ...G,
+          plural: "federatedruns",
+          namespace,
+          name,
+          fieldManager: FIELD_MANAGER,
+          force: true,
+          body: {
+            apiVersion: "sovereign.ai/v1alpha1",
+            kind: "FederatedRun",
+            metadata: { name, namespace },
+            status,
+          },
+        },
+        apply,
+      );
+    }
+    return undefined;
+  };
+}
+
+/** startTime is set once; it must not make an otherwise unchanged status look changed. */
+function withoutStartTime(s: FederatedRunStatus | undefined): unknown {
+  if (!s) return undefined;
+  const { startTime: _startTime, ...rest } = s;
+  return rest;
+}

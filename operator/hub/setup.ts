@@ -1,0 +1,127 @@
+// Wires the hub's controllers to their informers. Informer callbacks only enqueue keys;
+// which keys a change concerns is decided here, in one place.
+import { CustomObjectsApi, type KubeConfig } from "@kubernetes/client-node";
+import type {
+  AttestationPolicy,
+  FederatedRun,
+  RegionWork,
+  SovereignNode,
+} from "../../crds/types.generated.ts";
+import { type Clock, realClock } from "../runtime/clock.ts";
+import { Controller } from "../runtime/controller.ts";
+import { eventRecorder } from "../runtime/events.ts";
+import { objectKey, SupervisedInformer } from "../runtime/informer.ts";
+import type { Logger } from "../runtime/log.ts";
+import type { OperatorMetrics } from "../runtime/metrics.ts";
+import {
+  federatedRunReconciler,
+  RUN_NAME_LABEL,
+  RUN_NAMESPACE_LABEL,
+  RUN_UID_LABEL,
+} from "./federatedrun-controller.ts";
+import { sovereignNodeReconciler } from "./sovereignnode-controller.ts";
+
+const G = { group: "sovereign.ai", version: "v1alpha1" };
+
+export interface HubOptions {
+  kc: KubeConfig;
+  metrics: OperatorMetrics;
+  log: Logger;
+  clock?: Clock;
+  workers?: number;
+  heartbeatTimeoutMs?: number;
+  /** Only FederatedRuns in this namespace (default: all namespaces). */
+  watchNamespace?: string;
+  /** Only SovereignNodes with these labels (default: all). */
+  nodeLabelSelector?: string;
+}
+
+export function hubControllers(opts: HubOptions) {
+  const { kc, metrics, log } = opts;
+  const clock = opts.clock ?? realClock;
+  const api = kc.makeApiClient(CustomObjectsApi);
+  const events = eventRecorder(kc, "sovereign-hub", log);
+  const informer = <T extends { metadata?: { name?: string } }>(
+    plural: string,
+    onKey: (key: string) => void,
+    scope: { namespace?: string; labelSelector?: string } = {},
+  ) =>
+    new SupervisedInformer<T & { metadata: { name?: string } }>({
+      kc,
+      path: scope.namespace
+        ? `/apis/sovereign.ai/v1alpha1/namespaces/${scope.namespace}/${plural}`
+        : `/apis/sovereign.ai/v1alpha1/${plural}`,
+      list: () =>
+        scope.namespace
+          ? api.listNamespacedCustomObject({
+              ...G,
+              plural,
+              namespace: scope.namespace,
+              labelSelector: scope.labelSelector,
+            })
+          : api.listClusterCustomObject({ ...G, plural, labelSelector: scope.labelSelector }),
+      labelSelector: scope.labelSelector,
+      onKey,
+      metrics,
+      log: log.child(`informer.${plural}`),
+    });
+
+  const nodes = informer<SovereignNode>(
+    "sovereignnodes",
+    (key) => {
+      nodeController.enqueue(key);
+      for (const r of runs.list()) runController.enqueue(objectKey(r));
+    },
+    { labelSelector: opts.nodeLabelSelector },
+  );
+  const policies = informer<AttestationPolicy>("attestationpolicies", () => {
+    for (const n of nodes.list()) nodeController.enqueue(objectKey(n));
+  });
+  const runs = informer<FederatedRun>("federatedruns", (key) => runController.enqueue(key), {
+    namespace: opts.watchNamespace,
+  });
+  const works = informer<RegionWork>("regionworks", (key) => {
+    const [ns, name] = key.split("/") as [string, string];
+    const w = works.get(name, ns);
+    const labels = w?.metadata.labels;
+    if (labels?.[RUN_NAMESPACE_LABEL] && labels[RUN_NAME_LABEL]) {
+      runController.enqueue(`${labels[RUN_NAMESPACE_LABEL]}/${labels[RUN_NAME_LABEL]}`);
+    } else {
+      // Deleted: the cache no longer has its labels; any run may be waiting for it.
+      for (const r of runs.list()) runController.enqueue(objectKey(r));
+    }
+  });
+
+  const nodeController = new Controller({
+    name: "sovereignnode",
+    workers: opts.workers,
+    metrics,
+    log: log.child("sovereignnode"),
+    clock,
+    reconcile: sovereignNodeReconciler({
+      kc,
+      getNode: (name) => nodes.get(name) as SovereignNode | undefined,
+      getPolicy: (name) => policies.get(name) as AttestationPolicy | undefined,
+      events,
+      clock,
+      heartbeatTimeoutMs: opts.heartbeatTimeoutMs ?? 60_000,
+    }),
+  });
+  const runController = new Controller({
+    name: "federatedrun",
+    workers: opts.workers,
+    metrics,
+    log: log.child("federatedrun"),
+    clock,
+    reconcile: federatedRunReconciler({
+      kc,
+      getRun: (ns, name) => runs.get(name, ns) as FederatedRun | undefined,
+      listNodes: () => nodes.list() as SovereignNode[],
+      workOf: (uid) =>
+        (works.list() as RegionWork[]).filter((w) => w.metadata.labels?.[RUN_UID_LABEL] === uid),
+      events,
+      clock,
+    }),
+  });
+  return { informers: [nodes, policies, runs, works], controllers: [nodeController, runController] };
+}

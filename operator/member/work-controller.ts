@@ -1,0 +1,281 @@
+// Member: turns each RegionWork the hub hands this region into learner pods in the
+// region's own cluster, and reports back through the RegionWork's status (the only thing
+// its hub credential may write). Learner pods start behind the `sovereign.ai/attestation`
+// scheduling gate: the attestation controller (issue 6) releases a pod once its GPU node
+// verified; with attestation disabled for development the member releases them itself
+// and the work reports `unattested: true`, which the hub carries into the run's status.
+//
+// Pods carry the work's name as a label; a RegionWork that no longer exists at the hub
+// leaves pods without an owner, and the next reconcile of that key deletes them. That is
+// how a deleted run is cleaned up in regions the hub cannot reach into.
+import { createHash } from "node:crypto";
+import {
+  CoreV1Api,
+  CustomObjectsApi,
+  type KubeConfig,
+  PatchStrategy,
+  setHeaderOptions,
+  type V1EnvVar,
+  type V1Pod,
+} from "@kubernetes/client-node";
+import type { RegionWork, RegionWorkStatus } from "../../crds/types.generated.ts";
+import { sameContent } from "../runtime/canonical.ts";
+import { setCondition } from "../runtime/conditions.ts";
+import type { ReconcileResult } from "../runtime/controller.ts";
+
+export const LEARNER_NAMESPACE = "sovereign-learners";
+export const ATTESTATION_GATE = "sovereign.ai/attestation";
+export const WORK_LABEL = "sovereign.ai/work";
+export const FIELD_MANAGER = "sovereign-member";
+
+/** A label-safe, stable name for one RegionWork (its `namespace.name` can exceed 63 characters). */
+export function workId(workName: string): string {
+  return createHash("sha256").update(workName).digest("hex").slice(0, 16);
+}
+
+function quantities(q: Record<string, number | string> | undefined): Record<string, string> | undefined {
+  return q ? Object.fromEntries(Object.entries(q).map(([k, v]) => [k, String(v)])) : undefined;
+}
+
+export function learnerPod(work: RegionWork, index: number): V1Pod {
+  const s = work.spec;
+  const id = workId(work.metadata.name ?? "");
+  const env: V1EnvVar[] = [
+    { name: "SOVEREIGN_RUN", value: s.run.name },
+    { name: "SOVEREIGN_RUN_NAMESPACE", value: s.run.namespace },
+    { name: "SOVEREIGN_REGION", value: s.region },
+    { name: "SOVEREIGN_ROUND", value: String(s.round ?? 0) },
+    { name: "SOVEREIGN_ROUNDS", value: String(s.rounds) },
+    { name: "SOVEREIGN_LEARNER_INDEX", value: String(index) },
+    { name: "SOVEREIGN_LEARNERS", value: String(s.workload.learnersPerRegion) },
+    { name: "SOVEREIGN_NATS_SUBJECT_PREFIX", value: s.nats.subjectPrefix },
+    { name: "SOVEREIGN_JETSTREAM_DOMAIN", value: s.nats.jetStreamDomain },
+    { name: "SOVEREIGN_DELTA_DTYPE", value: s.deltaEncoding.dtype },
+    ...(s.workload.env ?? []).map((e) =>
+      e.valueFrom
+        ? { name: e.name, valueFrom: { secretKeyRef: e.valueFrom.secretKeyRef } }
+        : { name: e.name, value: e.value ?? "" },
+    ),
+  ];
+  return {
+    apiVersion: "v1",
+    kind: "Pod",
+    metadata: {
+      name: `learner-${id}-${index}`,
+      namespace: LEARNER_NAMESPACE,
+      labels: {
+        [WORK_LABEL]: id,
+        "sovereign.ai/run": s.run.name.slice(0, 63),
+        "sovereign.ai/learner-index": String(index),
+        "app.kubernetes.io/managed-by": "sovereign-operator",
+      },
+      annotations: { "sovereign.ai/region-work": `${work.metadata.namespace}/${work.metadata.name}` },
+    },
+    spec: {
+      schedulingGates: [{ name: ATTESTATION_GATE }],
+      restartPolicy: "Never",
+      nodeSelector: { "nvidia.com/gpu.present": "true" },
+      containers: [
+        {
+          name: "learner",
+          image: s.workload.image,
+          command: s.workload.command,
+          args: s.workload.args,
+          env,
+          resources: {
+            requests: quantities(s.workload.resources?.requests),
+            limits: quantities(s.workload.resources?.limits),
+          },
+        },
+      ],
+    },
+  };
+}
+
+export interface WorkReconcilerDeps {
+  hubKc: KubeConfig;
+  regionKc: KubeConfig;
+  /** The region's hub namespace, where its RegionWorks live. */
+  hubNamespace: string;
+  getWork: (name: string) => RegionWork | undefined;
+  /** Learner pods of one work, from the region's pod informer. */
+  podsOf: (id: string) => readonly V1Pod[];
+  insecureSkipAttestation: boolean;
+  now: () => number;
+}
+
+export function workReconciler(
+  deps: WorkReconcilerDeps,
+): (key: string) => Promise<ReconcileResult | undefined> {
+  const core = deps.regionKc.makeApiClient(CoreV1Api);
+  const hub = deps.hubKc.makeApiClient(CustomObjectsApi);
+  const apply = setHeaderOptions("Content-Type", PatchStrategy.ServerSideApply);
+  let namespaceReady = false;
+
+  const ensureNamespace = async () => {
+    if (namespaceReady) return;
+    try {
+      await core.createNamespace({ body: { metadata: { name: LEARNER_NAMESPACE } } });
+    } catch (err) {
+      if ((err as { code?: number }).code !== 409) throw err;
+    }
+    namespaceReady = true;
+  };
+
+  return async (key) => {
+    const name = key.includes("/") ? (key.split("/")[1] as string) : key;
+    const id = workId(name);
+    const work = deps.getWork(name);
+    const pods = deps.podsOf(id);
+    if (!work) {
+      // The hub withdrew the work (run deleted or region unplaced): remove its learners.
+      for (const p of pods) {
+        await core
+          .deleteNamespacedPod({ name: p.metadata?.name ?? "", namespace: LEARNER_NAMESPACE })
+          .catch((err: { code?: number }) => {
+            if (err.code !== 404) throw err;
+          });
+      }
+      return undefined;
+    }
+    await ensureNamespace();
+    const desired = work.spec.workload.learnersPerRegion;
+    const existing = new Set(pods.map((p) => p.metadata?.name));
+    let createError = "";
+    for (let i = 0; i < desired; i++) {
+      const pod = learnerPod(work, i);
+      if (existing.has(pod.metadata?.name)) continue;
+      try {
+        await core.createNamespacedPod({ namespace: LEARNER_NAMESPACE, body: pod });
+      } catch (err) {
+        if ((err as { code?: number }).code === 409) continue;
+        createError = `creating ${pod.metadata?.name} failed: ${(err as { body?: string }).body ?? String(err)}`;
+      }
+    }
+    // Learners beyond the desired count (the work shrank) go.
+    for (const p of pods) {
+      const index = Number(p.metadata?.labels?.["sovereign.ai/learner-index"]);
+      if (index >= desired)
+        await core
+          .deleteNamespacedPod({ name: p.metadata?.name ?? "", namespace: LEARNER_NAMESPACE })
+          .catch(() => undefined);
+    }
+    if (deps.insecureSkipAttestation) {
+      for (const p of pods) {
+        if (p.spec?.schedulingGates?.some((g) => g.name === ATTESTATION_GATE)) {
+          // A JSON patch that replaces the list: a strategic merge of a shorter list
+          // would keep the gate (lists of gates merge by name).
+          await core.patchNamespacedPod({
+            name: p.metadata?.name ?? "",
+            namespace: LEARNER_NAMESPACE,
+            body: [
+              {
+                op: "replace",
+                path: "/spec/schedulingGates",
+                value: (p.spec.schedulingGates ?? []).filter((g) => g.name !== ATTESTATION_GATE),
+              },
+            ],
+          });
+        }
+      }
+    }
+
+    const live = pods.filter((p) => Number(p.metadata?.labels?.["sovereign.ai/learner-index"]) < desired);
+    const waiting = live.filter((p) =>
+      p.spec?.schedulingGates?.some((g) => g.name === ATTESTATION_GATE),
+    ).length;
+    const scheduled = live.filter((p) => p.spec?.nodeName).length;
+    const ready = live.filter((p) =>
+      p.status?.conditions?.some((c) => c.type === "Ready" && c.status === "True"),
+    ).length;
+    const failed = live.filter((p) => p.status?.phase === "Failed").length;
+    const now = new Date(deps.now());
+    const gen = work.metadata.generation;
+    let conditions = setCondition(
+      work.status?.conditions,
+      createError
+        ? {
+            type: "Applied",
+            status: "False",
+            reason: "PodCreateFailed",
+            message: createError,
+            observedGeneration: gen,
+          }
+        : {
+            type: "Applied",
+            status: "True",
+            reason: "PodsCreated",
+            message: `${desired} learner pods in ${LEARNER_NAMESPACE}`,
+            observedGeneration: gen,
+          },
+      now,
+    );
+    conditions = setCondition(
+      conditions,
+      failed > 0
+        ? {
+            type: "LearnersReady",
+            status: "False",
+            reason: "LearnersFailed",
+            message: `${failed} learner pods failed`,
+            observedGeneration: gen,
+          }
+        : ready >= desired
+          ? {
+              type: "LearnersReady",
+              status: "True",
+              reason: "LearnersRunning",
+              message: `${ready}/${desired} learners running`,
+              observedGeneration: gen,
+            }
+          : waiting > 0
+            ? {
+                type: "LearnersReady",
+                status: "False",
+                reason: "AttestationPending",
+                message: `${waiting} learners wait for their GPU node's attestation`,
+                observedGeneration: gen,
+              }
+            : {
+                type: "LearnersReady",
+                status: "False",
+                reason: "LearnersPending",
+                message: `${ready}/${desired} learners running`,
+                observedGeneration: gen,
+              },
+      now,
+    );
+    const status: RegionWorkStatus = {
+      phase: failed > 0 ? "Failed" : ready >= desired ? "Running" : "Pending",
+      learnersDesired: desired,
+      learnersScheduled: scheduled,
+      learnersReady: ready,
+      learnersWaitingForAttestation: waiting,
+      unattested: deps.insecureSkipAttestation,
+      observedGeneration: gen,
+      conditions,
+      message: createError || (conditions.find((c) => c.type === "LearnersReady")?.message ?? ""),
+    };
+    if (!sameContent(work.status, status)) {
+      await hub.patchNamespacedCustomObjectStatus(
+        {
+          group: "sovereign.ai",
+          version: "v1alpha1",
+          plural: "regionworks",
+          namespace: deps.hubNamespace,
+          name,
+          fieldManager: FIELD_MANAGER,
+          force: true,
+          body: {
+            apiVersion: "sovereign.ai/v1alpha1",
+            kind: "RegionWork",
+            metadata: { name, namespace: deps.hubNamespace },
+            status,
+          },
+        },
+        apply,
+      );
+    }
+    return createError ? { requeueAfterMs: 5_000 } : undefined;
+  };
+}

@@ -1,0 +1,513 @@
+// The hub/member design on the testbed's real API servers: registration and heartbeats,
+// then a run placed on every region. Both tests mark the regions' GPU nodes attested, so
+// they share this file and run one after the other.
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import {
+  CoreV1Api,
+  CustomObjectsApi,
+  KubeConfig,
+  KubernetesObjectApi,
+  RbacAuthorizationV1Api,
+} from "@kubernetes/client-node";
+import test from "ava";
+import { parse } from "yaml";
+import { installCrds } from "../../crds/install.ts";
+import type {
+  AttestationPolicy,
+  Condition,
+  FederatedRun,
+  SovereignNode,
+} from "../../crds/types.generated.ts";
+import { issueRegionCredential } from "../../operator/hub/credentials.ts";
+import { regionNamespace } from "../../operator/hub/region-access.ts";
+import { hubControllers } from "../../operator/hub/setup.ts";
+import { sovereignNodeReconciler } from "../../operator/hub/sovereignnode-controller.ts";
+import { ATTESTED_LABEL, registrationReconciler } from "../../operator/member/registration.ts";
+import { memberControllers } from "../../operator/member/setup.ts";
+import {
+  ATTESTATION_GATE,
+  LEARNER_NAMESPACE,
+  WORK_LABEL,
+  workId,
+} from "../../operator/member/work-controller.ts";
+import { realClock } from "../../operator/runtime/clock.ts";
+import { Controller } from "../../operator/runtime/controller.ts";
+import { eventRecorder } from "../../operator/runtime/events.ts";
+import { SupervisedInformer } from "../../operator/runtime/informer.ts";
+import { silentLogger } from "../../operator/runtime/log.ts";
+import { OperatorMetrics } from "../../operator/runtime/metrics.ts";
+import { testNamespace, uniqueName, useTestbed } from "../testbed/harness.ts";
+import { repoRoot } from "../testbed/topology.ts";
+import { makeRun } from "./builders.ts";
+
+const GROUP = { group: "sovereign.ai", version: "v1alpha1" };
+/** Tests label their regions so each test's hub controllers see only their own. */
+const FLEET_LABEL = "sovereign.ai/test-fleet";
+
+async function eventually<T>(
+  probe: () => Promise<T | undefined>,
+  what: string,
+  timeoutMs = 20_000,
+): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await probe();
+    if (v !== undefined) return v;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+async function eventuallyOk<T>(
+  probe: () => Promise<T | undefined | false>,
+  what: string,
+  timeoutMs = 30_000,
+): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  for (;;) {
+    try {
+      const v = await probe();
+      if (v !== undefined && v !== false) return v;
+    } catch (err) {
+      last = err;
+    }
+    if (Date.now() > deadline)
+      throw new Error(`timed out waiting for ${what}${last ? `: ${String(last)}` : ""}`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
+test.serial(
+  "a member registers and heartbeats; the hub judges the region Ready, then stale when it goes quiet",
+  async (t) => {
+    const tb = await useTestbed();
+    const admin = tb.kubeConfig("hub");
+    await installCrds(admin);
+    const region = uniqueName("reg");
+    const policyName = uniqueName("policy");
+    const custom = admin.makeApiClient(CustomObjectsApi);
+    const regionCluster = tb.regions[0] as string;
+    const regionKc = tb.kubeConfig(regionCluster);
+    const regionCore = regionKc.makeApiClient(CoreV1Api);
+    const gpuNodes = tb
+      .cluster(regionCluster)
+      .nodes.filter((n) => n.gpus > 0)
+      .map((n) => n.name);
+
+    const metrics = new OperatorMetrics({ defaultMetrics: false });
+    const abort = new AbortController();
+    // This hub looks only at this test's region, so it never touches other tests' objects.
+    const fleet = `${FLEET_LABEL}=${region}`;
+    const nodes = new SupervisedInformer<SovereignNode>({
+      kc: admin,
+      path: "/apis/sovereign.ai/v1alpha1/sovereignnodes",
+      list: () =>
+        custom.listClusterCustomObject({ ...GROUP, plural: "sovereignnodes", labelSelector: fleet }),
+      labelSelector: fleet,
+      onKey: (k) => controller.enqueue(k),
+    });
+    const policies = new SupervisedInformer<AttestationPolicy>({
+      kc: admin,
+      path: "/apis/sovereign.ai/v1alpha1/attestationpolicies",
+      list: () => custom.listClusterCustomObject({ ...GROUP, plural: "attestationpolicies" }),
+      // A policy appearing changes the judgement of every region that names it.
+      onKey: () => {
+        for (const n of nodes.list()) controller.enqueue(n.metadata?.name ?? "");
+      },
+    });
+    const controller = new Controller({
+      name: "sovereignnode",
+      metrics,
+      reconcile: sovereignNodeReconciler({
+        kc: admin,
+        getNode: (name) => nodes.get(name),
+        getPolicy: (name) => policies.get(name),
+        events: eventRecorder(admin, "sovereign-hub", silentLogger),
+        clock: realClock,
+        heartbeatTimeoutMs: 3_000,
+      }),
+    });
+    const running = controller.run(abort.signal);
+    await nodes.start();
+    await policies.start();
+    t.teardown(async () => {
+      abort.abort();
+      await Promise.all([nodes.stop(), policies.stop(), running]);
+      for (const n of gpuNodes) {
+        await regionCore
+          .patchNode({
+            name: n,
+            body: [{ op: "remove", path: `/metadata/labels/${ATTESTED_LABEL.replace("/", "~1")}` }],
+          })
+          .catch(() => undefined);
+      }
+      await custom
+        .deleteClusterCustomObject({ ...GROUP, plural: "sovereignnodes", name: region })
+        .catch(() => undefined);
+      await custom
+        .deleteClusterCustomObject({ ...GROUP, plural: "attestationpolicies", name: policyName })
+        .catch(() => undefined);
+      const rbac = admin.makeApiClient(RbacAuthorizationV1Api);
+      await rbac.deleteClusterRoleBinding({ name: `sovereign:member:${region}` }).catch(() => undefined);
+      await rbac.deleteClusterRole({ name: `sovereign:member:${region}` }).catch(() => undefined);
+      await KubernetesObjectApi.makeApiClient(admin)
+        .delete({ apiVersion: "v1", kind: "Namespace", metadata: { name: regionNamespace(region) } })
+        .catch(() => undefined);
+    });
+
+    // The member holds only its scoped hub credential.
+    const hubKc = new KubeConfig();
+    hubKc.loadFromString((await issueRegionCredential(admin, region, { ttlSeconds: 3600 })).kubeconfig);
+    const heartbeat = registrationReconciler({
+      region,
+      regionKc,
+      hubKc,
+      clock: realClock,
+      heartbeatIntervalMs: 1_000,
+      labels: { [FLEET_LABEL]: region },
+      registration: {
+        displayName: "Test region",
+        jurisdiction: "DE",
+        attestationPolicyRef: { name: policyName },
+        dataResidency: {
+          allowedEgress: ["ModelDeltas"],
+          acceptAggregates: true,
+          checkpointLocation: "InRegion",
+        },
+        jetStreamDomain: regionCluster,
+      },
+    });
+    t.deepEqual(await heartbeat(), { requeueAfterMs: 1_000 });
+
+    const conditionOf = async (
+      type: string,
+      status: string,
+      reason: string,
+    ): Promise<Condition | undefined> => {
+      const node = (await custom.getClusterCustomObject({
+        ...GROUP,
+        plural: "sovereignnodes",
+        name: region,
+      })) as SovereignNode;
+      const c = node.status?.conditions?.find((x) => x.type === type);
+      return c?.status === status && c.reason === reason ? c : undefined;
+    };
+    await eventually(() => conditionOf("Joined", "True", "RegistrationReceived"), "Joined");
+    await eventually(() => conditionOf("Ready", "False", "NotAccepted"), "Ready=False NotAccepted");
+    const registered = (await custom.getClusterCustomObject({
+      ...GROUP,
+      plural: "sovereignnodes",
+      name: region,
+    })) as SovereignNode;
+    t.false(registered.spec.accepted, "registered unaccepted");
+    t.is(registered.status?.gpuNodes?.total, gpuNodes.length, "inventory from the region's own cluster");
+    t.is(registered.status?.gpuNodes?.attested, 0);
+    t.is(registered.status?.memberOperatorVersion, "0.1.0");
+
+    // The admin accepts; the policy does not exist yet, and no GPU is attested.
+    await custom.patchClusterCustomObject({
+      ...GROUP,
+      plural: "sovereignnodes",
+      name: region,
+      body: [{ op: "replace", path: "/spec/accepted", value: true }],
+    });
+    await eventually(() => conditionOf("Attested", "False", "PolicyNotFound"), "PolicyNotFound");
+    const policy = parse(readFileSync(join(repoRoot, "examples", "attestationpolicy-testbed.yaml"), "utf8"));
+    policy.metadata.name = policyName;
+    await custom.createClusterCustomObject({ ...GROUP, plural: "attestationpolicies", body: policy });
+    await eventually(() => conditionOf("Ready", "False", "NotAttested"), "Ready=False NotAttested");
+
+    // The region's GPU nodes pass attestation; the member's next heartbeat reports it.
+    for (const n of gpuNodes) {
+      await regionCore.patchNode({
+        name: n,
+        body: [{ op: "add", path: `/metadata/labels/${ATTESTED_LABEL.replace("/", "~1")}`, value: "true" }],
+      });
+    }
+    await heartbeat();
+    await eventually(() => conditionOf("Ready", "True", "RegionReady"), "Ready=True");
+    t.truthy(await conditionOf("Attested", "True", "AllNodesAttested"));
+    const acceptedNode = (await custom.getClusterCustomObject({
+      ...GROUP,
+      plural: "sovereignnodes",
+      name: region,
+    })) as SovereignNode;
+    t.true(acceptedNode.spec.accepted, "the member's re-registration did not undo the admin's acceptance");
+
+    // Heartbeats stop: within the timeout (3 s) the hub marks the region stale by itself.
+    const quietSince = Date.now();
+    const stale = await eventually(
+      () => conditionOf("Ready", "False", "HeartbeatMissed"),
+      "HeartbeatMissed",
+      15_000,
+    );
+    t.log(
+      `marked stale ${((Date.now() - quietSince) / 1000).toFixed(1)} s after the last heartbeat (timeout 3 s)`,
+    );
+    t.regex(stale.message, /no heartbeat within 3s; last heartbeat \d+s ago/);
+    t.is(stale.observedGeneration, acceptedNode.metadata.generation);
+
+    // The Event follows the status write; give it a moment.
+    const reasons = await eventuallyOk(async () => {
+      const events = await admin.makeApiClient(CoreV1Api).listNamespacedEvent({
+        namespace: "default",
+        fieldSelector: `involvedObject.name=${region}`,
+      });
+      const seen = events.items.map((e) => `${e.type}/${e.reason}`);
+      return seen.includes("Warning/HeartbeatMissed") ? seen : undefined;
+    }, "the HeartbeatMissed event");
+    t.true(reasons.includes("Normal/RegionReady"), reasons.join(", "));
+    // The stale verdict came from a timed requeue, not from an event.
+    const text = await metrics.registry.metrics();
+    t.regex(
+      text,
+      /controller_runtime_reconcile_total\{controller="sovereignnode",result="requeue_after"\} \d+/,
+    );
+  },
+);
+
+// A run placed on every region: gated learner pods in each, the run's status aggregated
+// from what the regions report, and a delete that cleans up everywhere.
+test.serial(
+  "a run placed on every region gets learner pods in each, status from each, and is cleaned up everywhere",
+  async (t) => {
+    const tb = await useTestbed();
+    const admin = tb.kubeConfig("hub");
+    await installCrds(admin);
+    const custom = admin.makeApiClient(CustomObjectsApi);
+    const ns = await testNamespace(t, tb, "hub", "run");
+    // Unique SovereignNode names per test run, each backed by one testbed region cluster.
+    const regions = tb.regions.map((cluster) => ({ cluster, name: uniqueName(cluster) }));
+    const tag = uniqueName("fleet");
+    const metrics = new OperatorMetrics({ defaultMetrics: false });
+    const abort = new AbortController();
+    const running: Promise<void>[] = [];
+    const cleanup: (() => Promise<unknown>)[] = [];
+    t.teardown(async () => {
+      abort.abort();
+      await Promise.allSettled(running);
+      for (const c of cleanup.reverse()) await c().catch(() => undefined);
+    });
+    const start = async (parts: {
+      informers: { start(): Promise<void>; stop(): Promise<void> }[];
+      controllers: { run(s: AbortSignal): Promise<void> }[];
+    }) => {
+      for (const c of parts.controllers) running.push(c.run(abort.signal));
+      for (const i of parts.informers) {
+        await i.start();
+        cleanup.push(() => i.stop());
+      }
+    };
+
+    // The hub operator.
+    // This hub sees only this test's namespace and regions, so it never touches (or puts
+    // finalizers on) other tests' objects.
+    await start(
+      hubControllers({
+        kc: admin,
+        metrics,
+        log: silentLogger,
+        heartbeatTimeoutMs: 30_000,
+        watchNamespace: ns,
+        nodeLabelSelector: `${FLEET_LABEL}=${tag}`,
+      }),
+    );
+    // An AttestationPolicy the regions name.
+    const policy = uniqueName("policy");
+    await custom.createClusterCustomObject({
+      ...GROUP,
+      plural: "attestationpolicies",
+      body: {
+        apiVersion: "sovereign.ai/v1alpha1",
+        kind: "AttestationPolicy",
+        metadata: { name: policy },
+        spec: { verification: { mode: "Local" } },
+      },
+    });
+    cleanup.push(() =>
+      custom.deleteClusterCustomObject({ ...GROUP, plural: "attestationpolicies", name: policy }),
+    );
+
+    // One member per region, with only its scoped hub credential; GPU nodes attested.
+    for (const r of regions) {
+      const cred = await issueRegionCredential(admin, r.name, { ttlSeconds: 3600 });
+      const hubKc = new KubeConfig();
+      hubKc.loadFromString(cred.kubeconfig);
+      const regionKc = tb.kubeConfig(r.cluster);
+      const core = regionKc.makeApiClient(CoreV1Api);
+      for (const n of tb.cluster(r.cluster).nodes.filter((x) => x.gpus > 0)) {
+        const label = `/metadata/labels/${ATTESTED_LABEL.replace("/", "~1")}`;
+        await core.patchNode({ name: n.name, body: [{ op: "add", path: label, value: "true" }] });
+        cleanup.push(() => core.patchNode({ name: n.name, body: [{ op: "remove", path: label }] }));
+      }
+      cleanup.push(async () => {
+        await custom
+          .deleteClusterCustomObject({ ...GROUP, plural: "sovereignnodes", name: r.name })
+          .catch(() => undefined);
+        const rbac = admin.makeApiClient(RbacAuthorizationV1Api);
+        await rbac.deleteClusterRoleBinding({ name: `sovereign:member:${r.name}` }).catch(() => undefined);
+        await rbac.deleteClusterRole({ name: `sovereign:member:${r.name}` }).catch(() => undefined);
+        await KubernetesObjectApi.makeApiClient(admin)
+          .delete({ apiVersion: "v1", kind: "Namespace", metadata: { name: regionNamespace(r.name) } })
+          .catch(() => undefined);
+      });
+      await start(
+        memberControllers({
+          region: r.name,
+          regionKc,
+          hubKc,
+          metrics,
+          log: silentLogger,
+          heartbeatIntervalMs: 2_000,
+          insecureSkipAttestation: true,
+          labels: { [FLEET_LABEL]: tag },
+          registration: {
+            jurisdiction: r.cluster === "region-c" ? "FR" : "DE",
+            attestationPolicyRef: { name: policy },
+            dataResidency: {
+              allowedEgress: ["ModelDeltas"],
+              acceptAggregates: true,
+              checkpointLocation: "InRegion",
+            },
+            jetStreamDomain: r.cluster,
+          },
+        }),
+      );
+    }
+    // Regions registered themselves unaccepted; the hub admin accepts them.
+    for (const r of regions) {
+      await eventuallyOk(
+        () =>
+          custom
+            .getClusterCustomObject({ ...GROUP, plural: "sovereignnodes", name: r.name })
+            .then(() => true),
+        `${r.name} registered`,
+      );
+      await custom.patchClusterCustomObject({
+        ...GROUP,
+        plural: "sovereignnodes",
+        name: r.name,
+        body: [{ op: "replace", path: "/spec/accepted", value: true }],
+      });
+    }
+
+    // If the test fails midway its members stop before they can clean up: remove the pods.
+    for (const r of regions) {
+      const core = tb.kubeConfig(r.cluster).makeApiClient(CoreV1Api);
+      cleanup.unshift(() =>
+        core.deleteCollectionNamespacedPod({
+          namespace: LEARNER_NAMESPACE,
+          labelSelector: `${WORK_LABEL}=${workId(`${ns}.train`)}`,
+        }),
+      );
+    }
+    // A run for this test's regions only.
+    const run = makeRun("train", ns)
+      .placement({ minRegions: regions.length, regionSelector: { matchLabels: { [FLEET_LABEL]: tag } } })
+      .learners(2, 2)
+      .obj();
+    await custom.createNamespacedCustomObject({
+      ...GROUP,
+      plural: "federatedruns",
+      namespace: ns,
+      body: run,
+    });
+    const getRun = () =>
+      custom.getNamespacedCustomObject({
+        ...GROUP,
+        plural: "federatedruns",
+        namespace: ns,
+        name: "train",
+      }) as Promise<FederatedRun>;
+
+    const placed = await eventuallyOk(async () => {
+      const r = await getRun();
+      return r.status?.regionsPlaced === regions.length ? r : undefined;
+    }, "the run placed on every region");
+    t.is(placed.status?.phase, "Running");
+    t.is(placed.status?.conditions?.find((c) => c.type === "Placed")?.reason, "RegionsSelected");
+    t.true(placed.metadata.finalizers?.includes("sovereign.ai/region-work"));
+
+    // Each region: two learner pods, created gated, released (attestation disabled for
+    // development), scheduled onto GPU nodes by the region's own scheduler, Running.
+    for (const r of regions) {
+      const core = tb.kubeConfig(r.cluster).makeApiClient(CoreV1Api);
+      const pods = await eventuallyOk(async () => {
+        const list = await core.listNamespacedPod({
+          namespace: LEARNER_NAMESPACE,
+          labelSelector: WORK_LABEL,
+        });
+        const mine = list.items.filter(
+          (p) =>
+            p.metadata?.annotations?.["sovereign.ai/region-work"] ===
+            `${regionNamespace(r.name)}/${ns}.train`,
+        );
+        return mine.length === 2 && mine.every((p) => p.status?.phase === "Running") ? mine : undefined;
+      }, `learners running in ${r.cluster}`);
+      for (const p of pods) {
+        t.false(p.spec?.schedulingGates?.some((g) => g.name === ATTESTATION_GATE) ?? false, "gate released");
+        t.truthy(p.spec?.nodeName?.startsWith(`${r.cluster}-gpu-`));
+        const env = Object.fromEntries((p.spec?.containers[0]?.env ?? []).map((e) => [e.name, e.value]));
+        t.is(env.SOVEREIGN_REGION, r.name);
+        t.is(env.SOVEREIGN_RUN, "train");
+        t.is(env.SOVEREIGN_JETSTREAM_DOMAIN, r.cluster);
+        t.is(p.spec?.containers[0]?.resources?.limits?.["nvidia.com/gpu"], "2");
+      }
+    }
+
+    // The run's status is the truth: every region ready, as reported through RegionWork.
+    const ready = await eventuallyOk(async () => {
+      const r = await getRun();
+      return r.status?.regionsReady === regions.length ? r : undefined;
+    }, "every region ready in the run's status");
+    t.is(ready.status?.conditions?.find((c) => c.type === "Ready")?.reason, "LearnersReady");
+    for (const r of regions) {
+      const entry = ready.status?.regions?.find((x) => x.name === r.name);
+      t.is(entry?.learnersReady, 2);
+      t.is(entry?.placed, true);
+    }
+    const work = (await custom.getNamespacedCustomObject({
+      ...GROUP,
+      plural: "regionworks",
+      namespace: regionNamespace(regions[0]?.name ?? ""),
+      name: `${ns}.train`,
+    })) as {
+      status?: { unattested?: boolean };
+    };
+    t.true(work.status?.unattested, "the region reports that its learners ran unattested");
+
+    // Delete the run: its work goes from every region's hub namespace, its pods from every region.
+    await custom.deleteNamespacedCustomObject({
+      ...GROUP,
+      plural: "federatedruns",
+      namespace: ns,
+      name: "train",
+    });
+    await eventuallyOk(async () => {
+      try {
+        await getRun();
+        return undefined;
+      } catch (err) {
+        return (err as { code?: number }).code === 404 ? true : undefined;
+      }
+    }, "the run gone (finalizer released)");
+    for (const r of regions) {
+      const core = tb.kubeConfig(r.cluster).makeApiClient(CoreV1Api);
+      await eventuallyOk(async () => {
+        const list = await core.listNamespacedPod({
+          namespace: LEARNER_NAMESPACE,
+          labelSelector: WORK_LABEL,
+        });
+        return (
+          list.items.every(
+            (p) =>
+              p.metadata?.annotations?.["sovereign.ai/region-work"] !==
+              `${regionNamespace(r.name)}/${ns}.train`,
+          ) || undefined
+        );
+      }, `learners removed from ${r.cluster}`);
+    }
+  },
+);
