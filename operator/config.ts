@@ -24,6 +24,15 @@ export interface OperatorConfig {
   logLevel: "debug" | "info" | "warn" | "error";
   /** Development only: release learner pods without attestation (the run records it). */
   insecureSkipAttestation: boolean;
+  /** Member only: YAML file with the region's registration (a SovereignNode spec without `accepted`, optional `labels`). */
+  registrationFile: string;
+  heartbeatIntervalMs: number;
+  /** Hub only: how long without a heartbeat before a region is not Ready. */
+  heartbeatTimeoutMs: number;
+  /** Hub only: watch FederatedRuns in this namespace only (empty: all). */
+  watchNamespace: string;
+  /** Hub only: manage only SovereignNodes with these labels (empty: all). */
+  regionSelector: string;
 }
 
 export class ConfigError extends Error {
@@ -97,6 +106,31 @@ export const flags: Record<string, FlagSpec> = {
   "retry-period": { env: "SOVEREIGN_RETRY_PERIOD", default: "2s", help: "time between Lease attempts" },
   workers: { env: "SOVEREIGN_WORKERS", default: "2", help: "concurrent reconciles per controller" },
   "log-level": { env: "SOVEREIGN_LOG_LEVEL", default: "info", help: "debug, info, warn or error" },
+  registration: {
+    env: "SOVEREIGN_REGISTRATION",
+    default: "",
+    help: "member mode: YAML with this region's SovereignNode spec (no accepted) and optional labels",
+  },
+  "heartbeat-interval": {
+    env: "SOVEREIGN_HEARTBEAT_INTERVAL",
+    default: "10s",
+    help: "member mode: how often to report in",
+  },
+  "heartbeat-timeout": {
+    env: "SOVEREIGN_HEARTBEAT_TIMEOUT",
+    default: "60s",
+    help: "hub mode: a region without a heartbeat this long is not Ready",
+  },
+  "region-selector": {
+    env: "SOVEREIGN_REGION_SELECTOR",
+    default: "",
+    help: "hub mode: label selector limiting which SovereignNodes this hub manages",
+  },
+  "watch-namespace": {
+    env: "SOVEREIGN_WATCH_NAMESPACE",
+    default: "",
+    help: "hub mode: only FederatedRuns in this namespace",
+  },
   "insecure-skip-attestation": {
     env: "SOVEREIGN_INSECURE_SKIP_ATTESTATION",
     default: "false",
@@ -232,5 +266,10 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env
     workers,
     logLevel: logLevel as OperatorConfig["logLevel"],
     insecureSkipAttestation: parseBool("insecure-skip-attestation", get("insecure-skip-attestation")),
+    registrationFile: get("registration"),
+    heartbeatIntervalMs: parseDuration("heartbeat-interval", get("heartbeat-interval")),
+    heartbeatTimeoutMs: parseDuration("heartbeat-timeout", get("heartbeat-timeout")),
+    watchNamespace: get("watch-namespace"),
+    regionSelector: get("region-selector"),
   };
 }

@@ -13,11 +13,21 @@ test("hub defaults", (t) => {
 });
 
 test("member mode from flags and environment; flags win over the environment", (t) => {
-  const c = parseConfig(["--mode", "member", "--region=region-a", "--workers=4", "--leader-elect=false"], {
-    SOVEREIGN_HUB_KUBECONFIG: "/etc/sovereign/hub.kubeconfig",
-    SOVEREIGN_WORKERS: "9",
-    SOVEREIGN_METRICS_BIND_ADDRESS: ":9090",
-  });
+  const c = parseConfig(
+    [
+      "--mode",
+      "member",
+      "--region=region-a",
+      "--workers=4",
+      "--leader-elect=false",
+      "--registration=/etc/sovereign/region.yaml",
+    ],
+    {
+      SOVEREIGN_HUB_KUBECONFIG: "/etc/sovereign/hub.kubeconfig",
+      SOVEREIGN_WORKERS: "9",
+      SOVEREIGN_METRICS_BIND_ADDRESS: ":9090",
+    },
+  );
   t.is(c.region, "region-a");
   t.is(c.hubKubeconfig, "/etc/sovereign/hub.kubeconfig");
   t.is(c.workers, 4);

@@ -4,6 +4,7 @@ import { type ChildProcess, spawn } from "node:child_process";
 import { join } from "node:path";
 import { CoordinationV1Api } from "@kubernetes/client-node";
 import test from "ava";
+import { installCrds } from "../../crds/install.ts";
 import { testNamespace, uniqueName, useTestbed } from "../testbed/harness.ts";
 import { repoRoot } from "../testbed/topology.ts";
 
@@ -33,6 +34,39 @@ async function waitForLine(lines: string[], pattern: RegExp, timeoutMs = 20_000)
   }
 }
 
+test("a member registration that tries to accept itself is refused at start", async (t) => {
+  const { writeFile, mkdtemp } = await import("node:fs/promises");
+  const { tmpdir } = await import("node:os");
+  const dir = await mkdtemp(join(tmpdir(), "sovereign-reg-"));
+  const file = join(dir, "region.yaml");
+  await writeFile(
+    file,
+    "jurisdiction: DE\naccepted: true\nattestationPolicyRef: {name: strict}\njetStreamDomain: region-a\n",
+  );
+  const { lines, exited } = startOperator([
+    "--mode=member",
+    "--region=region-a",
+    "--hub-kubeconfig=/nonexistent",
+    `--registration=${file}`,
+    "--kubeconfig=/nonexistent",
+  ]);
+  t.is(await exited, 2);
+  t.regex(
+    lines.join("\n"),
+    /--registration: must not set accepted: only a hub administrator accepts a region/,
+  );
+  await writeFile(file, "jurisdiction: 42\n");
+  const second = startOperator([
+    "--mode=member",
+    "--region=region-a",
+    "--hub-kubeconfig=/x",
+    `--registration=${file}`,
+    "--kubeconfig=/x",
+  ]);
+  t.is(await second.exited, 2);
+  t.regex(second.lines.join("\n"), /--registration: .* is not a valid SovereignNode spec/);
+});
+
 test("a bad flag stops the operator at once with the flag and what to do", async (t) => {
   const { lines, exited } = startOperator(["--mode=hub", "--lease-duration=soon"]);
   t.is(await exited, 2);
@@ -46,10 +80,14 @@ test("hub mode serves probes and metrics, takes the Lease, and on SIGTERM exits 
   const tb = await useTestbed();
   const ns = await testNamespace(t, tb, "hub", "op");
   const lease = uniqueName("sovereign-hub");
+  await installCrds(tb.kubeConfig("hub"));
   const { child, lines, exited } = startOperator([
     "--mode=hub",
     `--kubeconfig=${tb.cluster("hub").kubeconfig}`,
     `--namespace=${ns}`,
+    // Keep this hub to its own (empty) corner of the shared test hub.
+    `--watch-namespace=${ns}`,
+    `--region-selector=sovereign.ai/test-fleet=${lease}`,
     `--leader-election-id=${lease}`,
     "--metrics-bind-address=127.0.0.1:0",
     "--health-probe-bind-address=127.0.0.1:0",
