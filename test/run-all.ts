@@ -35,17 +35,24 @@ function run(
   });
 }
 
-/** Totals from ava's closing summary ("3 tests passed", "1 test failed", "2 uncaught exceptions" …). */
+/**
+ * Totals from ava's report: one ✔ line per passed test, one ✘ line per failed one, one
+ * "- [skip]" or "- [todo]" line per skipped one; failures outside any test (uncaught
+ * exceptions, unhandled rejections, tests left pending by a timeout) come from the
+ * closing summary. ava leaves out its "N tests passed" line when something failed, so
+ * the per-test lines are what is counted.
+ */
 export function parseAvaSummary(output: string): Counts {
-  const count = (re: RegExp) => [...output.matchAll(re)].reduce((n, m) => n + Number(m[1]), 0);
+  const lines = (re: RegExp) => output.match(re)?.length ?? 0;
+  const summed = (re: RegExp) => [...output.matchAll(re)].reduce((n, m) => n + Number(m[1]), 0);
   return {
-    passed: count(/^\s*(\d+) tests? passed/gm),
+    passed: lines(/^\s*✔ /gm),
     failed:
-      count(/^\s*(\d+) tests? failed/gm) +
-      count(/^\s*(\d+) uncaught exceptions?/gm) +
-      count(/^\s*(\d+) unhandled rejections?/gm) +
-      count(/^\s*(\d+) tests? remained pending/gm),
-    skipped: count(/^\s*(\d+) tests? skipped/gm) + count(/^\s*(\d+) tests? todo/gm),
+      lines(/^\s*✘ /gm) +
+      summed(/^\s*(\d+) uncaught exceptions?/gm) +
+      summed(/^\s*(\d+) unhandled rejections?/gm) +
+      summed(/^\s*(\d+) tests? remained pending/gm),
+    skipped: lines(/^\s*- \[(skip|todo)\]/gm),
   };
 }
 

@@ -102,7 +102,14 @@ test("hub mode serves probes and metrics, takes the Lease, and on SIGTERM exits 
   };
   await waitForLine(lines, /became leader/);
   t.is((await fetch(`http://127.0.0.1:${serving.probes}/healthz`)).status, 200);
-  t.is((await fetch(`http://127.0.0.1:${serving.probes}/readyz`)).status, 200);
+  // Ready once the leader's informer caches have synced.
+  const readyDeadline = Date.now() + 15_000;
+  let ready = 0;
+  while (ready !== 200 && Date.now() < readyDeadline) {
+    ready = (await fetch(`http://127.0.0.1:${serving.probes}/readyz`)).status;
+    if (ready !== 200) await new Promise((r) => setTimeout(r, 100));
+  }
+  t.is(ready, 200);
   const metrics = await (await fetch(`http://127.0.0.1:${serving.metrics}/metrics`)).text();
   t.regex(metrics, new RegExp(`leader_election_master_status\\{name="${lease}"\\} 1`));
   t.regex(metrics, /process_resident_memory_bytes/);
