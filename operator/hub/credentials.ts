@@ -10,11 +10,13 @@ import {
   type KubernetesObject,
   KubernetesObjectApi,
   PatchStrategy,
+  RbacAuthorizationV1Api,
 } from "@kubernetes/client-node";
 import { stringify } from "yaml";
 import {
   MEMBER_SERVICE_ACCOUNT,
   memberAdmissionPolicy,
+  memberClusterRoleName,
   regionAccessObjects,
   regionNamespace,
 } from "./region-access.ts";
@@ -43,6 +45,24 @@ export async function ensureHubAccessPolicy(kc: KubeConfig): Promise<void> {
 export async function ensureRegionAccess(kc: KubeConfig, region: string): Promise<void> {
   await ensureHubAccessPolicy(kc);
   await serverSideApply(kc, regionAccessObjects(region));
+}
+
+/**
+ * Withdraws a region's access: its cluster-wide grants at once, and its namespace, which
+ * takes the ServiceAccount (so every token issued to it stops working), its Role and its
+ * RegionWorks with it. The region's SovereignNode stays as the record of its registration.
+ */
+export async function revokeRegionAccess(kc: KubeConfig, region: string): Promise<void> {
+  const rbac = kc.makeApiClient(RbacAuthorizationV1Api);
+  const ignoreMissing = (err: { code?: number }) => {
+    if (err.code !== 404) throw err;
+  };
+  await rbac.deleteClusterRoleBinding({ name: memberClusterRoleName(region) }).catch(ignoreMissing);
+  await rbac.deleteClusterRole({ name: memberClusterRoleName(region) }).catch(ignoreMissing);
+  await kc
+    .makeApiClient(CoreV1Api)
+    .deleteNamespace({ name: regionNamespace(region) })
+    .catch(ignoreMissing);
 }
 
 export interface RegionCredential {

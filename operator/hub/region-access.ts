@@ -25,6 +25,10 @@ export function memberUsername(region: string): string {
   return `system:serviceaccount:${regionNamespace(region)}:${MEMBER_SERVICE_ACCOUNT}`;
 }
 
+export function memberClusterRoleName(region: string): string {
+  return `sovereign:member:${region}`;
+}
+
 const labels = (region: string) => ({
   "app.kubernetes.io/managed-by": "sovereign-operator",
   "sovereign.ai/region": region,
@@ -33,7 +37,7 @@ const labels = (region: string) => ({
 /** The per-region objects, in apply order. */
 export function regionAccessObjects(region: string): Record<string, unknown>[] {
   const ns = regionNamespace(region);
-  const clusterRole = `sovereign:member:${region}`;
+  const clusterRole = memberClusterRoleName(region);
   return [
     { apiVersion: "v1", kind: "Namespace", metadata: { name: ns, labels: labels(region) } },
     {

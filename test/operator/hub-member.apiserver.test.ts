@@ -3,13 +3,7 @@
 // they share this file and run one after the other.
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import {
-  CoreV1Api,
-  CustomObjectsApi,
-  KubeConfig,
-  KubernetesObjectApi,
-  RbacAuthorizationV1Api,
-} from "@kubernetes/client-node";
+import { CoreV1Api, CustomObjectsApi, KubeConfig } from "@kubernetes/client-node";
 import test from "ava";
 import { parse } from "yaml";
 import { installCrds } from "../../crds/install.ts";
@@ -19,7 +13,7 @@ import type {
   FederatedRun,
   SovereignNode,
 } from "../../crds/types.generated.ts";
-import { issueRegionCredential } from "../../operator/hub/credentials.ts";
+import { issueRegionCredential, revokeRegionAccess } from "../../operator/hub/credentials.ts";
 import { regionNamespace } from "../../operator/hub/region-access.ts";
 import { hubControllers } from "../../operator/hub/setup.ts";
 import { sovereignNodeReconciler } from "../../operator/hub/sovereignnode-controller.ts";
@@ -149,12 +143,7 @@ test.serial(
       await custom
         .deleteClusterCustomObject({ ...GROUP, plural: "attestationpolicies", name: policyName })
         .catch(() => undefined);
-      const rbac = admin.makeApiClient(RbacAuthorizationV1Api);
-      await rbac.deleteClusterRoleBinding({ name: `sovereign:member:${region}` }).catch(() => undefined);
-      await rbac.deleteClusterRole({ name: `sovereign:member:${region}` }).catch(() => undefined);
-      await KubernetesObjectApi.makeApiClient(admin)
-        .delete({ apiVersion: "v1", kind: "Namespace", metadata: { name: regionNamespace(region) } })
-        .catch(() => undefined);
+      await revokeRegionAccess(admin, region);
     });
 
     // The member holds only its scoped hub credential.
@@ -346,12 +335,7 @@ test.serial(
         await custom
           .deleteClusterCustomObject({ ...GROUP, plural: "sovereignnodes", name: r.name })
           .catch(() => undefined);
-        const rbac = admin.makeApiClient(RbacAuthorizationV1Api);
-        await rbac.deleteClusterRoleBinding({ name: `sovereign:member:${r.name}` }).catch(() => undefined);
-        await rbac.deleteClusterRole({ name: `sovereign:member:${r.name}` }).catch(() => undefined);
-        await KubernetesObjectApi.makeApiClient(admin)
-          .delete({ apiVersion: "v1", kind: "Namespace", metadata: { name: regionNamespace(r.name) } })
-          .catch(() => undefined);
+        await revokeRegionAccess(admin, r.name);
       });
       await start(
         memberControllers({

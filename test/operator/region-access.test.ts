@@ -5,12 +5,10 @@ import {
   AuthorizationV1Api,
   CustomObjectsApi,
   KubeConfig,
-  KubernetesObjectApi,
-  RbacAuthorizationV1Api,
 } from "@kubernetes/client-node";
 import test from "ava";
 import { installCrds } from "../../crds/install.ts";
-import { issueRegionCredential } from "../../operator/hub/credentials.ts";
+import { issueRegionCredential, revokeRegionAccess } from "../../operator/hub/credentials.ts";
 import { regionNamespace } from "../../operator/hub/region-access.ts";
 import { uniqueName, useTestbed } from "../testbed/harness.ts";
 
@@ -59,19 +57,13 @@ test("a region's hub credential reaches only its own objects and cannot accept i
   const [a, b] = [uniqueName("ra"), uniqueName("rb")];
   const credA = await issueRegionCredential(admin, a, { ttlSeconds: 3600 });
   await issueRegionCredential(admin, b, { ttlSeconds: 3600 });
-  const adminObjects = KubernetesObjectApi.makeApiClient(admin);
   const adminCustom = admin.makeApiClient(CustomObjectsApi);
   t.teardown(async () => {
-    const rbac = admin.makeApiClient(RbacAuthorizationV1Api);
     for (const r of [a, b]) {
       await adminCustom
         .deleteClusterCustomObject({ group: GROUP, version: VERSION, plural: "sovereignnodes", name: r })
         .catch(() => undefined);
-      await rbac.deleteClusterRoleBinding({ name: `sovereign:member:${r}` }).catch(() => undefined);
-      await rbac.deleteClusterRole({ name: `sovereign:member:${r}` }).catch(() => undefined);
-      await adminObjects
-        .delete({ apiVersion: "v1", kind: "Namespace", metadata: { name: regionNamespace(r) } })
-        .catch(() => undefined);
+      await revokeRegionAccess(admin, r);
     }
   });
 
@@ -185,12 +177,7 @@ test("the admin command prints a kubeconfig that authenticates as the region's m
   await installCrds(admin);
   const region = uniqueName("rc");
   t.teardown(async () => {
-    const rbac = admin.makeApiClient(RbacAuthorizationV1Api);
-    await rbac.deleteClusterRoleBinding({ name: `sovereign:member:${region}` }).catch(() => undefined);
-    await rbac.deleteClusterRole({ name: `sovereign:member:${region}` }).catch(() => undefined);
-    await KubernetesObjectApi.makeApiClient(admin)
-      .delete({ apiVersion: "v1", kind: "Namespace", metadata: { name: regionNamespace(region) } })
-      .catch(() => undefined);
+    await revokeRegionAccess(admin, region);
   });
   const { execFile } = await import("node:child_process");
   const run = (args: string[]) =>
@@ -218,4 +205,20 @@ test("the admin command prints a kubeconfig that authenticates as the region's m
   kc.loadFromString(ok.stdout);
   const review = await kc.makeApiClient(AuthenticationV1Api).createSelfSubjectReview({ body: {} });
   t.is(review.status?.userInfo?.username, `system:serviceaccount:${regionNamespace(region)}:member`);
+
+  // Revoking the region's access makes the credential worthless.
+  await revokeRegionAccess(admin, region);
+  const deadline = Date.now() + 30_000;
+  let code = 200;
+  while (code === 200 && Date.now() < deadline) {
+    code = await kc
+      .makeApiClient(AuthenticationV1Api)
+      .createSelfSubjectReview({ body: {} })
+      .then(
+        () => 200,
+        (err: { code?: number }) => err.code ?? 0,
+      );
+    if (code === 200) await new Promise((r) => setTimeout(r, 250));
+  }
+  t.is(code, 401, "the token is refused once the region's ServiceAccount is gone");
 });
