@@ -17,6 +17,8 @@ export const federatedRunConditions = {
       TooFewRegions:
         "Fewer eligible regions than placement.minRegions; placement is retried when regions change.",
       RequiredJurisdictionUnavailable: "A jurisdiction in requiredJurisdictions has no eligible region.",
+      PolicyNotFound:
+        "attestation.policyRef names an AttestationPolicy that does not exist; nothing is placed until it does.",
     },
   },
   Ready: {

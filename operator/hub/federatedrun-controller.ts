@@ -15,7 +15,8 @@ import type { Clock } from "../runtime/clock.ts";
 import { findCondition, setCondition } from "../runtime/conditions.ts";
 import type { ReconcileResult } from "../runtime/controller.ts";
 import type { EventRecorder } from "../runtime/events.ts";
-import { decidePlacement } from "./placement.ts";
+import type { OperatorMetrics } from "../runtime/metrics.ts";
+import { decidePlacement, type PlacementDecision } from "./placement.ts";
 import { regionNamespace } from "./region-access.ts";
 
 export const CONTROLLER_NAME = "federatedrun";
@@ -71,6 +72,8 @@ export interface FederatedRunReconcilerDeps {
   kc: KubeConfig;
   getRun: (namespace: string, name: string) => FederatedRun | undefined;
   listNodes: () => readonly SovereignNode[];
+  policyExists: (name: string) => boolean;
+  metrics?: OperatorMetrics;
   /** Every RegionWork of a run, by the run's uid. */
   workOf: (runUid: string) => readonly RegionWork[];
   events: EventRecorder;
@@ -139,7 +142,24 @@ export function federatedRunReconciler(
 
     const nodes = deps.listNodes();
     const placedBefore = (run.status?.regions ?? []).filter((r) => r.placed).map((r) => r.name);
-    const decision = decidePlacement(run, nodes, placedBefore);
+    const policy = run.spec.attestation.policyRef.name;
+    // A run whose policy is missing passes the schema but cannot be attested anywhere:
+    // hold placement (keeping regions already placed) until the policy exists.
+    const decision: PlacementDecision =
+      deps.policyExists(policy) || placedBefore.length > 0
+        ? decidePlacement(run, nodes, placedBefore)
+        : {
+            outcome: "PolicyNotFound",
+            chosen: [],
+            rejected: [],
+            message: `AttestationPolicy ${policy} does not exist; create it or fix spec.attestation.policyRef`,
+          };
+    if (
+      decision.outcome === "PolicyNotFound" &&
+      findCondition(run.status?.conditions, "Placed")?.reason !== "PolicyNotFound"
+    ) {
+      deps.metrics?.invalidObjects.inc({ kind: "FederatedRun", reason: "PolicyNotFound" });
+    }
     const now = new Date(deps.clock.now());
     const gen = run.metadata.generation;
     let conditions = run.status?.conditions;

@@ -30,7 +30,8 @@ export type PlacementOutcome =
   | "RegionsSelected"
   | "NoMatchingRegions"
   | "TooFewRegions"
-  | "RequiredJurisdictionUnavailable";
+  | "RequiredJurisdictionUnavailable"
+  | "PolicyNotFound";
 
 export interface PlacementDecision {
   outcome: PlacementOutcome;

@@ -76,6 +76,7 @@ export function hubControllers(opts: HubOptions) {
   );
   const policies = informer<AttestationPolicy>("attestationpolicies", () => {
     for (const n of nodes.list()) nodeController.enqueue(objectKey(n));
+    for (const r of runs.list()) runController.enqueue(objectKey(r));
   });
   const runs = informer<FederatedRun>("federatedruns", (key) => runController.enqueue(key), {
     namespace: opts.watchNamespace,
@@ -117,6 +118,8 @@ export function hubControllers(opts: HubOptions) {
       kc,
       getRun: (ns, name) => runs.get(name, ns) as FederatedRun | undefined,
       listNodes: () => nodes.list() as SovereignNode[],
+      policyExists: (name) => policies.get(name) !== undefined,
+      metrics,
       workOf: (uid) =>
         (works.list() as RegionWork[]).filter((w) => w.metadata.labels?.[RUN_UID_LABEL] === uid),
       events,

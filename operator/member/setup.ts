@@ -69,6 +69,8 @@ export function memberControllers(opts: MemberOptions) {
     log: log.child("regionwork"),
     clock,
     reconcile: workReconciler({
+      region: opts.region,
+      metrics,
       hubKc: opts.hubKc,
       regionKc: opts.regionKc,
       hubNamespace,

@@ -19,9 +19,11 @@ import {
   type V1Pod,
 } from "@kubernetes/client-node";
 import type { RegionWork, RegionWorkStatus } from "../../crds/types.generated.ts";
+import { parseRegionWorkSpec } from "../../crds/validate.ts";
 import { sameContent } from "../runtime/canonical.ts";
-import { setCondition } from "../runtime/conditions.ts";
+import { findCondition, setCondition } from "../runtime/conditions.ts";
 import type { ReconcileResult } from "../runtime/controller.ts";
+import type { OperatorMetrics } from "../runtime/metrics.ts";
 
 export const LEARNER_NAMESPACE = "sovereign-learners";
 export const ATTESTATION_GATE = "sovereign.ai/attestation";
@@ -93,6 +95,8 @@ export function learnerPod(work: RegionWork, index: number): V1Pod {
 }
 
 export interface WorkReconcilerDeps {
+  /** This member's region: work naming another region is refused. */
+  region: string;
   hubKc: KubeConfig;
   regionKc: KubeConfig;
   /** The region's hub namespace, where its RegionWorks live. */
@@ -102,6 +106,17 @@ export interface WorkReconcilerDeps {
   podsOf: (id: string) => readonly V1Pod[];
   insecureSkipAttestation: boolean;
   now: () => number;
+  metrics?: OperatorMetrics;
+}
+
+/** Why a RegionWork cannot be acted on, or undefined when it can. */
+export function invalidWork(work: RegionWork, region: string): string | undefined {
+  if (work.spec?.region !== region) {
+    return `the work is for region "${work.spec?.region}", but this member serves "${region}"`;
+  }
+  const parsed = parseRegionWorkSpec(work.spec);
+  if (!parsed.ok) return parsed.errors.map((e) => `${e.path}: ${e.message}`).join("; ");
+  return undefined;
 }
 
 export function workReconciler(
@@ -122,6 +137,26 @@ export function workReconciler(
     namespaceReady = true;
   };
 
+  const writeStatus = (name: string, status: RegionWorkStatus) =>
+    hub.patchNamespacedCustomObjectStatus(
+      {
+        group: "sovereign.ai",
+        version: "v1alpha1",
+        plural: "regionworks",
+        namespace: deps.hubNamespace,
+        name,
+        fieldManager: FIELD_MANAGER,
+        force: true,
+        body: {
+          apiVersion: "sovereign.ai/v1alpha1",
+          kind: "RegionWork",
+          metadata: { name, namespace: deps.hubNamespace },
+          status,
+        },
+      },
+      apply,
+    );
+
   return async (key) => {
     const name = key.includes("/") ? (key.split("/")[1] as string) : key;
     const id = workId(name);
@@ -136,6 +171,26 @@ export function workReconciler(
             if (err.code !== 404) throw err;
           });
       }
+      return undefined;
+    }
+    const invalid = invalidWork(work, deps.region);
+    if (invalid) {
+      // Nothing to retry until the hub changes the work; say so where the hub reads it.
+      const conditions = setCondition(
+        work.status?.conditions,
+        {
+          type: "Applied",
+          status: "False",
+          reason: "InvalidWork",
+          message: invalid,
+          observedGeneration: work.metadata.generation,
+        },
+        new Date(deps.now()),
+      );
+      if (findCondition(work.status?.conditions, "Applied")?.reason !== "InvalidWork") {
+        deps.metrics?.invalidObjects.inc({ kind: "RegionWork", reason: "InvalidWork" });
+      }
+      await writeStatus(name, { ...work.status, phase: "Failed", conditions, message: invalid });
       return undefined;
     }
     await ensureNamespace();
@@ -256,26 +311,7 @@ export function workReconciler(
       conditions,
       message: createError || (conditions.find((c) => c.type === "LearnersReady")?.message ?? ""),
     };
-    if (!sameContent(work.status, status)) {
-      await hub.patchNamespacedCustomObjectStatus(
-        {
-          group: "sovereign.ai",
-          version: "v1alpha1",
-          plural: "regionworks",
-          namespace: deps.hubNamespace,
-          name,
-          fieldManager: FIELD_MANAGER,
-          force: true,
-          body: {
-            apiVersion: "sovereign.ai/v1alpha1",
-            kind: "RegionWork",
-            metadata: { name, namespace: deps.hubNamespace },
-            status,
-          },
-        },
-        apply,
-      );
-    }
+    if (!sameContent(work.status, status)) await writeStatus(name, status);
     return createError ? { requeueAfterMs: 5_000 } : undefined;
   };
 }

@@ -91,6 +91,13 @@ export class OperatorMetrics {
     registers: [this.registry],
   });
 
+  readonly invalidObjects = new Counter({
+    name: "sovereign_invalid_objects_total",
+    help: "Objects that passed the API schema but cannot be acted on, by kind and reason code",
+    labelNames: ["kind", "reason"] as const,
+    registers: [this.registry],
+  });
+
   constructor(opts: { defaultMetrics?: boolean } = {}) {
     if (opts.defaultMetrics !== false) collectDefaultMetrics({ register: this.registry });
   }

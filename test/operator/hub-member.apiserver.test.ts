@@ -392,6 +392,7 @@ test.serial(
       .placement({ minRegions: regions.length, regionSelector: { matchLabels: { [FLEET_LABEL]: tag } } })
       .learners(2, 2)
       .obj();
+    run.spec.attestation.policyRef.name = policy;
     await custom.createNamespacedCustomObject({
       ...GROUP,
       plural: "federatedruns",
@@ -493,5 +494,182 @@ test.serial(
         );
       }, `learners removed from ${r.cluster}`);
     }
+  },
+);
+
+// Inputs that pass the schema but cannot be acted on end in a specific condition and a
+// metric, and nothing is created.
+test.serial(
+  "a run naming a missing AttestationPolicy is held with PolicyNotFound until the policy exists",
+  async (t) => {
+    const tb = await useTestbed();
+    const admin = tb.kubeConfig("hub");
+    await installCrds(admin);
+    const custom = admin.makeApiClient(CustomObjectsApi);
+    const ns = await testNamespace(t, tb, "hub", "badrun");
+    const metrics = new OperatorMetrics({ defaultMetrics: false });
+    const abort = new AbortController();
+    // No region carries this label: the hub sees no regions at all.
+    const parts = hubControllers({
+      kc: admin,
+      metrics,
+      log: silentLogger,
+      watchNamespace: ns,
+      nodeLabelSelector: `${FLEET_LABEL}=${uniqueName("none")}`,
+    });
+    const running = parts.controllers.map((c) => c.run(abort.signal));
+    for (const i of parts.informers) await i.start();
+    const policy = uniqueName("missing-policy");
+    t.teardown(async () => {
+      abort.abort();
+      await Promise.all([...parts.informers.map((i) => i.stop()), ...running]);
+      await custom
+        .deleteClusterCustomObject({ ...GROUP, plural: "attestationpolicies", name: policy })
+        .catch(() => undefined);
+    });
+    const run = makeRun("orphan", ns).obj();
+    run.spec.attestation.policyRef.name = policy;
+    await custom.createNamespacedCustomObject({
+      ...GROUP,
+      plural: "federatedruns",
+      namespace: ns,
+      body: run,
+    });
+    const placedReason = async () => {
+      const r = (await custom.getNamespacedCustomObject({
+        ...GROUP,
+        plural: "federatedruns",
+        namespace: ns,
+        name: "orphan",
+      })) as FederatedRun;
+      return r.status?.conditions?.find((c) => c.type === "Placed");
+    };
+    const held = await eventuallyOk(async () => {
+      const c = await placedReason();
+      return c?.reason === "PolicyNotFound" ? c : undefined;
+    }, "Placed=False/PolicyNotFound");
+    t.is(held.status, "False");
+    t.regex(held.message, new RegExp(`AttestationPolicy ${policy} does not exist`));
+    t.regex(
+      await metrics.registry.metrics(),
+      /sovereign_invalid_objects_total\{kind="FederatedRun",reason="PolicyNotFound"\} 1/,
+    );
+
+    // The policy appears: placement runs (and, with no regions here, says so).
+    await custom.createClusterCustomObject({
+      ...GROUP,
+      plural: "attestationpolicies",
+      body: {
+        apiVersion: "sovereign.ai/v1alpha1",
+        kind: "AttestationPolicy",
+        metadata: { name: policy },
+        spec: { verification: { mode: "Local" } },
+      },
+    });
+    const next = await eventuallyOk(async () => {
+      const c = await placedReason();
+      return c?.reason === "NoMatchingRegions" ? c : undefined;
+    }, "placement after the policy appeared");
+    t.is(next.status, "False");
+    // Delete it: the finalizer is released although nothing was ever placed.
+    await custom.deleteNamespacedCustomObject({
+      ...GROUP,
+      plural: "federatedruns",
+      namespace: ns,
+      name: "orphan",
+    });
+    await eventuallyOk(
+      () =>
+        custom
+          .getNamespacedCustomObject({ ...GROUP, plural: "federatedruns", namespace: ns, name: "orphan" })
+          .then(
+            () => undefined,
+            (err: { code?: number }) => err.code === 404 || undefined,
+          ),
+      "the run deleted",
+    );
+  },
+);
+
+test.serial(
+  "a member refuses work addressed to another region with InvalidWork and creates nothing",
+  async (t) => {
+    const tb = await useTestbed();
+    const admin = tb.kubeConfig("hub");
+    await installCrds(admin);
+    const custom = admin.makeApiClient(CustomObjectsApi);
+    const region = uniqueName("victim");
+    const cred = await issueRegionCredential(admin, region, { ttlSeconds: 3600 });
+    const hubKc = new KubeConfig();
+    hubKc.loadFromString(cred.kubeconfig);
+    const regionCluster = tb.regions[0] as string;
+    const metrics = new OperatorMetrics({ defaultMetrics: false });
+    const abort = new AbortController();
+    const parts = memberControllers({
+      region,
+      regionKc: tb.kubeConfig(regionCluster),
+      hubKc,
+      metrics,
+      log: silentLogger,
+      heartbeatIntervalMs: 60_000,
+      registration: {
+        jurisdiction: "DE",
+        attestationPolicyRef: { name: "strict" },
+        dataResidency: {
+          allowedEgress: ["ModelDeltas"],
+          acceptAggregates: true,
+          checkpointLocation: "InRegion",
+        },
+        jetStreamDomain: regionCluster,
+      },
+    });
+    const running = parts.controllers.map((c) => c.run(abort.signal));
+    for (const i of parts.informers) await i.start();
+    t.teardown(async () => {
+      abort.abort();
+      await Promise.all([...parts.informers.map((i) => i.stop()), ...running]);
+      await custom
+        .deleteClusterCustomObject({ ...GROUP, plural: "sovereignnodes", name: region })
+        .catch(() => undefined);
+      await revokeRegionAccess(admin, region);
+    });
+
+    // Work that names another region, dropped into this region's namespace.
+    const work = parse(readFileSync(join(repoRoot, "examples", "regionwork.yaml"), "utf8"));
+    work.metadata = { name: "misaddressed", namespace: regionNamespace(region) };
+    await custom.createNamespacedCustomObject({
+      ...GROUP,
+      plural: "regionworks",
+      namespace: regionNamespace(region),
+      body: work,
+    });
+    const refused = await eventuallyOk(async () => {
+      const w = (await custom.getNamespacedCustomObject({
+        ...GROUP,
+        plural: "regionworks",
+        namespace: regionNamespace(region),
+        name: "misaddressed",
+      })) as { status?: { phase?: string; conditions?: Condition[] } };
+      const applied = w.status?.conditions?.find((c) => c.type === "Applied");
+      return applied?.reason === "InvalidWork" ? { applied, phase: w.status?.phase } : undefined;
+    }, "Applied=False/InvalidWork");
+    t.is(refused.applied.status, "False");
+    t.regex(
+      refused.applied.message,
+      new RegExp(`the work is for region "berlin-charite", but this member serves "${region}"`),
+    );
+    t.is(refused.phase, "Failed");
+    const pods = await tb
+      .kubeConfig(regionCluster)
+      .makeApiClient(CoreV1Api)
+      .listNamespacedPod({
+        namespace: LEARNER_NAMESPACE,
+        labelSelector: `${WORK_LABEL}=${workId("misaddressed")}`,
+      });
+    t.is(pods.items.length, 0, "no learner pods for work it refused");
+    t.regex(
+      await metrics.registry.metrics(),
+      /sovereign_invalid_objects_total\{kind="RegionWork",reason="InvalidWork"\} 1/,
+    );
   },
 );
