@@ -126,3 +126,53 @@ test("hub mode serves probes and metrics, takes the Lease, and on SIGTERM exits 
   const released = await api.readNamespacedLease({ name: lease, namespace: ns });
   t.is(released.spec?.holderIdentity, "", "the Lease was handed back");
 });
+
+test("two hub replicas: one leads; when it is killed the other takes over", async (t) => {
+  const tb = await useTestbed();
+  const ns = await testNamespace(t, tb, "hub", "ha");
+  const lease = uniqueName("sovereign-hub");
+  await installCrds(tb.kubeConfig("hub"));
+  const args = [
+    "--mode=hub",
+    `--kubeconfig=${tb.cluster("hub").kubeconfig}`,
+    `--namespace=${ns}`,
+    `--watch-namespace=${ns}`,
+    `--region-selector=sovereign.ai/test-fleet=${lease}`,
+    `--leader-election-id=${lease}`,
+    "--metrics-bind-address=127.0.0.1:0",
+    "--health-probe-bind-address=127.0.0.1:0",
+    "--lease-duration=4s",
+    "--renew-deadline=3s",
+    "--retry-period=1s",
+  ];
+  const replicas = [startOperator(args), startOperator(args)];
+  t.teardown(() => {
+    for (const r of replicas) r.child.kill("SIGKILL");
+  });
+  const leaderIndex = await new Promise<number>((resolve, reject) => {
+    const deadline = Date.now() + 20_000;
+    const poll = () => {
+      const i = replicas.findIndex((r) => r.lines.some((l) => /became leader/.test(l)));
+      if (i >= 0) resolve(i);
+      else if (Date.now() > deadline) reject(new Error("no replica became leader"));
+      else setTimeout(poll, 50);
+    };
+    poll();
+  });
+  const leader = replicas[leaderIndex] as ReturnType<typeof startOperator>;
+  const standby = replicas[1 - leaderIndex] as ReturnType<typeof startOperator>;
+  await new Promise((r) => setTimeout(r, 2_000));
+  t.false(
+    standby.lines.some((l) => /became leader/.test(l)),
+    "only one leads",
+  );
+
+  const killedAt = Date.now();
+  leader.child.kill("SIGKILL"); // no clean release: the standby must wait the lease out
+  await waitForLine(standby.lines, /became leader/, 20_000);
+  const failoverMs = Date.now() - killedAt;
+  t.log(
+    `hub failover after SIGKILL of the leader: ${(failoverMs / 1000).toFixed(1)} s (lease 4 s, retry 1 s)`,
+  );
+  t.true(failoverMs <= 4_000 + 2 * 1_200 + 2_000);
+});
