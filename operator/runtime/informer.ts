@@ -36,6 +36,8 @@ export function objectKey(obj: KubernetesObject): string {
 
 export class SupervisedInformer<T extends KubernetesObject> {
   private inner?: ReturnType<typeof makeInformer<T>>;
+  /** A replacement still listing; stopped too if we stop meanwhile. */
+  private starting?: ReturnType<typeof makeInformer<T>>;
   private readonly opts: InformerOptions<T>;
   private readonly clock: Clock;
   private readonly log: Logger;
@@ -78,7 +80,7 @@ export class SupervisedInformer<T extends KubernetesObject> {
     this.generation++;
     if (this.restartTimer) this.clock.clearTimeout(this.restartTimer);
     if (this.resyncTimer) this.clock.clearTimeout(this.resyncTimer);
-    await this.inner?.stop();
+    await Promise.all([this.inner?.stop(), this.starting?.stop()]);
   }
 
   private async startInner(): Promise<void> {
@@ -98,12 +100,23 @@ export class SupervisedInformer<T extends KubernetesObject> {
       if (generation !== this.generation || this.stopped) return;
       this.restartLater(err);
     });
-    this.inner = informer;
+    this.starting = informer;
     try {
       await informer.start();
+      if (this.stopped || generation !== this.generation) {
+        await informer.stop();
+        return;
+      }
+      // Swap only once the new list is in: until then readers keep the previous (complete)
+      // cache rather than an empty one that would make a reconcile see nothing.
+      const previous = this.inner;
+      this.inner = informer;
+      if (previous && previous !== informer) void previous.stop();
       this.synced = true;
     } catch (err) {
       this.restartLater(err);
+    } finally {
+      if (this.starting === informer) this.starting = undefined;
     }
   }
 
@@ -123,7 +136,6 @@ export class SupervisedInformer<T extends KubernetesObject> {
       this.restartTimer = undefined;
       if (this.stopped) return;
       this.restarts++;
-      void this.inner?.stop();
       void this.startInner().then(() => {
         // Level-triggered: look again at everything we knew and everything that is
         // there now, which covers objects deleted or changed while the watch was down.

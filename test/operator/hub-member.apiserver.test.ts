@@ -279,30 +279,42 @@ test.serial(
       await Promise.allSettled(running);
       for (const c of cleanup.reverse()) await c().catch(() => undefined);
     });
+    /** Starts an operator's parts; the returned function stops them, as a process exit would. */
     const start = async (parts: {
       informers: { start(): Promise<void>; stop(): Promise<void> }[];
       controllers: { run(s: AbortSignal): Promise<void> }[];
     }) => {
-      for (const c of parts.controllers) running.push(c.run(abort.signal));
+      const own = new AbortController();
+      abort.signal.addEventListener("abort", () => own.abort(), { once: true });
+      // Caches first, as the operator's manager does: a reconcile must never judge from
+      // an informer that has not listed yet (it would see no pods and report none).
       for (const i of parts.informers) {
         await i.start();
         cleanup.push(() => i.stop());
       }
+      const mine = parts.controllers.map((c) => c.run(own.signal));
+      running.push(...mine);
+      return async () => {
+        own.abort();
+        await Promise.all([...parts.informers.map((i) => i.stop()), ...mine]);
+      };
     };
 
     // The hub operator.
     // This hub sees only this test's namespace and regions, so it never touches (or puts
     // finalizers on) other tests' objects.
-    await start(
-      hubControllers({
-        kc: admin,
-        metrics,
-        log: silentLogger,
-        heartbeatTimeoutMs: 30_000,
-        watchNamespace: ns,
-        nodeLabelSelector: `${FLEET_LABEL}=${tag}`,
-      }),
-    );
+    const startHub = () =>
+      start(
+        hubControllers({
+          kc: admin,
+          metrics,
+          log: silentLogger,
+          heartbeatTimeoutMs: 30_000,
+          watchNamespace: ns,
+          nodeLabelSelector: `${FLEET_LABEL}=${tag}`,
+        }),
+      );
+    let stopHub = await startHub();
     // An AttestationPolicy the regions name.
     const policy = uniqueName("policy");
     await custom.createClusterCustomObject({
@@ -320,6 +332,8 @@ test.serial(
     );
 
     // One member per region, with only its scoped hub credential; GPU nodes attested.
+    const startMember: Record<string, () => Promise<() => Promise<void>>> = {};
+    const stopMember: Record<string, () => Promise<void>> = {};
     for (const r of regions) {
       const cred = await issueRegionCredential(admin, r.name, { ttlSeconds: 3600 });
       const hubKc = new KubeConfig();
@@ -337,28 +351,30 @@ test.serial(
           .catch(() => undefined);
         await revokeRegionAccess(admin, r.name);
       });
-      await start(
-        memberControllers({
-          region: r.name,
-          regionKc,
-          hubKc,
-          metrics,
-          log: silentLogger,
-          heartbeatIntervalMs: 2_000,
-          insecureSkipAttestation: true,
-          labels: { [FLEET_LABEL]: tag },
-          registration: {
-            jurisdiction: r.cluster === "region-c" ? "FR" : "DE",
-            attestationPolicyRef: { name: policy },
-            dataResidency: {
-              allowedEgress: ["ModelDeltas"],
-              acceptAggregates: true,
-              checkpointLocation: "InRegion",
+      startMember[r.name] = () =>
+        start(
+          memberControllers({
+            region: r.name,
+            regionKc,
+            hubKc,
+            metrics,
+            log: silentLogger,
+            heartbeatIntervalMs: 2_000,
+            insecureSkipAttestation: true,
+            labels: { [FLEET_LABEL]: tag },
+            registration: {
+              jurisdiction: r.cluster === "region-c" ? "FR" : "DE",
+              attestationPolicyRef: { name: policy },
+              dataResidency: {
+                allowedEgress: ["ModelDeltas"],
+                acceptAggregates: true,
+                checkpointLocation: "InRegion",
+              },
+              jetStreamDomain: r.cluster,
             },
-            jetStreamDomain: r.cluster,
-          },
-        }),
-      );
+          }),
+        );
+      stopMember[r.name] = await (startMember[r.name] as () => Promise<() => Promise<void>>)();
     }
     // Regions registered themselves unaccepted; the hub admin accepts them.
     for (const r of regions) {
@@ -463,6 +479,40 @@ test.serial(
     };
     t.true(work.status?.unattested, "the region reports that its learners ran unattested");
 
+    // The hub operator and one member die and come back mid-run: they read the world
+    // afresh and converge on it, with no duplicate pods and no status lost or flapping.
+    const learnerNames = async () => {
+      const names: string[] = [];
+      for (const r of regions) {
+        const list = await tb
+          .kubeConfig(r.cluster)
+          .makeApiClient(CoreV1Api)
+          .listNamespacedPod({
+            namespace: LEARNER_NAMESPACE,
+            labelSelector: `${WORK_LABEL}=${workId(`${ns}.train`)}`,
+          });
+        names.push(...list.items.map((p) => `${r.cluster}/${p.metadata?.name}`));
+      }
+      return names.sort();
+    };
+    const podsBefore = await learnerNames();
+    const readySince = ready.status?.conditions?.find((c) => c.type === "Ready")?.lastTransitionTime;
+    const first = regions[0] as (typeof regions)[number];
+    await stopHub();
+    await (stopMember[first.name] as () => Promise<void>)();
+    stopHub = await startHub();
+    stopMember[first.name] = await (startMember[first.name] as () => Promise<() => Promise<void>>)();
+    await new Promise((r) => setTimeout(r, 5_000)); // two heartbeats and a full reconcile of everything
+    t.deepEqual(await learnerNames(), podsBefore, "the same pods, none added");
+    t.is(podsBefore.length, regions.length * 2);
+    const after = await getRun();
+    t.is(after.status?.regionsReady, regions.length);
+    t.is(
+      after.status?.conditions?.find((c) => c.type === "Ready")?.lastTransitionTime,
+      readySince,
+      "Ready never flapped",
+    );
+
     // Delete the run: its work goes from every region's hub namespace, its pods from every region.
     await custom.deleteNamespacedCustomObject({
       ...GROUP,
@@ -517,8 +567,8 @@ test.serial(
       watchNamespace: ns,
       nodeLabelSelector: `${FLEET_LABEL}=${uniqueName("none")}`,
     });
-    const running = parts.controllers.map((c) => c.run(abort.signal));
     for (const i of parts.informers) await i.start();
+    const running = parts.controllers.map((c) => c.run(abort.signal));
     const policy = uniqueName("missing-policy");
     t.teardown(async () => {
       abort.abort();
@@ -623,8 +673,8 @@ test.serial(
         jetStreamDomain: regionCluster,
       },
     });
-    const running = parts.controllers.map((c) => c.run(abort.signal));
     for (const i of parts.informers) await i.start();
+    const running = parts.controllers.map((c) => c.run(abort.signal));
     t.teardown(async () => {
       abort.abort();
       await Promise.all([...parts.informers.map((i) => i.stop()), ...running]);
