@@ -24,6 +24,23 @@ function startOperator(args: string[]): { child: ChildProcess; lines: string[]; 
   return { child, lines, exited };
 }
 
+/** A hub kept to its own (empty) corner of the shared test hub, with short Lease timings. */
+function hubArgs(kubeconfig: string, ns: string, lease: string): string[] {
+  return [
+    "--mode=hub",
+    `--kubeconfig=${kubeconfig}`,
+    `--namespace=${ns}`,
+    `--watch-namespace=${ns}`,
+    `--region-selector=sovereign.ai/test-fleet=${lease}`,
+    `--leader-election-id=${lease}`,
+    "--metrics-bind-address=127.0.0.1:0",
+    "--health-probe-bind-address=127.0.0.1:0",
+    "--lease-duration=4s",
+    "--renew-deadline=3s",
+    "--retry-period=1s",
+  ];
+}
+
 async function waitForLine(lines: string[], pattern: RegExp, timeoutMs = 20_000): Promise<string> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
@@ -81,20 +98,7 @@ test("hub mode serves probes and metrics, takes the Lease, and on SIGTERM exits 
   const ns = await testNamespace(t, tb, "hub", "op");
   const lease = uniqueName("sovereign-hub");
   await installCrds(tb.kubeConfig("hub"));
-  const { child, lines, exited } = startOperator([
-    "--mode=hub",
-    `--kubeconfig=${tb.cluster("hub").kubeconfig}`,
-    `--namespace=${ns}`,
-    // Keep this hub to its own (empty) corner of the shared test hub.
-    `--watch-namespace=${ns}`,
-    `--region-selector=sovereign.ai/test-fleet=${lease}`,
-    `--leader-election-id=${lease}`,
-    "--metrics-bind-address=127.0.0.1:0",
-    "--health-probe-bind-address=127.0.0.1:0",
-    "--lease-duration=4s",
-    "--renew-deadline=3s",
-    "--retry-period=1s",
-  ]);
+  const { child, lines, exited } = startOperator(hubArgs(tb.cluster("hub").kubeconfig, ns, lease));
   t.teardown(() => child.kill("SIGKILL"));
   const serving = JSON.parse(await waitForLine(lines, /serving probes and metrics/)) as {
     metrics: number;
@@ -132,19 +136,7 @@ test("two hub replicas: one leads; when it is killed the other takes over", asyn
   const ns = await testNamespace(t, tb, "hub", "ha");
   const lease = uniqueName("sovereign-hub");
   await installCrds(tb.kubeConfig("hub"));
-  const args = [
-    "--mode=hub",
-    `--kubeconfig=${tb.cluster("hub").kubeconfig}`,
-    `--namespace=${ns}`,
-    `--watch-namespace=${ns}`,
-    `--region-selector=sovereign.ai/test-fleet=${lease}`,
-    `--leader-election-id=${lease}`,
-    "--metrics-bind-address=127.0.0.1:0",
-    "--health-probe-bind-address=127.0.0.1:0",
-    "--lease-duration=4s",
-    "--renew-deadline=3s",
-    "--retry-period=1s",
-  ];
+  const args = hubArgs(tb.cluster("hub").kubeconfig, ns, lease);
   const replicas = [startOperator(args), startOperator(args)];
   t.teardown(() => {
     for (const r of replicas) r.child.kill("SIGKILL");
