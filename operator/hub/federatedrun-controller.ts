@@ -118,7 +118,11 @@ export function federatedRunReconciler(
   return async (key) => {
     const [namespace, name] = key.split("/") as [string, string];
     const run = deps.getRun(namespace, name);
-    if (!run) return undefined;
+    if (!run) {
+      for (const state of ["placed", "ready"])
+        deps.metrics?.runRegions.remove({ namespace, run: name, state });
+      return undefined;
+    }
     const uid = run.metadata.uid ?? "";
     const finalizers = run.metadata.finalizers ?? [];
 
@@ -258,6 +262,8 @@ export function federatedRunReconciler(
         now,
       );
     }
+    deps.metrics?.runRegions.set({ namespace, run: name, state: "placed" }, placed.length);
+    deps.metrics?.runRegions.set({ namespace, run: name, state: "ready" }, ready.length);
     const status: FederatedRunStatus = {
       phase: placed.length > 0 ? "Running" : "Placing",
       currentRound: run.status?.currentRound ?? 0,

@@ -106,6 +106,7 @@ export function hubControllers(opts: HubOptions) {
       events,
       clock,
       heartbeatTimeoutMs: opts.heartbeatTimeoutMs ?? 60_000,
+      metrics,
     }),
   });
   const runController = new Controller({

@@ -7,6 +7,7 @@ import type { Clock } from "../runtime/clock.ts";
 import { findCondition, sameConditions, setCondition } from "../runtime/conditions.ts";
 import type { ReconcileResult } from "../runtime/controller.ts";
 import type { EventRecorder } from "../runtime/events.ts";
+import type { OperatorMetrics } from "../runtime/metrics.ts";
 import { judgeRegion } from "./region-status.ts";
 
 export const CONTROLLER_NAME = "sovereignnode";
@@ -19,6 +20,7 @@ export interface SovereignNodeReconcilerDeps {
   events: EventRecorder;
   clock: Clock;
   heartbeatTimeoutMs: number;
+  metrics?: OperatorMetrics;
 }
 
 export function sovereignNodeReconciler(
@@ -28,13 +30,22 @@ export function sovereignNodeReconciler(
   const apply = setHeaderOptions("Content-Type", PatchStrategy.ServerSideApply);
   return async (key) => {
     const node = deps.getNode(key);
-    if (!node) return undefined; // deleted: nothing to keep true
+    if (!node) {
+      deps.metrics?.regionReady.remove({ region: key });
+      deps.metrics?.regionAttestedGpus.remove({ region: key });
+      return undefined; // deleted: nothing to keep true
+    }
     const now = deps.clock.now();
     const judgement = judgeRegion(node, {
       now,
       heartbeatTimeoutMs: deps.heartbeatTimeoutMs,
       policyExists: deps.getPolicy(node.spec.attestationPolicyRef.name) !== undefined,
     });
+    deps.metrics?.regionReady.set(
+      { region: key },
+      judgement.conditions.some((c) => c.type === "Ready" && c.status === "True") ? 1 : 0,
+    );
+    deps.metrics?.regionAttestedGpus.set({ region: key }, node.status?.gpuNodes?.attestedGpus ?? 0);
     const before = node.status?.conditions;
     const after = judgement.conditions.reduce((acc, c) => setCondition(acc, c, new Date(now)), before);
     if (!sameConditions(before, after)) {

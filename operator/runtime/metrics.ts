@@ -98,6 +98,25 @@ export class OperatorMetrics {
     registers: [this.registry],
   });
 
+  readonly regionReady = new Gauge({
+    name: "sovereign_region_ready",
+    help: "1 when the hub judges the region Ready (accepted, attested, heartbeating), else 0",
+    labelNames: ["region"] as const,
+    registers: [this.registry],
+  });
+  readonly regionAttestedGpus = new Gauge({
+    name: "sovereign_region_attested_gpus",
+    help: "GPUs on attested GPU nodes, as the region's member last reported",
+    labelNames: ["region"] as const,
+    registers: [this.registry],
+  });
+  readonly runRegions = new Gauge({
+    name: "sovereign_run_regions",
+    help: "Regions of a FederatedRun by state (placed, ready)",
+    labelNames: ["namespace", "run", "state"] as const,
+    registers: [this.registry],
+  });
+
   constructor(opts: { defaultMetrics?: boolean } = {}) {
     if (opts.defaultMetrics !== false) collectDefaultMetrics({ register: this.registry });
   }

@@ -121,6 +121,7 @@ test.serial(
         events: eventRecorder(admin, "sovereign-hub", silentLogger),
         clock: realClock,
         heartbeatTimeoutMs: 3_000,
+        metrics,
       }),
     });
     const running = controller.run(abort.signal);
@@ -218,6 +219,12 @@ test.serial(
     await heartbeat();
     await eventually(() => conditionOf("Ready", "True", "RegionReady"), "Ready=True");
     t.truthy(await conditionOf("Attested", "True", "AllNodesAttested"));
+    const gauges = await metrics.registry.metrics();
+    t.regex(gauges, new RegExp(`sovereign_region_ready\\{region="${region}"\\} 1`));
+    t.regex(
+      gauges,
+      new RegExp(`sovereign_region_attested_gpus\\{region="${region}"\\} ${gpuNodes.length * 8}`),
+    );
     const acceptedNode = (await custom.getClusterCustomObject({
       ...GROUP,
       plural: "sovereignnodes",
@@ -236,6 +243,7 @@ test.serial(
       `marked stale ${((Date.now() - quietSince) / 1000).toFixed(1)} s after the last heartbeat (timeout 3 s)`,
     );
     t.regex(stale.message, /no heartbeat within 3s; last heartbeat \d+s ago/);
+    t.regex(await metrics.registry.metrics(), new RegExp(`sovereign_region_ready\\{region="${region}"\\} 0`));
     t.is(stale.observedGeneration, acceptedNode.metadata.generation);
 
     // The Event follows the status write; give it a moment.
@@ -464,6 +472,10 @@ test.serial(
       return r.status?.regionsReady === regions.length ? r : undefined;
     }, "every region ready in the run's status");
     t.is(ready.status?.conditions?.find((c) => c.type === "Ready")?.reason, "LearnersReady");
+    t.regex(
+      await metrics.registry.metrics(),
+      new RegExp(`sovereign_run_regions\\{namespace="${ns}",run="train",state="ready"\\} ${regions.length}`),
+    );
     for (const r of regions) {
       const entry = ready.status?.regions?.find((x) => x.name === r.name);
       t.is(entry?.learnersReady, 2);
