@@ -11,27 +11,15 @@ import { installCrds } from "../../crds/install.ts";
 import { issueRegionCredential, revokeRegionAccess } from "../../operator/hub/credentials.ts";
 import { regionNamespace } from "../../operator/hub/region-access.ts";
 import { uniqueName, useTestbed } from "../testbed/harness.ts";
+import { makeNode } from "./builders.ts";
 
 const GROUP = "sovereign.ai";
 const VERSION = "v1alpha1";
 
+/** A registration as a member would send it: the builder's node, without status or labels. */
 function sovereignNode(name: string, accepted = false) {
-  return {
-    apiVersion: `${GROUP}/${VERSION}`,
-    kind: "SovereignNode",
-    metadata: { name },
-    spec: {
-      jurisdiction: "DE",
-      accepted,
-      attestationPolicyRef: { name: "strict" },
-      dataResidency: {
-        allowedEgress: ["ModelDeltas"],
-        acceptAggregates: true,
-        checkpointLocation: "InRegion",
-      },
-      jetStreamDomain: name,
-    },
-  };
+  const { status: _status, ...node } = makeNode(name).accepted(accepted).obj();
+  return { ...node, metadata: { name } };
 }
 
 async function status(p: Promise<unknown>): Promise<{ code: number; message: string }> {
