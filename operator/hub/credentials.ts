@@ -13,6 +13,7 @@ import {
   RbacAuthorizationV1Api,
 } from "@kubernetes/client-node";
 import { stringify } from "yaml";
+import { HUB_FIELD_MANAGER, SOVEREIGN_API } from "../names.ts";
 import {
   MEMBER_SERVICE_ACCOUNT,
   memberAdmissionPolicy,
@@ -21,7 +22,7 @@ import {
   regionNamespace,
 } from "./region-access.ts";
 
-export const FIELD_MANAGER = "sovereign-hub";
+export const FIELD_MANAGER = HUB_FIELD_MANAGER;
 
 export async function serverSideApply(kc: KubeConfig, objects: Record<string, unknown>[]): Promise<void> {
   const client = KubernetesObjectApi.makeApiClient(kc);
@@ -135,8 +136,7 @@ async function waitUntilEnforced(member: KubeConfig, region: string, timeoutMs: 
   const probe = async (name: string) => {
     try {
       await api.createClusterCustomObject({
-        group: "sovereign.ai",
-        version: "v1alpha1",
+        ...SOVEREIGN_API,
         plural: "sovereignnodes",
         dryRun: "All",
         body: {

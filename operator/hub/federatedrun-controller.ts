@@ -10,9 +10,10 @@ import type {
   RegionWork,
   SovereignNode,
 } from "../../crds/types.generated.ts";
+import { HUB_FIELD_MANAGER, SOVEREIGN_API } from "../names.ts";
 import { sameContent } from "../runtime/canonical.ts";
 import type { Clock } from "../runtime/clock.ts";
-import { findCondition, setCondition } from "../runtime/conditions.ts";
+import { apiTime, findCondition, setCondition } from "../runtime/conditions.ts";
 import type { ReconcileResult } from "../runtime/controller.ts";
 import type { EventRecorder } from "../runtime/events.ts";
 import type { OperatorMetrics } from "../runtime/metrics.ts";
@@ -20,13 +21,13 @@ import { decidePlacement, type PlacementDecision } from "./placement.ts";
 import { regionNamespace } from "./region-access.ts";
 
 export const CONTROLLER_NAME = "federatedrun";
-export const FIELD_MANAGER = "sovereign-hub";
+export const FIELD_MANAGER = HUB_FIELD_MANAGER;
 export const FINALIZER = "sovereign.ai/region-work";
 export const RUN_UID_LABEL = "sovereign.ai/run-uid";
 export const RUN_NAME_LABEL = "sovereign.ai/run-name";
 export const RUN_NAMESPACE_LABEL = "sovereign.ai/run-namespace";
 
-const G = { group: "sovereign.ai", version: "v1alpha1" };
+const G = SOVEREIGN_API;
 
 /** The RegionWork of one run in one region: named after the run so it is unique per namespace. */
 export function regionWorkName(run: FederatedRun): string {
@@ -269,7 +270,7 @@ export function federatedRunReconciler(
       currentRound: run.status?.currentRound ?? 0,
       regionsPlaced: placed.length,
       regionsReady: ready.length,
-      startTime: run.status?.startTime ?? now.toISOString().replace(/\.\d{3}Z$/, "Z"),
+      startTime: run.status?.startTime ?? apiTime(now),
       regions: regions.sort((a, b) => a.name.localeCompare(b.name)),
       conditions,
       observedGeneration: gen,

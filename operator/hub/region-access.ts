@@ -13,9 +13,11 @@
 //
 // Nothing grants a member FederatedRuns, other namespaces or other SovereignNodes.
 
+import { SOVEREIGN_API } from "../names.ts";
+
 export const REGION_NAMESPACE_PREFIX = "sovereign-region-";
 export const MEMBER_SERVICE_ACCOUNT = "member";
-const GROUP = "sovereign.ai";
+const { group: GROUP } = SOVEREIGN_API;
 
 export function regionNamespace(region: string): string {
   return `${REGION_NAMESPACE_PREFIX}${region}`;

@@ -7,6 +7,7 @@ import type {
   RegionWork,
   SovereignNode,
 } from "../../crds/types.generated.ts";
+import { HUB_FIELD_MANAGER, SOVEREIGN_API } from "../names.ts";
 import { type Clock, realClock } from "../runtime/clock.ts";
 import { Controller } from "../runtime/controller.ts";
 import { eventRecorder } from "../runtime/events.ts";
@@ -15,13 +16,14 @@ import type { Logger } from "../runtime/log.ts";
 import type { OperatorMetrics } from "../runtime/metrics.ts";
 import {
   federatedRunReconciler,
+  CONTROLLER_NAME as RUN_CONTROLLER,
   RUN_NAME_LABEL,
   RUN_NAMESPACE_LABEL,
   RUN_UID_LABEL,
 } from "./federatedrun-controller.ts";
-import { sovereignNodeReconciler } from "./sovereignnode-controller.ts";
+import { CONTROLLER_NAME as NODE_CONTROLLER, sovereignNodeReconciler } from "./sovereignnode-controller.ts";
 
-const G = { group: "sovereign.ai", version: "v1alpha1" };
+const G = SOVEREIGN_API;
 
 export interface HubOptions {
   kc: KubeConfig;
@@ -40,7 +42,7 @@ export function hubControllers(opts: HubOptions) {
   const { kc, metrics, log } = opts;
   const clock = opts.clock ?? realClock;
   const api = kc.makeApiClient(CustomObjectsApi);
-  const events = eventRecorder(kc, "sovereign-hub", log);
+  const events = eventRecorder(kc, HUB_FIELD_MANAGER, log);
   const informer = <T extends { metadata?: { name?: string } }>(
     plural: string,
     onKey: (key: string) => void,
@@ -94,10 +96,10 @@ export function hubControllers(opts: HubOptions) {
   });
 
   const nodeController = new Controller({
-    name: "sovereignnode",
+    name: NODE_CONTROLLER,
     workers: opts.workers,
     metrics,
-    log: log.child("sovereignnode"),
+    log: log.child(NODE_CONTROLLER),
     clock,
     reconcile: sovereignNodeReconciler({
       kc,
@@ -110,10 +112,10 @@ export function hubControllers(opts: HubOptions) {
     }),
   });
   const runController = new Controller({
-    name: "federatedrun",
+    name: RUN_CONTROLLER,
     workers: opts.workers,
     metrics,
-    log: log.child("federatedrun"),
+    log: log.child(RUN_CONTROLLER),
     clock,
     reconcile: federatedRunReconciler({
       kc,

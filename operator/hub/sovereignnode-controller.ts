@@ -3,6 +3,7 @@
 // Event when Ready flips, and look again when the heartbeat would go stale.
 import { CustomObjectsApi, type KubeConfig, PatchStrategy, setHeaderOptions } from "@kubernetes/client-node";
 import type { AttestationPolicy, SovereignNode } from "../../crds/types.generated.ts";
+import { HUB_FIELD_MANAGER, SOVEREIGN_API } from "../names.ts";
 import type { Clock } from "../runtime/clock.ts";
 import { findCondition, sameConditions, setCondition } from "../runtime/conditions.ts";
 import type { ReconcileResult } from "../runtime/controller.ts";
@@ -11,7 +12,7 @@ import type { OperatorMetrics } from "../runtime/metrics.ts";
 import { judgeRegion } from "./region-status.ts";
 
 export const CONTROLLER_NAME = "sovereignnode";
-export const FIELD_MANAGER = "sovereign-hub";
+export const FIELD_MANAGER = HUB_FIELD_MANAGER;
 
 export interface SovereignNodeReconcilerDeps {
   kc: KubeConfig;
@@ -51,8 +52,7 @@ export function sovereignNodeReconciler(
     if (!sameConditions(before, after)) {
       await api.patchClusterCustomObjectStatus(
         {
-          group: "sovereign.ai",
-          version: "v1alpha1",
+          ...SOVEREIGN_API,
           plural: "sovereignnodes",
           name: key,
           fieldManager: FIELD_MANAGER,

@@ -10,10 +10,12 @@ import {
   setHeaderOptions,
 } from "@kubernetes/client-node";
 import type { SovereignNodeSpec } from "../../crds/types.generated.ts";
+import { MEMBER_FIELD_MANAGER, SOVEREIGN_API } from "../names.ts";
 import type { Clock } from "../runtime/clock.ts";
+import { apiTime } from "../runtime/conditions.ts";
 import type { ReconcileResult } from "../runtime/controller.ts";
 
-export const FIELD_MANAGER = "sovereign-member";
+export const FIELD_MANAGER = MEMBER_FIELD_MANAGER;
 export const OPERATOR_VERSION = "0.1.0";
 /** Set by the attestation agent on GPU nodes whose evidence verified (issue 6). */
 export const ATTESTED_LABEL = "sovereign.ai/attested";
@@ -32,8 +34,6 @@ export interface RegistrationDeps {
   /** Labels the region puts on its SovereignNode (placement selectors match them). */
   labels?: Record<string, string>;
 }
-
-const timestamp = (ms: number) => new Date(ms).toISOString().replace(/\.\d{3}Z$/, "Z");
 
 /**
  * The region's GPU inventory: nodes and GPUs in all, and those on nodes the attestation
@@ -67,7 +67,7 @@ export async function gpuInventory(regionKc: KubeConfig): Promise<{
 export function registrationReconciler(deps: RegistrationDeps): () => Promise<ReconcileResult> {
   const hub = deps.hubKc.makeApiClient(CustomObjectsApi);
   const apply = setHeaderOptions("Content-Type", PatchStrategy.ServerSideApply);
-  const target = { group: "sovereign.ai", version: "v1alpha1", plural: "sovereignnodes", name: deps.region };
+  const target = { ...SOVEREIGN_API, plural: "sovereignnodes", name: deps.region };
   const identity = {
     apiVersion: "sovereign.ai/v1alpha1",
     kind: "SovereignNode",
@@ -96,7 +96,7 @@ export function registrationReconciler(deps: RegistrationDeps): () => Promise<Re
         body: {
           ...identity,
           status: {
-            lastHeartbeatTime: timestamp(deps.clock.now()),
+            lastHeartbeatTime: apiTime(deps.clock.now()),
             gpuNodes,
             memberOperatorVersion: OPERATOR_VERSION,
           },

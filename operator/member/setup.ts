@@ -3,6 +3,7 @@
 import { CoreV1Api, CustomObjectsApi, type KubeConfig, type V1Pod } from "@kubernetes/client-node";
 import type { RegionWork } from "../../crds/types.generated.ts";
 import { regionNamespace } from "../hub/region-access.ts";
+import { SOVEREIGN_API } from "../names.ts";
 import { type Clock, realClock } from "../runtime/clock.ts";
 import { Controller } from "../runtime/controller.ts";
 import { SupervisedInformer } from "../runtime/informer.ts";
@@ -39,8 +40,7 @@ export function memberControllers(opts: MemberOptions) {
     path: `/apis/sovereign.ai/v1alpha1/namespaces/${hubNamespace}/regionworks`,
     list: () =>
       hubApi.listNamespacedCustomObject({
-        group: "sovereign.ai",
-        version: "v1alpha1",
+        ...SOVEREIGN_API,
         plural: "regionworks",
         namespace: hubNamespace,
       }),

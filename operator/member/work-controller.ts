@@ -20,6 +20,7 @@ import {
 } from "@kubernetes/client-node";
 import type { RegionWork, RegionWorkStatus } from "../../crds/types.generated.ts";
 import { parseRegionWorkSpec } from "../../crds/validate.ts";
+import { MEMBER_FIELD_MANAGER, SOVEREIGN_API } from "../names.ts";
 import { sameContent } from "../runtime/canonical.ts";
 import { findCondition, setCondition } from "../runtime/conditions.ts";
 import type { ReconcileResult } from "../runtime/controller.ts";
@@ -28,7 +29,7 @@ import type { OperatorMetrics } from "../runtime/metrics.ts";
 export const LEARNER_NAMESPACE = "sovereign-learners";
 export const ATTESTATION_GATE = "sovereign.ai/attestation";
 export const WORK_LABEL = "sovereign.ai/work";
-export const FIELD_MANAGER = "sovereign-member";
+export const FIELD_MANAGER = MEMBER_FIELD_MANAGER;
 
 /** A label-safe, stable name for one RegionWork (its `namespace.name` can exceed 63 characters). */
 export function workId(workName: string): string {
@@ -140,8 +141,7 @@ export function workReconciler(
   const writeStatus = (name: string, status: RegionWorkStatus) =>
     hub.patchNamespacedCustomObjectStatus(
       {
-        group: "sovereign.ai",
-        version: "v1alpha1",
+        ...SOVEREIGN_API,
         plural: "regionworks",
         namespace: deps.hubNamespace,
         name,

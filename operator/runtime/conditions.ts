@@ -3,14 +3,18 @@
 // stays sorted by type so an unchanged status serialises identically (no needless writes).
 import type { Condition } from "../../crds/types.generated.ts";
 
+/** A Kubernetes metav1.Time: RFC 3339 in UTC to the second, as the API server stores it. */
+export function apiTime(at: Date | number): string {
+  return new Date(at).toISOString().replace(/\.\d{3}Z$/, "Z");
+}
+
 export function setCondition(
   conditions: readonly Condition[] | undefined,
   next: Omit<Condition, "lastTransitionTime">,
   now: Date,
 ): Condition[] {
   const old = conditions?.find((c) => c.type === next.type);
-  const lastTransitionTime =
-    old && old.status === next.status ? old.lastTransitionTime : now.toISOString().replace(/\.\d{3}Z$/, "Z");
+  const lastTransitionTime = old && old.status === next.status ? old.lastTransitionTime : apiTime(now);
   return [...(conditions ?? []).filter((c) => c.type !== next.type), { ...next, lastTransitionTime }].sort(
     (a, b) => a.type.localeCompare(b.type),
   );

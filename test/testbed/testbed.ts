@@ -7,7 +7,6 @@ import { randomBytes } from "node:crypto";
 import { existsSync } from "node:fs";
 import { mkdir, readdir, readFile, rename, rm, writeFile } from "node:fs/promises";
 import { join } from "node:path";
-import { promisify } from "node:util";
 import { ensureBinaries, kwokStagePaths } from "./build.ts";
 import { TestbedError } from "./errors.ts";
 import { withLock } from "./lock.ts";
@@ -23,8 +22,6 @@ import {
   waitReady,
 } from "./processes.ts";
 import { type ClusterLayout, defaultStateDir, layoutFor, portsOf, type TestbedLayout } from "./topology.ts";
-
-const execFileAsync = promisify(execFile);
 
 /** What tests, the demo and the operator read: `<stateDir>/testbed.json`. */
 export interface TestbedDescription {
@@ -587,9 +584,4 @@ export async function down(opts: { stateDir?: string; log?: Log } = {}): Promise
   for (const entry of await readdir(stateDir)) {
     if (entry !== "logs") await rm(join(stateDir, entry), { recursive: true, force: true });
   }
-}
-
-export async function kubectlVersion(bin: string): Promise<string> {
-  const { stdout } = await execFileAsync(join(bin, "kubectl"), ["version", "--client", "-o", "json"]);
-  return (JSON.parse(stdout) as { clientVersion: { gitVersion: string } }).clientVersion.gitVersion;
 }
