@@ -2,6 +2,7 @@
 // flips, observedGeneration records which spec the judgement is about, and the list
 // stays sorted by type so an unchanged status serialises identically (no needless writes).
 import type { Condition } from "../../crds/types.generated.ts";
+import { sameContent } from "./canonical.ts";
 
 /** A Kubernetes metav1.Time: RFC 3339 in UTC to the second, as the API server stores it. */
 export function apiTime(at: Date | number): string {
@@ -27,12 +28,16 @@ export function findCondition(
   return conditions?.find((c) => c.type === type);
 }
 
-/** True when the two lists say the same thing (ignoring order). */
+/**
+ * True when the two lists say the same thing, whatever their order and the order of each
+ * condition's keys (the API server returns custom resources with its own key order, so a
+ * plain JSON comparison would see a change on every reconcile and write every time).
+ */
 export function sameConditions(
   a: readonly Condition[] | undefined,
   b: readonly Condition[] | undefined,
 ): boolean {
-  const norm = (l: readonly Condition[] | undefined) =>
-    JSON.stringify([...(l ?? [])].sort((x, y) => x.type.localeCompare(y.type)));
-  return norm(a) === norm(b);
+  const byType = (l: readonly Condition[] | undefined) =>
+    [...(l ?? [])].sort((x, y) => x.type.localeCompare(y.type));
+  return sameContent(byType(a), byType(b));
 }

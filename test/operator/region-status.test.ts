@@ -129,3 +129,17 @@ test("setCondition keeps lastTransitionTime unless the status flips, and keeps t
   t.true(sameConditions(cs, [...cs].reverse()));
   t.false(sameConditions(cs, flipped));
 });
+
+test("sameConditions ignores key order, as the API server returns its own", (t) => {
+  const mine = setCondition(
+    undefined,
+    { type: "Ready", status: "True", reason: "A", message: "m", observedGeneration: 2 },
+    new Date(0),
+  );
+  const fromServer = mine.map((c) =>
+    Object.fromEntries(Object.entries(c).sort(([a], [b]) => b.localeCompare(a))),
+  ) as typeof mine;
+  t.notDeepEqual(JSON.stringify(fromServer), JSON.stringify(mine), "the serialisations really differ");
+  t.true(sameConditions(mine, fromServer));
+  t.false(sameConditions(mine, [{ ...(fromServer[0] as (typeof mine)[number]), message: "other" }]));
+});
