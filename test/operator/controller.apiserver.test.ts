@@ -7,15 +7,7 @@ import { Controller } from "../../operator/runtime/controller.ts";
 import { SupervisedInformer } from "../../operator/runtime/informer.ts";
 import { OperatorMetrics } from "../../operator/runtime/metrics.ts";
 import { startProbeServer } from "../../operator/runtime/server.ts";
-import { testNamespace, useTestbed } from "../testbed/harness.ts";
-
-async function eventually(cond: () => boolean | Promise<boolean>, timeoutMs = 15_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await cond())) {
-    if (Date.now() > deadline) throw new Error("condition not met in time");
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
+import { eventually, testNamespace, useTestbed } from "../testbed/harness.ts";
 
 function metricValue(text: string, name: string, labels: string): number {
   const line = text.split("\n").find((l) => l.startsWith(`${name}{`) && l.includes(labels));
@@ -99,8 +91,8 @@ test("an informer-fed controller converges on the world, retries failures with b
     namespace: ns,
     body: { metadata: { name: "flaky" }, data: { want: "x" } },
   });
-  await eventually(async () => (await read("alpha-mirror")) === "1");
-  await eventually(async () => (await read("flaky-mirror")) === "x");
+  await eventually(async () => (await read("alpha-mirror")) === "1", "alpha-mirror = 1");
+  await eventually(async () => (await read("flaky-mirror")) === "x", "flaky-mirror = x");
   t.is(attempts.get("flaky"), 3, "failed twice, retried, then succeeded");
 
   await core.replaceNamespacedConfigMap({
@@ -108,9 +100,9 @@ test("an informer-fed controller converges on the world, retries failures with b
     namespace: ns,
     body: { metadata: { name: "alpha" }, data: { want: "2" } },
   });
-  await eventually(async () => (await read("alpha-mirror")) === "2");
+  await eventually(async () => (await read("alpha-mirror")) === "2", "alpha-mirror = 2");
   await core.deleteNamespacedConfigMap({ name: "alpha", namespace: ns });
-  await eventually(async () => (await read("alpha-mirror")) === undefined);
+  await eventually(async () => (await read("alpha-mirror")) === undefined, "alpha-mirror = undefined");
 
   const res = await fetch(`http://127.0.0.1:${probes.port}/metrics`);
   const text = await res.text();

@@ -31,47 +31,13 @@ import { eventRecorder } from "../../operator/runtime/events.ts";
 import { SupervisedInformer } from "../../operator/runtime/informer.ts";
 import { silentLogger } from "../../operator/runtime/log.ts";
 import { OperatorMetrics } from "../../operator/runtime/metrics.ts";
-import { testNamespace, uniqueName, useTestbed } from "../testbed/harness.ts";
+import { eventually, testNamespace, uniqueName, useTestbed } from "../testbed/harness.ts";
 import { repoRoot } from "../testbed/topology.ts";
 import { makeRun } from "./builders.ts";
 
 const GROUP = { group: "sovereign.ai", version: "v1alpha1" };
 /** Tests label their regions so each test's hub controllers see only their own. */
 const FLEET_LABEL = "sovereign.ai/test-fleet";
-
-async function eventually<T>(
-  probe: () => Promise<T | undefined>,
-  what: string,
-  timeoutMs = 20_000,
-): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await probe();
-    if (v !== undefined) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
-
-async function eventuallyOk<T>(
-  probe: () => Promise<T | undefined | false>,
-  what: string,
-  timeoutMs = 30_000,
-): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown;
-  for (;;) {
-    try {
-      const v = await probe();
-      if (v !== undefined && v !== false) return v;
-    } catch (err) {
-      last = err;
-    }
-    if (Date.now() > deadline)
-      throw new Error(`timed out waiting for ${what}${last ? `: ${String(last)}` : ""}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
-}
 
 test.serial(
   "a member registers and heartbeats; the hub judges the region Ready, then stale when it goes quiet",
@@ -247,7 +213,7 @@ test.serial(
     t.is(stale.observedGeneration, acceptedNode.metadata.generation);
 
     // The Event follows the status write; give it a moment.
-    const reasons = await eventuallyOk(async () => {
+    const reasons = await eventually(async () => {
       const events = await admin.makeApiClient(CoreV1Api).listNamespacedEvent({
         namespace: "default",
         fieldSelector: `involvedObject.name=${region}`,
@@ -386,7 +352,7 @@ test.serial(
     }
     // Regions registered themselves unaccepted; the hub admin accepts them.
     for (const r of regions) {
-      await eventuallyOk(
+      await eventually(
         () =>
           custom
             .getClusterCustomObject({ ...GROUP, plural: "sovereignnodes", name: r.name })
@@ -431,7 +397,7 @@ test.serial(
         name: "train",
       }) as Promise<FederatedRun>;
 
-    const placed = await eventuallyOk(async () => {
+    const placed = await eventually(async () => {
       const r = await getRun();
       return r.status?.regionsPlaced === regions.length ? r : undefined;
     }, "the run placed on every region");
@@ -443,7 +409,7 @@ test.serial(
     // development), scheduled onto GPU nodes by the region's own scheduler, Running.
     for (const r of regions) {
       const core = tb.kubeConfig(r.cluster).makeApiClient(CoreV1Api);
-      const pods = await eventuallyOk(async () => {
+      const pods = await eventually(async () => {
         const list = await core.listNamespacedPod({
           namespace: LEARNER_NAMESPACE,
           labelSelector: WORK_LABEL,
@@ -467,7 +433,7 @@ test.serial(
     }
 
     // The run's status is the truth: every region ready, as reported through RegionWork.
-    const ready = await eventuallyOk(async () => {
+    const ready = await eventually(async () => {
       const r = await getRun();
       return r.status?.regionsReady === regions.length ? r : undefined;
     }, "every region ready in the run's status");
@@ -537,7 +503,7 @@ test.serial(
       namespace: ns,
       name: "train",
     });
-    await eventuallyOk(async () => {
+    await eventually(async () => {
       try {
         await getRun();
         return undefined;
@@ -547,7 +513,7 @@ test.serial(
     }, "the run gone (finalizer released)");
     for (const r of regions) {
       const core = tb.kubeConfig(r.cluster).makeApiClient(CoreV1Api);
-      await eventuallyOk(async () => {
+      await eventually(async () => {
         const list = await core.listNamespacedPod({
           namespace: LEARNER_NAMESPACE,
           labelSelector: WORK_LABEL,
@@ -611,7 +577,7 @@ test.serial(
       })) as FederatedRun;
       return r.status?.conditions?.find((c) => c.type === "Placed");
     };
-    const held = await eventuallyOk(async () => {
+    const held = await eventually(async () => {
       const c = await placedReason();
       return c?.reason === "PolicyNotFound" ? c : undefined;
     }, "Placed=False/PolicyNotFound");
@@ -633,7 +599,7 @@ test.serial(
         spec: { verification: { mode: "Local" } },
       },
     });
-    const next = await eventuallyOk(async () => {
+    const next = await eventually(async () => {
       const c = await placedReason();
       return c?.reason === "NoMatchingRegions" ? c : undefined;
     }, "placement after the policy appeared");
@@ -645,7 +611,7 @@ test.serial(
       namespace: ns,
       name: "orphan",
     });
-    await eventuallyOk(
+    await eventually(
       () =>
         custom
           .getNamespacedCustomObject({ ...GROUP, plural: "federatedruns", namespace: ns, name: "orphan" })
@@ -710,7 +676,7 @@ test.serial(
       namespace: regionNamespace(region),
       body: work,
     });
-    const refused = await eventuallyOk(async () => {
+    const refused = await eventually(async () => {
       const w = (await custom.getNamespacedCustomObject({
         ...GROUP,
         plural: "regionworks",

@@ -84,3 +84,31 @@ export async function testNamespace(
   });
   return ns;
 }
+
+/**
+ * Polls until `probe` returns something other than `undefined` or `false`, and returns it.
+ * A probe that throws (an object not created yet, a server restarting) is tried again;
+ * on timeout the error names what was awaited and the last failure.
+ */
+export async function eventually<T>(
+  probe: () => Promise<T | undefined | false> | T | undefined | false,
+  what: string,
+  timeoutMs = 30_000,
+): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  for (;;) {
+    try {
+      const v = await probe();
+      if (v !== undefined && v !== false) return v;
+    } catch (err) {
+      last = err;
+    }
+    if (Date.now() > deadline) {
+      throw new Error(
+        `timed out after ${timeoutMs / 1000}s waiting for ${what}${last ? `: ${String(last)}` : ""}`,
+      );
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
