@@ -174,19 +174,29 @@ export function federatedRunReconciler(
       const work = deps.workOf(uid);
       for (const region of decision.chosen) {
         const node = nodes.find((n) => n.metadata.name === region);
-        await api.patchNamespacedCustomObject(
-          {
-            ...G,
-            plural: "regionworks",
-            namespace: regionNamespace(region),
-            name: regionWorkName(run),
-            fieldManager: FIELD_MANAGER,
-            force: true,
-            body: desiredRegionWork(run, region, node),
-          },
-          apply,
-        );
-        const reported = work.find((w) => w.spec.region === region)?.status;
+        const desired = desiredRegionWork(run, region, node);
+        const existing = work.find((w) => w.spec.region === region);
+        // Every heartbeat of every region re-queues every run: apply only what changed,
+        // or each reconcile would cost one API write per region.
+        const upToDate =
+          existing !== undefined &&
+          sameContent(existing.spec, desired.spec) &&
+          sameContent(existing.metadata.labels, desired.metadata.labels);
+        if (!upToDate) {
+          await api.patchNamespacedCustomObject(
+            {
+              ...G,
+              plural: "regionworks",
+              namespace: regionNamespace(region),
+              name: regionWorkName(run),
+              fieldManager: FIELD_MANAGER,
+              force: true,
+              body: desired,
+            },
+            apply,
+          );
+        }
+        const reported = existing?.status;
         regions.push({
           name: region,
           jurisdiction: node?.spec.jurisdiction,
