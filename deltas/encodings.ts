@@ -243,13 +243,21 @@ function overflow(name: string, value: number | undefined, to: string): DeltaErr
 export function asFloat32(bytes: Uint8Array): Float32Array {
   if (bytes.byteOffset % 4 === 0)
     return new Float32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 4);
-  return new Float32Array(bytes.slice().buffer);
+  return new Float32Array(copyOf(bytes).buffer);
 }
 
 function asUint16(bytes: Uint8Array): Uint16Array {
   if (bytes.byteOffset % 2 === 0)
     return new Uint16Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 2);
-  return new Uint16Array(bytes.slice().buffer);
+  return new Uint16Array(copyOf(bytes).buffer);
+}
+
+/**
+ * A copy in a buffer of its own. Not `bytes.slice()`: transports hand over Node Buffers,
+ * whose slice() is a view into a shared pool, so its `.buffer` is the whole pool.
+ */
+function copyOf(bytes: Uint8Array): Uint8Array {
+  return new Uint8Array(bytes);
 }
 
 /**

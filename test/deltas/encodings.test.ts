@@ -192,6 +192,38 @@ test("a delta round-trips through every encoding while decoded chunk by chunk", 
   }
 });
 
+test("decodes chunks handed over as Node Buffers at odd offsets of a shared pool, as a socket delivers them", async (t) => {
+  const values = gaussian(1000, 1e-2, 9);
+  for (const encoding of ["fp32", "bf16", "fp16"] as DeltaEncoding[]) {
+    const file = await collectBytes(writeDelta([{ name: "w", shape: [1000], values }], encoding));
+    // One pool, each chunk a Buffer view at an odd byte offset: Buffer#slice is not a copy.
+    const pool = Buffer.alloc(file.byteLength + 4096);
+    const chunks: Buffer[] = [];
+    let at = 0;
+    let poolAt = 1;
+    for (const size of [13, 1001, 7, 333]) {
+      if (at >= file.byteLength) break;
+      const part = file.subarray(at, at + size);
+      pool.set(part, poolAt);
+      chunks.push(pool.subarray(poolAt, poolAt + part.byteLength));
+      poolAt += part.byteLength + 3;
+      at += part.byteLength;
+    }
+    if (at < file.byteLength) {
+      const rest = file.subarray(at);
+      pool.set(rest, poolAt);
+      chunks.push(pool.subarray(poolAt, poolAt + rest.byteLength));
+    }
+    const decoded = await decodeDeltaToArrays((await openDelta(chunks)).stream);
+    const expected = decodeValues(
+      encodeValues("w", values, [1000], parseEncoding(encoding)),
+      [1000],
+      parseEncoding(encoding),
+    );
+    t.deepEqual(decoded.get("w"), expected, encoding);
+  }
+});
+
 test("refuses NaN and Inf, fp16 overflow, unknown encodings and deltas in another layout", async (t) => {
   for (const bad of [Number.NaN, Number.POSITIVE_INFINITY]) {
     await rejectsWith(
