@@ -1,0 +1,238 @@
+// Deltas, region → hub. A learner puts its delta into its own region's bucket; the hub
+// holds a mirror of that bucket in its own domain, which JetStream keeps up to date over the
+// leaf link the region dialled. The hub reads and verifies from its local copy.
+import type { KeyObject } from "node:crypto";
+import { jetstreamManager } from "@nats-io/jetstream";
+import type { ObjectInfo, ObjectWatchInfo } from "@nats-io/obj";
+import type { NatsConnection } from "@nats-io/transport-node";
+import {
+  type ByteSource,
+  type DeltaManifest,
+  openVerifiedDelta,
+  parseSignedManifest,
+  type SignedManifest,
+  serializeSignedManifest,
+  type VerifiedDeltaStream,
+} from "../deltas/mod.ts";
+import { TransportError } from "./errors.ts";
+import {
+  type DeltaAddress,
+  deltaMirrorDeliverPrefix,
+  deltaObjectName,
+  MANIFEST_METADATA,
+  parseDeltaObjectName,
+  regionDeltaBucket,
+} from "./names.ts";
+import {
+  type BucketOptions,
+  DEFAULT_CHUNK_BYTES,
+  ensureMirror,
+  ensureObjectStore,
+  type MirrorProgress,
+  mirrorProgress,
+  objectBytes,
+  objectStoreStream,
+  openObjectStore,
+  readableFrom,
+} from "./objects.ts";
+
+/** Member, in its region: the bucket its learners publish into. */
+export async function ensureRegionDeltaBucket(
+  regionNc: NatsConnection,
+  region: string,
+  options?: BucketOptions,
+): Promise<void> {
+  await ensureObjectStore(regionNc, regionDeltaBucket(region), options);
+}
+
+/** Hub: keep a mirror of the region's delta bucket in the hub's domain. */
+export async function ensureRegionDeltaMirror(hubNc: NatsConnection, region: string): Promise<void> {
+  await ensureMirror(hubNc, {
+    stream: objectStoreStream(regionDeltaBucket(region)),
+    fromDomain: region,
+    deliverPrefix: deltaMirrorDeliverPrefix(region),
+  });
+}
+
+export async function regionDeltaMirrorProgress(
+  hubNc: NatsConnection,
+  region: string,
+): Promise<MirrorProgress> {
+  return mirrorProgress(await jetstreamManager(hubNc), objectStoreStream(regionDeltaBucket(region)));
+}
+
+export interface PublishDeltaInput {
+  /** Where it goes: the learner's own region. The run is `namespace/run`; the manifest names the run only. */
+  region: string;
+  namespace: string;
+  signed: SignedManifest;
+  /** The delta file's bytes, the same ones the manifest's digests were computed over. */
+  source: ByteSource;
+  chunkBytes?: number;
+}
+
+export interface PublishedDelta {
+  name: string;
+  size: number;
+  chunks: number;
+}
+
+/**
+ * Learner: put a delta into its region's bucket under its place (run, round, learner), with
+ * its signed manifest in the object's metadata. The object becomes visible (to the hub, too)
+ * only when its last chunk is stored; re-publishing the same place replaces it.
+ */
+export async function publishDelta(
+  regionNc: NatsConnection,
+  input: PublishDeltaInput,
+): Promise<PublishedDelta> {
+  const { manifest } = input.signed;
+  if (manifest.region !== input.region) {
+    throw new TransportError(
+      "DeltaAddressMismatch",
+      `the manifest is for region ${manifest.region} but this learner publishes in ${input.region}`,
+    );
+  }
+  const name = deltaObjectName(addressOf(input.namespace, manifest));
+  const store = await openObjectStore(regionNc, regionDeltaBucket(input.region));
+  const info = await store.put(
+    {
+      name,
+      metadata: { [MANIFEST_METADATA]: new TextDecoder().decode(serializeSignedManifest(input.signed)) },
+      options: { max_chunk_size: input.chunkBytes ?? DEFAULT_CHUNK_BYTES },
+    },
+    readableFrom(input.source),
+  );
+  if (info.size !== manifest.size) {
+    throw new TransportError(
+      "DeltaSizeMismatch",
+      `put ${info.size} bytes but the manifest signs ${manifest.size}; sign the manifest over the exact file you publish`,
+    );
+  }
+  return { name, size: info.size, chunks: info.chunks };
+}
+
+function addressOf(namespace: string, manifest: DeltaManifest): DeltaAddress {
+  return { namespace, run: manifest.run, round: manifest.round, learner: manifest.learner };
+}
+
+export interface ArrivedDelta {
+  region: string;
+  name: string;
+  address: DeltaAddress;
+  size: number;
+  /** The object revision (stream sequence of its metadata): a re-published delta has a new one. */
+  revision: number;
+  signed: SignedManifest;
+}
+
+/**
+ * Hub: what an object in a region's mirror claims to be, checked against where it sits.
+ * Throws with a reason code for anything not written by publishDelta for that region.
+ */
+export function describeArrival(region: string, info: ObjectInfo): ArrivedDelta {
+  const address = parseDeltaObjectName(info.name);
+  if (!address) {
+    throw new TransportError(
+      "DeltaAddressMismatch",
+      `object '${info.name}' is not named <namespace>/<run>/round-<n>/<learner>`,
+    );
+  }
+  const text = info.metadata?.[MANIFEST_METADATA];
+  if (text === undefined) {
+    throw new TransportError(
+      "DeltaManifestMissing",
+      `object '${info.name}' in ${region} carries no signed manifest; publish deltas with publishDelta`,
+    );
+  }
+  const signed = parseSignedManifest(new TextEncoder().encode(text));
+  const m = signed.manifest;
+  const claimed = { region: m.region, run: m.run, round: m.round, learner: m.learner };
+  const actual = { region, run: address.run, round: address.round, learner: address.learner };
+  if (JSON.stringify(claimed) !== JSON.stringify(actual)) {
+    throw new TransportError(
+      "DeltaAddressMismatch",
+      `object '${info.name}' in ${region} carries a manifest for ${JSON.stringify(claimed)}; a delta is only accepted where its manifest says it belongs`,
+    );
+  }
+  if (info.size !== m.size) {
+    throw new TransportError(
+      "DeltaSizeMismatch",
+      `object '${info.name}' holds ${info.size} bytes, its manifest signs ${m.size}`,
+    );
+  }
+  return { region, name: info.name, address, size: info.size, revision: info.revision, signed };
+}
+
+export interface WatchedArrival {
+  /** Set when the object is a well-formed delta; `error` otherwise (refuse it, count it, go on). */
+  delta?: ArrivedDelta;
+  error?: unknown;
+  name: string;
+}
+
+/**
+ * Hub: every delta in a region's mirror, those already there first, then each as it
+ * arrives. A malformed object is reported, never thrown, so one bad learner cannot stop the
+ * hub from seeing the others.
+ */
+export async function* watchRegionDeltas(
+  hubNc: NatsConnection,
+  region: string,
+  signal?: AbortSignal,
+): AsyncGenerator<WatchedArrival> {
+  const store = await openObjectStore(hubNc, regionDeltaBucket(region));
+  const watcher = await store.watch({ ignoreDeletes: true, includeHistory: true });
+  const stop = () => watcher.stop();
+  signal?.addEventListener("abort", stop, { once: true });
+  try {
+    for await (const info of watcher as AsyncIterable<ObjectWatchInfo | null>) {
+      if (info === null) continue; // the end of the history already in the bucket
+      if (info.deleted) continue;
+      try {
+        yield { name: info.name, delta: describeArrival(region, info) };
+      } catch (error) {
+        yield { name: info.name, error };
+      }
+    }
+  } finally {
+    signal?.removeEventListener("abort", stop);
+    watcher.stop();
+  }
+}
+
+export interface OpenArrivedDeltaOptions {
+  /** Objects larger than this are refused before a byte is read. */
+  maxBytes: number;
+}
+
+/**
+ * Hub: stream a delta from the local mirror through manifest verification. The returned
+ * stream's chunks throw on the first byte that does not match what the learner signed;
+ * treat the delta as accepted only when iteration completes.
+ */
+export async function openArrivedDelta(
+  hubNc: NatsConnection,
+  arrival: ArrivedDelta,
+  trustedKey: KeyObject,
+  options: OpenArrivedDeltaOptions,
+): Promise<VerifiedDeltaStream> {
+  if (arrival.size > options.maxBytes) {
+    throw new TransportError(
+      "DeltaObjectTooLarge",
+      `delta '${arrival.name}' from ${arrival.region} is ${arrival.size} bytes, over the limit of ${options.maxBytes}; raise the run's delta size limit or publish a smaller encoding`,
+    );
+  }
+  const store = await openObjectStore(hubNc, regionDeltaBucket(arrival.region));
+  const result = await store.get(arrival.name);
+  if (!result) {
+    throw new TransportError(
+      "DeltaObjectMissing",
+      `delta '${arrival.name}' is not (or no longer) in ${arrival.region}'s mirror`,
+    );
+  }
+  return openVerifiedDelta(arrival.signed, trustedKey, objectBytes(result), {
+    maxDataBytes: options.maxBytes,
+    expectedTotalBytes: arrival.size,
+  });
+}

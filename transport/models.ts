@@ -1,0 +1,136 @@
+// Global models, hub → regions. The hub puts each round's model once into the run's bucket
+// in its own domain; each region placed in the run mirrors that bucket into its domain, and
+// its learners read the local copy at their own pace. A region not in the run never gets it.
+import { createHash } from "node:crypto";
+import { jetstreamManager } from "@nats-io/jetstream";
+import type { ObjectInfo } from "@nats-io/obj";
+import type { NatsConnection } from "@nats-io/transport-node";
+import type { ByteSource } from "../deltas/mod.ts";
+import { TransportError } from "./errors.ts";
+import { MODEL_DIGEST_METADATA, modelMirrorDeliverPrefix, modelObjectName, runModelBucket } from "./names.ts";
+import {
+  type BucketOptions,
+  DEFAULT_CHUNK_BYTES,
+  ensureMirror,
+  ensureObjectStore,
+  type MirrorProgress,
+  mirrorProgress,
+  objectBytes,
+  objectStoreStream,
+  openObjectStore,
+  readableFrom,
+  removeStream,
+} from "./objects.ts";
+
+export interface RunRef {
+  namespace: string;
+  run: string;
+}
+
+export interface PublishedModel {
+  name: string;
+  size: number;
+  /** `sha256:<hex>`: what learners put in their manifests' baseModel. */
+  digest: string;
+}
+
+/** Hub: put the global model of a round. Its digest is computed as it streams and recorded with it. */
+export async function publishGlobalModel(
+  hubNc: NatsConnection,
+  ref: RunRef & { round: number },
+  source: ByteSource,
+  options: BucketOptions = {},
+): Promise<PublishedModel> {
+  const store = await ensureObjectStore(hubNc, runModelBucket(ref.namespace, ref.run), options);
+  const hash = createHash("sha256");
+  async function* hashed() {
+    for await (const chunk of source) {
+      hash.update(chunk);
+      yield chunk;
+    }
+  }
+  const name = modelObjectName(ref.round);
+  // The digest must travel with the object, but is known only at its end: put the bytes,
+  // then record the digest in the metadata (a metadata update re-sends no chunk).
+  const info = await store.put(
+    { name, options: { max_chunk_size: DEFAULT_CHUNK_BYTES } },
+    readableFrom(hashed()),
+  );
+  const digest = `sha256:${hash.digest("hex")}`;
+  await store.update(name, { name, metadata: { [MODEL_DIGEST_METADATA]: digest } });
+  return { name, size: info.size, digest };
+}
+
+/** Member, in its region: mirror the run's model bucket from the hub. */
+export async function ensureRunModelMirror(
+  regionNc: NatsConnection,
+  region: string,
+  ref: RunRef,
+): Promise<void> {
+  await ensureMirror(regionNc, {
+    stream: objectStoreStream(runModelBucket(ref.namespace, ref.run)),
+    fromDomain: "hub",
+    deliverPrefix: modelMirrorDeliverPrefix(region),
+  });
+}
+
+export async function removeRunModelMirror(regionNc: NatsConnection, ref: RunRef): Promise<boolean> {
+  return removeStream(regionNc, objectStoreStream(runModelBucket(ref.namespace, ref.run)));
+}
+
+export async function runModelMirrorProgress(regionNc: NatsConnection, ref: RunRef): Promise<MirrorProgress> {
+  return mirrorProgress(
+    await jetstreamManager(regionNc),
+    objectStoreStream(runModelBucket(ref.namespace, ref.run)),
+  );
+}
+
+export interface FetchedModel {
+  info: ObjectInfo;
+  digest: string;
+  /** The model's bytes. Check them against `digest` (verifyModelBytes does) before training on them. */
+  data: AsyncGenerator<Uint8Array>;
+}
+
+/**
+ * Learner: the round's global model from its region's mirror. Resolves only once the model
+ * and its digest are both there (the digest is written just after the bytes).
+ */
+export async function fetchGlobalModel(
+  regionNc: NatsConnection,
+  ref: RunRef & { round: number },
+): Promise<FetchedModel> {
+  const store = await openObjectStore(regionNc, runModelBucket(ref.namespace, ref.run));
+  const name = modelObjectName(ref.round);
+  const info = await store.info(name);
+  const digest = info?.metadata?.[MODEL_DIGEST_METADATA];
+  if (!info || info.deleted || digest === undefined) {
+    throw new TransportError(
+      "ModelObjectMissing",
+      `no global model for round ${ref.round} of ${ref.namespace}/${ref.run} in this region yet; wait for the hub to publish it`,
+    );
+  }
+  const result = await store.get(name);
+  if (!result)
+    throw new TransportError("ModelObjectMissing", `global model ${name} vanished while being opened`);
+  return { info, digest, data: verifyModelBytes(objectBytes(result), digest) };
+}
+
+/** Passes the bytes through and throws at the end unless they hash to `digest`. */
+export async function* verifyModelBytes(
+  source: AsyncIterable<Uint8Array>,
+  digest: string,
+): AsyncGenerator<Uint8Array> {
+  const hash = createHash("sha256");
+  for await (const chunk of source) {
+    hash.update(chunk);
+    yield chunk;
+  }
+  const actual = `sha256:${hash.digest("hex")}`;
+  if (actual !== digest) {
+    throw new TransportError(
+      "ModelDigestMismatch",
+      `the global model's bytes hash to ${actual}, not the recorded ${digest}; it was altered in storage — refetch it`,
+    );
+  }
+}
