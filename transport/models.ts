@@ -13,6 +13,7 @@ import {
   DEFAULT_CHUNK_BYTES,
   ensureMirror,
   ensureObjectStore,
+  isObjectStoreNotFound,
   type MirrorProgress,
   mirrorProgress,
   objectBytes,
@@ -100,7 +101,17 @@ export async function fetchGlobalModel(
   regionNc: NatsConnection,
   ref: RunRef & { round: number },
 ): Promise<FetchedModel> {
-  const store = await openObjectStore(regionNc, runModelBucket(ref.namespace, ref.run));
+  const store = await openObjectStore(regionNc, runModelBucket(ref.namespace, ref.run)).catch(
+    (err: unknown) => {
+      if (isObjectStoreNotFound(err)) {
+        throw new TransportError(
+          "ModelObjectMissing",
+          `this region holds no models of ${ref.namespace}/${ref.run}: the member mirrors a run's models only once the region is placed in it`,
+        );
+      }
+      throw err;
+    },
+  );
   const name = modelObjectName(ref.round);
   const info = await store.info(name);
   const digest = info?.metadata?.[MODEL_DIGEST_METADATA];

@@ -87,6 +87,10 @@ export async function removeStream(nc: NatsConnection, stream: string): Promise<
   });
 }
 
+export function isObjectStoreNotFound(err: unknown): boolean {
+  return err instanceof Error && /object store not found|stream not found/i.test(err.message);
+}
+
 export function isStreamNotFound(err: unknown): boolean {
   return err instanceof Error && /stream not found/i.test(err.message);
 }

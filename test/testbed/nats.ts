@@ -79,6 +79,11 @@ export const hubDomainAccess = {
   deny: MUTATING_JETSTREAM_CALLS.map((call) => `$JS.hub.API.${call}`),
 };
 
+/** The hub server's system-account user: monitoring requests and, in tests, kicking a leaf link. */
+export function hubSystemUser(admin: NatsUser): NatsUser {
+  return { user: "sys", password: `${admin.password}-sys` };
+}
+
 export function hubConfig(c: HubNatsConfig): string {
   const leafUsers = Object.entries(c.leafUsers).map(([region, u]) => {
     // What the region may send into the hub: its own subjects, replies to the hub's
@@ -128,7 +133,7 @@ accounts {
 ${leafUsers.join("\n")}
     ]
   }
-  SYS: { users: [ { user: "sys", password: ${q(`${c.admin.password}-sys`)} } ] }
+  SYS: { users: [ { user: ${q(hubSystemUser(c.admin).user)}, password: ${q(hubSystemUser(c.admin).password)} } ] }
 }
 system_account: SYS
 `;

@@ -137,3 +137,20 @@ export async function arrivalOf(
     abort.abort();
   }
 }
+
+export const TENSOR_MIB = 64;
+
+/** Tensors of 64 MiB generated on demand, the same values on every pass: a large delta is written twice (hash, then publish) and never stored whole. */
+export function generatedTensors(sizeMiB: number): DeltaTensor[] {
+  const count = Math.max(1, Math.round(sizeMiB / TENSOR_MIB));
+  const elements = (TENSOR_MIB * 1024 * 1024) / 4;
+  return Array.from({ length: count }, (_, i) => ({
+    name: `layers.${i}.weight`,
+    shape: [elements / 1024, 1024],
+    values: () => {
+      const values = new Float32Array(elements);
+      for (let j = 0; j < elements; j++) values[j] = ((j * 2654435761 + i) % 2001) * 1e-6 - 1e-3;
+      return values;
+    },
+  }));
+}

@@ -1,0 +1,84 @@
+// Global models, hub → regions, on the testbed's real servers: the hub publishes a round's
+// model once; a region placed in the run mirrors the run's bucket and its learners read the
+// local copy; a region that is not in the run has nothing to read.
+import { createHash, randomBytes } from "node:crypto";
+import { Objm } from "@nats-io/obj";
+import test from "ava";
+import {
+  ensureRunModelMirror,
+  fetchGlobalModel,
+  MODEL_DIGEST_METADATA,
+  modelObjectName,
+  publishGlobalModel,
+  removeRunModelMirror,
+  runModelBucket,
+  runModelMirrorProgress,
+} from "../../transport/mod.ts";
+import { eventually, uniqueName, useTestbed } from "../testbed/harness.ts";
+import { connectParties, refusal } from "./fixtures.ts";
+
+async function collect(source: AsyncIterable<Uint8Array>): Promise<Buffer> {
+  const parts: Uint8Array[] = [];
+  for await (const part of source) parts.push(part);
+  return Buffer.concat(parts);
+}
+
+test("a round's global model published once at the hub is fetched by a region's learner from its own mirror", async (t) => {
+  const tb = await useTestbed();
+  const region = "region-c";
+  const { hub, member, learner } = await connectParties(t, tb, region);
+  const ref = { namespace: "default", run: uniqueName("model") };
+  const model = randomBytes(3 * 1024 * 1024 + 17);
+
+  const published = await publishGlobalModel(hub, { ...ref, round: 0 }, [model]);
+  t.is(published.digest, `sha256:${createHash("sha256").update(model).digest("hex")}`);
+  t.teardown(async () => {
+    await removeRunModelMirror(member, ref);
+    await new Objm(hub).open(runModelBucket(ref.namespace, ref.run)).then((s) => s.destroy());
+  });
+
+  // Before the member mirrors the run, its learners have nothing to read.
+  t.is(await refusal(fetchGlobalModel(learner, { ...ref, round: 0 })), "ModelObjectMissing");
+
+  await ensureRunModelMirror(member, region, ref);
+  await ensureRunModelMirror(member, region, ref); // idempotent: the member reconciles it every pass
+  const fetched = await eventually(
+    () => fetchGlobalModel(learner, { ...ref, round: 0 }).catch(() => undefined),
+    "the round-0 model in region-c's mirror",
+  );
+  t.is(fetched.digest, published.digest);
+  t.true((await collect(fetched.data)).equals(model));
+
+  // The next round arrives through the same mirror with no further set-up.
+  const next = randomBytes(1024);
+  await publishGlobalModel(hub, { ...ref, round: 1 }, [next]);
+  const fetchedNext = await eventually(
+    () => fetchGlobalModel(learner, { ...ref, round: 1 }).catch(() => undefined),
+    "the round-1 model",
+  );
+  t.true((await collect(fetchedNext.data)).equals(next));
+  const progress = await runModelMirrorProgress(member, ref);
+  t.is(progress.lag, 0);
+
+  // A round the hub has not published is missing, not an empty model.
+  t.is(await refusal(fetchGlobalModel(learner, { ...ref, round: 7 })), "ModelObjectMissing");
+});
+
+test("a model whose bytes no longer match the digest the hub recorded is refused at the end of the read", async (t) => {
+  const tb = await useTestbed();
+  const { hub } = await connectParties(t, tb, "region-a");
+  const ref = { namespace: "default", run: uniqueName("tamper") };
+  const bucket = runModelBucket(ref.namespace, ref.run);
+  const original = randomBytes(4096);
+  await publishGlobalModel(hub, { ...ref, round: 0 }, [original]);
+  const store = await new Objm(hub).open(bucket);
+  t.teardown(() => store.destroy().then(() => undefined));
+  // Someone with write access to the hub's domain replaces the bytes but keeps the digest.
+  const recorded = (await store.info(modelObjectName(0)))?.metadata?.[MODEL_DIGEST_METADATA] as string;
+  await store.putBlob(
+    { name: modelObjectName(0), metadata: { [MODEL_DIGEST_METADATA]: recorded } },
+    randomBytes(4096),
+  );
+  const fetched = await fetchGlobalModel(hub, { ...ref, round: 0 });
+  t.is(await refusal(collect(fetched.data)), "ModelDigestMismatch");
+});
