@@ -205,6 +205,24 @@ export interface FederatedRunSpec {
   attestation: RunAttestation;
   /** Where the global model and outer optimiser state are saved, so a run can resume or a new run can start from it. Region-local learner state stays in the region (see SovereignNode dataResidency). */
   checkpoint: Checkpoint;
+  /** Pauses the run: every region's learners are stopped and the open round's deadlines stop counting; set back to false to resume at the same round. Default: false. */
+  suspend: boolean;
+}
+
+/** The open round, as the hub records it so that a restarted hub resumes exactly where it was. Unset between rounds and once the run finished. */
+export interface RoundProgress {
+  /** Round number, starting at 1. */
+  round: number;
+  /** WaitingForDeltas: collecting deltas below quorum; GraceWindow: quorum reached, waiting for slower regions; Aggregating: the set of deltas is fixed and being combined; Publishing: the new global model is being published. */
+  phase: "WaitingForDeltas" | "GraceWindow" | "Aggregating" | "Publishing";
+  /** When this attempt at the round opened. */
+  startTime: string;
+  /** When quorum.minRegions regions had delivered; the grace window runs from here. Unset below quorum. */
+  quorumTime?: string;
+  /** SovereignNodes whose delta for this round the hub accepted. Fixed once phase is Aggregating: exactly these are aggregated, even after a hub restart. */
+  deliveredRegions?: string[];
+  /** Times this round restarted after QuorumMissed. Count. */
+  retries?: number;
 }
 
 /** The run's state in one region. */
@@ -267,10 +285,12 @@ export interface Condition {
 
 /** Observed state, written by the hub operator. */
 export interface FederatedRunStatus {
-  /** Pending: waiting for placement; Placing: regions chosen, learners starting; Running: rounds in progress; Succeeded: all rounds done; Failed: stopped, see conditions. */
-  phase?: "Pending" | "Placing" | "Running" | "Succeeded" | "Failed";
+  /** Pending: waiting for placement; Placing: regions chosen, learners starting; Running: rounds in progress; Suspended: spec.suspend is true, no learners run and the open round's clock is stopped; Succeeded: all rounds done; Failed: stopped, see conditions. */
+  phase?: "Pending" | "Placing" | "Running" | "Suspended" | "Succeeded" | "Failed";
   /** Round now in progress (or last round, once finished). 0 before the first round. */
   currentRound?: number;
+  /** The open round, as the hub records it so that a restarted hub resumes exactly where it was. Unset between rounds and once the run finished. */
+  roundProgress?: RoundProgress;
   /** Regions currently placed. */
   regionsPlaced?: number;
   /** Placed regions whose learners are all ready. */

@@ -434,6 +434,10 @@ export const federatedRunSpec: Schema = obj(
     deltaEncoding,
     attestation,
     checkpoint,
+    suspend: bool(
+      "Pauses the run: every region's learners are stopped and the open round's deadlines stop counting; set back to false to resume at the same round.",
+      { default: false },
+    ),
   },
   {
     required: ["workload", "placement", "algorithm", "rounds", "attestation"],
@@ -525,16 +529,37 @@ const roundStatus = obj(
   { required: ["round", "outcome"], tsName: "RoundOutcome" },
 );
 
+const roundProgress = obj(
+  "The open round, as the hub records it so that a restarted hub resumes exactly where it was. Unset between rounds and once the run finished.",
+  {
+    round: int("Round number, starting at 1.", { minimum: 1 }),
+    phase: str(
+      "WaitingForDeltas: collecting deltas below quorum; GraceWindow: quorum reached, waiting for slower regions; Aggregating: the set of deltas is fixed and being combined; Publishing: the new global model is being published.",
+      { enum: ["WaitingForDeltas", "GraceWindow", "Aggregating", "Publishing"] },
+    ),
+    startTime: time("When this attempt at the round opened."),
+    quorumTime: time("When quorum.minRegions regions had delivered; the grace window runs from here. Unset below quorum."),
+    deliveredRegions: list(
+      "SovereignNodes whose delta for this round the hub accepted. Fixed once phase is Aggregating: exactly these are aggregated, even after a hub restart.",
+      objectName("SovereignNode name."),
+      { maxItems: MAX_REGIONS, "x-kubernetes-list-type": "set" },
+    ),
+    retries: int("Times this round restarted after QuorumMissed. Count.", { minimum: 0 }),
+  },
+  { required: ["round", "phase", "startTime"], tsName: "RoundProgress" },
+);
+
 export const federatedRunStatus: Schema = obj(
   "Observed state, written by the hub operator.",
   {
     phase: str(
-      "Pending: waiting for placement; Placing: regions chosen, learners starting; Running: rounds in progress; Succeeded: all rounds done; Failed: stopped, see conditions.",
-      { enum: ["Pending", "Placing", "Running", "Succeeded", "Failed"] },
+      "Pending: waiting for placement; Placing: regions chosen, learners starting; Running: rounds in progress; Suspended: spec.suspend is true, no learners run and the open round's clock is stopped; Succeeded: all rounds done; Failed: stopped, see conditions.",
+      { enum: ["Pending", "Placing", "Running", "Suspended", "Succeeded", "Failed"] },
     ),
     currentRound: int("Round now in progress (or last round, once finished). 0 before the first round.", {
       minimum: 0,
     }),
+    roundProgress,
     regionsPlaced: int("Regions currently placed.", { minimum: 0 }),
     regionsReady: int("Placed regions whose learners are all ready.", { minimum: 0 }),
     startTime: time("When the first round opened."),

@@ -92,6 +92,7 @@ export class RunBuilder {
         deltaEncoding: { dtype: "fp32", maxSizeMiB: 1024 },
         attestation: { policyRef: { name: "strict" } },
         checkpoint: { everyRounds: 1, keep: 3 },
+        suspend: false,
       },
     };
   }

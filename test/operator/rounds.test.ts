@@ -1,0 +1,132 @@
+// The round state machine on its own: quorum, the grace window, maxRoundSeconds, and a
+// restart in the middle of any phase (the decision depends only on what status records).
+import test from "ava";
+import fc from "fast-check";
+import {
+  afterPublish,
+  decideRound,
+  type RoundInputs,
+  type RoundProgress,
+} from "../../operator/hub/rounds.ts";
+
+const T0 = Date.parse("2026-11-24T06:00:00Z");
+const spec: RoundInputs["spec"] = {
+  rounds: 3,
+  placement: { minRegions: 2 },
+  quorum: { minRegions: 2, graceWindowSeconds: 60, maxRoundSeconds: 600, lateDeltas: "Discard" },
+};
+const regions = ["region-a", "region-b", "region-c"];
+const open: RoundProgress = {
+  round: 1,
+  phase: "WaitingForDeltas",
+  startTime: "2026-11-24T06:00:00Z",
+  deliveredRegions: [],
+  retries: 0,
+};
+const inputs = (over: Partial<RoundInputs>): RoundInputs => ({
+  spec,
+  currentRound: 1,
+  progress: open,
+  eligibleRegions: regions,
+  delivered: [],
+  baseModelReady: true,
+  now: T0,
+  ...over,
+});
+
+test("the first round opens only once the initial model exists", (t) => {
+  const waiting = decideRound(inputs({ currentRound: 0, progress: undefined, baseModelReady: false }));
+  t.is(waiting.action, "wait");
+  const opened = decideRound(inputs({ currentRound: 0, progress: undefined }));
+  t.like(opened, { action: "open", progress: { round: 1, phase: "WaitingForDeltas", retries: 0 } });
+});
+
+test("below quorum the round waits until maxRoundSeconds, then records QuorumMissed and restarts", (t) => {
+  const one = decideRound(inputs({ delivered: ["region-a"], now: T0 + 10_000 }));
+  t.like(one, { action: "wait", requeueAfterMs: 590_000 });
+  const missed = decideRound(inputs({ delivered: ["region-a"], now: T0 + 600_000 }));
+  if (missed.action !== "retry") return t.fail(missed.action);
+  t.is(missed.outcome.outcome, "QuorumMissed");
+  t.deepEqual(missed.outcome.lateRegions, ["region-b", "region-c"]);
+  t.is(missed.progress.retries, 1);
+  t.is(missed.progress.round, 1, "the same round is retried");
+  t.deepEqual(missed.progress.deliveredRegions, ["region-a"], "what was delivered still counts");
+});
+
+test("quorum opens the grace window; the round closes when it ends or when every region is in", (t) => {
+  const quorum = decideRound(inputs({ delivered: ["region-b", "region-a"], now: T0 + 20_000 }));
+  if (quorum.action !== "wait" || !quorum.progress) return t.fail();
+  t.is(quorum.progress.phase, "GraceWindow");
+  t.is(quorum.progress.quorumTime, "2026-11-24T06:00:20Z");
+  t.is(quorum.requeueAfterMs, 60_000);
+
+  const graceOver = decideRound(
+    inputs({ progress: quorum.progress, delivered: ["region-a", "region-b"], now: T0 + 80_000 }),
+  );
+  if (graceOver.action !== "aggregate") return t.fail(graceOver.action);
+  t.like(graceOver.outcome, {
+    outcome: "QuorumReached",
+    contributingRegions: ["region-a", "region-b"],
+    lateRegions: ["region-c"],
+  });
+
+  const allIn = decideRound(inputs({ progress: quorum.progress, delivered: regions, now: T0 + 30_000 }));
+  t.like(allIn, { action: "aggregate", outcome: { outcome: "AllRegionsReported", lateRegions: [] } });
+});
+
+test("the grace window never runs past maxRoundSeconds", (t) => {
+  const late = decideRound(inputs({ delivered: ["region-a", "region-b"], now: T0 + 590_000 }));
+  t.like(late, { action: "wait", requeueAfterMs: 10_000 });
+});
+
+test("deltas of regions no longer eligible (quarantined or unplaced) do not count", (t) => {
+  const step = decideRound(
+    inputs({
+      eligibleRegions: ["region-a", "region-c"],
+      delivered: ["region-a", "region-b"],
+      now: T0 + 10_000,
+    }),
+  );
+  if (step.action !== "wait" || !step.progress) return t.fail();
+  t.deepEqual(step.progress.deliveredRegions, ["region-a"]);
+  t.is(step.progress.phase, "WaitingForDeltas");
+});
+
+test("while aggregating or publishing, new deltas change nothing", (t) => {
+  for (const phase of ["Aggregating", "Publishing"] as const) {
+    const progress = { ...open, phase, deliveredRegions: ["region-a", "region-b"] };
+    const step = decideRound(inputs({ progress, delivered: regions, now: T0 + 1_000_000 }));
+    t.like(step, { action: "wait", progress });
+  }
+});
+
+test("after the last round is published the run is done", (t) => {
+  t.deepEqual(afterPublish(spec, 2), { currentRound: 3, done: false });
+  t.deepEqual(afterPublish(spec, 3), { currentRound: 3, done: true });
+});
+
+test("a restarted hub decides exactly what it would have decided: the step depends only on recorded progress", (t) => {
+  // Property: deciding from progress recorded at time a, then again at b ≥ a, gives the
+  // same result as deciding directly at b from the progress recorded at a (no hidden state).
+  fc.assert(
+    fc.property(
+      fc.subarray(regions),
+      fc.integer({ min: 0, max: 700_000 }),
+      fc.integer({ min: 0, max: 700_000 }),
+      (delivered, a, gap) => {
+        const first = decideRound(inputs({ delivered, now: T0 + a }));
+        if (first.action !== "wait" || !first.progress) return true;
+        const again = decideRound(inputs({ progress: first.progress, delivered, now: T0 + a + gap }));
+        const twice = decideRound(
+          inputs({
+            progress: again.action === "wait" && again.progress ? again.progress : first.progress,
+            delivered,
+            now: T0 + a + gap,
+          }),
+        );
+        t.deepEqual(twice, again);
+        return true;
+      },
+    ),
+  );
+});
