@@ -28,6 +28,7 @@ import {
   DEFAULT_CHUNK_BYTES,
   ensureMirror,
   ensureObjectStore,
+  isObjectStoreNotFound,
   type MirrorProgress,
   mirrorProgress,
   objectBytes,
@@ -217,6 +218,21 @@ export async function openArrivedDelta(
   trustedKey: KeyObject,
   options: OpenArrivedDeltaOptions,
 ): Promise<VerifiedDeltaStream> {
+  return openVerifiedDelta(arrival.signed, trustedKey, await arrivedDeltaBytes(hubNc, arrival, options), {
+    maxDataBytes: options.maxBytes,
+    expectedTotalBytes: arrival.size,
+  });
+}
+
+/**
+ * Hub: a delta's raw bytes from the local mirror, for a reader that verifies them itself
+ * (addVerifiedDelta). Refused before a byte is read when the object is over the limit.
+ */
+export async function arrivedDeltaBytes(
+  hubNc: NatsConnection,
+  arrival: ArrivedDelta,
+  options: OpenArrivedDeltaOptions,
+): Promise<AsyncGenerator<Uint8Array>> {
   if (arrival.size > options.maxBytes) {
     throw new TransportError(
       "DeltaObjectTooLarge",
@@ -231,8 +247,32 @@ export async function openArrivedDelta(
       `delta '${arrival.name}' is not (or no longer) in ${arrival.region}'s mirror`,
     );
   }
-  return openVerifiedDelta(arrival.signed, trustedKey, objectBytes(result), {
-    maxDataBytes: options.maxBytes,
-    expectedTotalBytes: arrival.size,
+  return objectBytes(result);
+}
+
+/**
+ * Hub: the deltas of one run and round in a region's mirror, as they stand. Malformed
+ * objects are reported (with their error), not thrown.
+ */
+export async function listRegionDeltas(
+  hubNc: NatsConnection,
+  region: string,
+  ref: { namespace: string; run: string; round: number },
+): Promise<WatchedArrival[]> {
+  const store = await openObjectStore(hubNc, regionDeltaBucket(region)).catch((err: unknown) => {
+    if (isObjectStoreNotFound(err)) return undefined;
+    throw err;
   });
+  if (!store) return [];
+  const prefix = `${ref.namespace}/${ref.run}/round-${ref.round}/`;
+  const out: WatchedArrival[] = [];
+  for (const info of await store.list()) {
+    if (info.deleted || !info.name.startsWith(prefix)) continue;
+    try {
+      out.push({ name: info.name, delta: describeArrival(region, info) });
+    } catch (error) {
+      out.push({ name: info.name, error });
+    }
+  }
+  return out.sort((a, b) => (a.delta?.revision ?? 0) - (b.delta?.revision ?? 0));
 }

@@ -1,9 +1,11 @@
 /** Public API of the delta and model transport over NATS JetStream. */
 export {
   type ArrivedDelta,
+  arrivedDeltaBytes,
   describeArrival,
   ensureRegionDeltaBucket,
   ensureRegionDeltaMirror,
+  listRegionDeltas,
   type OpenArrivedDeltaOptions,
   openArrivedDelta,
   type PublishDeltaInput,
@@ -18,11 +20,15 @@ export {
   ensureRunModelMirror,
   type FetchedModel,
   fetchGlobalModel,
+  globalModelDigest,
+  loadRunState,
   type PublishedModel,
   publishGlobalModel,
   type RunRef,
+  removeRunBuckets,
   removeRunModelMirror,
   runModelMirrorProgress,
+  saveRunState,
   verifyModelBytes,
 } from "./models.ts";
 export * from "./names.ts";

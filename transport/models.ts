@@ -7,7 +7,13 @@ import type { ObjectInfo } from "@nats-io/obj";
 import type { NatsConnection } from "@nats-io/transport-node";
 import type { ByteSource } from "../deltas/mod.ts";
 import { TransportError } from "./errors.ts";
-import { MODEL_DIGEST_METADATA, modelMirrorDeliverPrefix, modelObjectName, runModelBucket } from "./names.ts";
+import {
+  MODEL_DIGEST_METADATA,
+  modelMirrorDeliverPrefix,
+  modelObjectName,
+  runModelBucket,
+  runStateBucket,
+} from "./names.ts";
 import {
   type BucketOptions,
   DEFAULT_CHUNK_BYTES,
@@ -144,4 +150,49 @@ export async function* verifyModelBytes(
       `the global model's bytes hash to ${actual}, not the recorded ${digest}; it was altered in storage — refetch it`,
     );
   }
+}
+
+/** Hub: whether the model of `round` (the base of round + 1) is published, with its digest. */
+export async function globalModelDigest(
+  hubNc: NatsConnection,
+  ref: RunRef & { round: number },
+): Promise<string | undefined> {
+  const store = await openObjectStore(hubNc, runModelBucket(ref.namespace, ref.run)).catch((err: unknown) => {
+    if (isObjectStoreNotFound(err)) return undefined;
+    throw err;
+  });
+  const info = await store?.info(modelObjectName(ref.round));
+  return info && !info.deleted ? info.metadata?.[MODEL_DIGEST_METADATA] : undefined;
+}
+
+/**
+ * Hub-only state of a run (the outer optimiser's momentum): a bucket of its own in the hub's
+ * domain, never mirrored to a region.
+ */
+export async function saveRunState(
+  hubNc: NatsConnection,
+  ref: RunRef,
+  name: string,
+  source: ByteSource,
+): Promise<void> {
+  const store = await ensureObjectStore(hubNc, runStateBucket(ref.namespace, ref.run));
+  await store.put({ name, options: { max_chunk_size: DEFAULT_CHUNK_BYTES } }, readableFrom(source));
+}
+
+export async function loadRunState(
+  hubNc: NatsConnection,
+  ref: RunRef,
+  name: string,
+): Promise<AsyncGenerator<Uint8Array> | undefined> {
+  const store = await openObjectStore(hubNc, runStateBucket(ref.namespace, ref.run)).catch((err: unknown) => {
+    if (isObjectStoreNotFound(err)) return undefined;
+    throw err;
+  });
+  const result = await store?.get(name);
+  return result ? objectBytes(result) : undefined;
+}
+
+export async function removeRunBuckets(hubNc: NatsConnection, ref: RunRef): Promise<void> {
+  await removeStream(hubNc, objectStoreStream(runModelBucket(ref.namespace, ref.run)));
+  await removeStream(hubNc, objectStoreStream(runStateBucket(ref.namespace, ref.run)));
 }

@@ -53,6 +53,11 @@ export function runModelBucket(namespace: string, run: string): string {
   return `model-${checkName("namespace", namespace)}_${checkName("run", run).replaceAll(".", "_")}`;
 }
 
+/** Hub-only per-run state (outer optimiser), never mirrored. */
+export function runStateBucket(namespace: string, run: string): string {
+  return `state-${checkName("namespace", namespace)}_${checkName("run", run).replaceAll(".", "_")}`;
+}
+
 export interface DeltaAddress {
   namespace: string;
   run: string;
