@@ -1,3 +1,4 @@
+#!/usr/bin/env node
 // sovereign admin commands, run by a hub administrator (not by the operator).
 //
 //   node operator/cli.ts region-credential --region=region-a [--kubeconfig=hub-admin.kubeconfig]
@@ -5,6 +6,19 @@
 //
 // prints the kubeconfig a region's member operator uses to reach the hub: a bound
 // ServiceAccount token limited to that region's own objects (see hub/region-access.ts).
+//
+//   node operator/cli.ts attest verify --report <file> --chain <file> --rim <file>... --ocsp <file>...
+//        --nonce <hex> --at <RFC3339> --policy <yaml> [--trust nvidia|testbed]
+//   node operator/cli.ts attest mint-testbed --out <dir> --nonce <hex> [--fault <name>...]
+//
+// verifies GPU evidence files offline and prints the verdict as JSON (exit 0 passed, 1 refused,
+// 2 usage), or mints testbed evidence to check (attestation/testbed/cli.ts, docs/attestation.md).
+//
+//   sovereign audit verify <export.jsonl> --keys <public-keys.pem|jwks.json> [--checkpoint <file>]
+//        [--at <RFC3339>] [--log-id <id>] [--json]
+//
+// checks an exported audit log offline and prints what each entry attests (exit 0 intact,
+// 1 with the reason code when not, 2 usage; attestation/audit/cli.ts, docs/audit.md).
 import { KubeConfig } from "@kubernetes/client-node";
 import { parseDuration } from "./config.ts";
 import { issueRegionCredential } from "./hub/credentials.ts";
@@ -18,6 +32,15 @@ function option(args: string[], name: string): string | undefined {
 
 async function main(argv: string[]): Promise<number> {
   const [cmd, ...args] = argv;
+  if (cmd === "attest") {
+    // Imported on use, so region-credential does not load the verifier and its XML/ASN.1 libraries.
+    const { attestCommand } = await import("../attestation/testbed/cli.ts");
+    return attestCommand(args);
+  }
+  if (cmd === "audit") {
+    const { auditCommand } = await import("../attestation/audit/cli.ts");
+    return auditCommand(args);
+  }
   if (cmd !== "region-credential") {
     console.error(
       "usage: node operator/cli.ts region-credential --region=<name> [--kubeconfig=...] [--ttl=168h] [--hub-server=URL]",
