@@ -202,7 +202,7 @@ export function publicKeyField(key: KeyObject): string {
   return `${KEY_PREFIX}${jwk.x}`;
 }
 
-function publicKeyFromField(value: unknown): KeyObject {
+export function publicKeyFromField(value: unknown): KeyObject {
   if (typeof value !== "string" || !/^ed25519:[A-Za-z0-9_-]{43}$/.test(value)) {
     throw fieldInvalid("learnerKey must be ed25519:<base64url of 32 bytes>");
   }

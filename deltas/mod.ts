@@ -38,6 +38,7 @@ export {
   openVerifiedDelta,
   parseSignedManifest,
   publicKeyField,
+  publicKeyFromField,
   SIGNING_CONTEXT,
   type SignedManifest,
   serializeSignedManifest,

@@ -46,12 +46,20 @@ export async function ensureRegionDeltaBucket(
   await ensureObjectStore(regionNc, regionDeltaBucket(region), options);
 }
 
-/** Hub: keep a mirror of the region's delta bucket in the hub's domain. */
-export async function ensureRegionDeltaMirror(hubNc: NatsConnection, region: string): Promise<void> {
+/**
+ * Hub: keep a mirror of the region's delta bucket in the hub's domain. `domain` is the
+ * region's JetStream domain (SovereignNode spec.jetStreamDomain), by default its name; the
+ * leaf link's permissions are granted per domain.
+ */
+export async function ensureRegionDeltaMirror(
+  hubNc: NatsConnection,
+  region: string,
+  domain = region,
+): Promise<void> {
   await ensureMirror(hubNc, {
     stream: objectStoreStream(regionDeltaBucket(region)),
-    fromDomain: region,
-    deliverPrefix: deltaMirrorDeliverPrefix(region),
+    fromDomain: domain,
+    deliverPrefix: deltaMirrorDeliverPrefix(domain),
   });
 }
 

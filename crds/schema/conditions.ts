@@ -34,6 +34,8 @@ export const federatedRunConditions = {
     meaning: "rounds are advancing",
     reasons: {
       RoundInProgress: "The current round is collecting deltas.",
+      WaitingForModel:
+        "The model the next round starts from is not published yet; for round 1, upload the initial model as round-0 of the run's model bucket.",
       RoundAggregated: "The last round reached quorum and its aggregate was published.",
       RunCompleted: "All spec.rounds rounds finished; phase is Succeeded.",
       RunFailed: "The run stopped; the message says why and phase is Failed.",
@@ -46,6 +48,8 @@ export const federatedRunConditions = {
       RegionQuarantined:
         "A region's deltas are excluded (bad signature, failed attestation or invalid values).",
       QuorumMissed: "The last round hit quorum.maxRoundSeconds before quorum.minRegions regions reported.",
+      RegionsLate:
+        "The last round closed after its grace window without some eligible regions; the message names them.",
     },
   },
 } as const satisfies ConditionCatalog;

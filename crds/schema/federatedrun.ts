@@ -538,7 +538,9 @@ const roundProgress = obj(
       { enum: ["WaitingForDeltas", "GraceWindow", "Aggregating", "Publishing"] },
     ),
     startTime: time("When this attempt at the round opened."),
-    quorumTime: time("When quorum.minRegions regions had delivered; the grace window runs from here. Unset below quorum."),
+    quorumTime: time(
+      "When quorum.minRegions regions had delivered; the grace window runs from here. Unset below quorum.",
+    ),
     deliveredRegions: list(
       "SovereignNodes whose delta for this round the hub accepted. Fixed once phase is Aggregating: exactly these are aggregated, even after a hub restart.",
       objectName("SovereignNode name."),

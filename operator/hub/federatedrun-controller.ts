@@ -4,10 +4,12 @@
 // from every region's namespace before the run goes away.
 import { CustomObjectsApi, type KubeConfig, PatchStrategy, setHeaderOptions } from "@kubernetes/client-node";
 import type {
+  Condition,
   FederatedRun,
   FederatedRunStatus,
   RegionRunStatus,
   RegionWork,
+  RoundOutcome,
   SovereignNode,
 } from "../../crds/types.generated.ts";
 import { HUB_FIELD_MANAGER, SOVEREIGN_API } from "../names.ts";
@@ -19,6 +21,8 @@ import type { EventRecorder } from "../runtime/events.ts";
 import type { OperatorMetrics } from "../runtime/metrics.ts";
 import { decidePlacement, type PlacementDecision } from "./placement.ts";
 import { regionNamespace } from "./region-access.ts";
+import type { RegionEndpoint, RoundCoordinator, RoundSettings } from "./round-coordinator.ts";
+import { afterPublish, decideRound, type RoundProgress } from "./rounds.ts";
 
 export const CONTROLLER_NAME = "federatedrun";
 export const FIELD_MANAGER = HUB_FIELD_MANAGER;
@@ -64,7 +68,7 @@ export function desiredRegionWork(
         subjectPrefix: `sovereign.${region}.${ns}.${run.metadata.name}`,
         jetStreamDomain: node?.spec.jetStreamDomain ?? region,
       },
-      suspend: false,
+      suspend: run.spec.suspend === true,
     },
   } as RegionWork;
 }
@@ -79,6 +83,8 @@ export interface FederatedRunReconcilerDeps {
   workOf: (runUid: string) => readonly RegionWork[];
   events: EventRecorder;
   clock: Clock;
+  /** The data plane for rounds; without it (no NATS configured) runs are placed but never start a round. */
+  rounds?: RoundCoordinator;
 }
 
 export function federatedRunReconciler(
@@ -275,13 +281,40 @@ export function federatedRunReconciler(
     }
     deps.metrics?.runRegions.set({ namespace, run: name, state: "placed" }, placed.length);
     deps.metrics?.runRegions.set({ namespace, run: name, state: "ready" }, ready.length);
+    const finished = run.status?.phase === "Succeeded" || run.status?.phase === "Failed";
+    const rounds =
+      deps.rounds && placed.length > 0 && !finished && run.spec.suspend !== true
+        ? await advanceRound(run, deps.rounds, eligibleRegions(placed, nodes), now, conditions, deps)
+        : undefined;
+    if (rounds) conditions = rounds.conditions;
+    const phase: FederatedRunStatus["phase"] = finished
+      ? run.status?.phase
+      : rounds?.done
+        ? "Succeeded"
+        : rounds?.failed
+          ? "Failed"
+          : run.spec.suspend === true && placed.length > 0
+            ? "Suspended"
+            : placed.length > 0
+              ? "Running"
+              : "Placing";
+    const currentRound = rounds?.currentRound ?? run.status?.currentRound ?? 0;
+    deps.metrics?.currentRound.set({ namespace, run: name }, currentRound);
     const status: FederatedRunStatus = {
-      phase: placed.length > 0 ? "Running" : "Placing",
-      currentRound: run.status?.currentRound ?? 0,
+      phase,
+      currentRound,
+      ...(rounds?.progress ??
+        (rounds ? {} : run.status?.roundProgress ? { roundProgress: run.status.roundProgress } : {})),
       regionsPlaced: placed.length,
       regionsReady: ready.length,
       startTime: run.status?.startTime ?? apiTime(now),
+      ...(rounds?.done || rounds?.failed
+        ? { completionTime: apiTime(now) }
+        : run.status?.completionTime
+          ? { completionTime: run.status.completionTime }
+          : {}),
       regions: regions.sort((a, b) => a.name.localeCompare(b.name)),
+      ...((rounds?.history ?? run.status?.rounds) ? { rounds: rounds?.history ?? run.status?.rounds } : {}),
       conditions,
       observedGeneration: gen,
     };
@@ -304,8 +337,194 @@ export function federatedRunReconciler(
         apply,
       );
     }
-    return undefined;
+    return rounds?.requeueAfterMs !== undefined ? { requeueAfterMs: rounds.requeueAfterMs } : undefined;
   };
+}
+
+/** Placed regions whose deltas count: quarantined ones are left out, not waited for. */
+function eligibleRegions(
+  placed: readonly RegionRunStatus[],
+  nodes: readonly SovereignNode[],
+): RegionEndpoint[] {
+  return placed
+    .filter((r) => r.quarantined !== true)
+    .map((r) => ({
+      name: r.name,
+      domain: nodes.find((n) => n.metadata.name === r.name)?.spec.jetStreamDomain ?? r.name,
+    }));
+}
+
+/** How often an open round looks for newly delivered deltas in the hub's mirrors. */
+const DELTA_POLL_MS = 2_000;
+const MiB = 1024 * 1024;
+const HISTORY_LIMIT = 100;
+
+interface RoundAdvance {
+  progress: { roundProgress?: RoundProgress };
+  currentRound: number;
+  history: RoundOutcome[] | undefined;
+  conditions: Condition[] | undefined;
+  requeueAfterMs?: number;
+  done?: boolean;
+  failed?: boolean;
+}
+
+/**
+ * One step of the run's rounds: decide from status and the delivered deltas (rounds.ts),
+ * start or collect the aggregation, and say what the status becomes.
+ */
+async function advanceRound(
+  run: FederatedRun,
+  coordinator: RoundCoordinator,
+  endpoints: RegionEndpoint[],
+  now: Date,
+  conditionsIn: Condition[] | undefined,
+  deps: Pick<FederatedRunReconcilerDeps, "events" | "metrics">,
+): Promise<RoundAdvance> {
+  const namespace = run.metadata.namespace ?? "default";
+  const name = run.metadata.name ?? "";
+  const gen = run.metadata.generation;
+  const eligible = endpoints.map((e) => e.name);
+  const settings: RoundSettings = {
+    algorithm: run.spec.algorithm,
+    maxDeltaBytes: (run.spec.deltaEncoding?.maxSizeMiB ?? 4096) * MiB,
+  };
+  const progressIn = run.status?.roundProgress as RoundProgress | undefined;
+  let history = run.status?.rounds;
+  let conditions = conditionsIn;
+  const currentRound = run.status?.currentRound ?? 0;
+  const progressing = (reason: string, message: string, status: "True" | "False" = "True") => {
+    conditions = setCondition(
+      conditions,
+      { type: "Progressing", status, reason, message, observedGeneration: gen },
+      now,
+    );
+  };
+  const degraded = (status: "True" | "False", reason: string, message: string) => {
+    conditions = setCondition(
+      conditions,
+      { type: "Degraded", status, reason, message, observedGeneration: gen },
+      now,
+    );
+  };
+  const record = (outcome: RoundOutcome) => {
+    // One entry per round (the list is keyed by round): a success replaces a QuorumMissed.
+    history = [...(history ?? []).filter((h) => h.round !== outcome.round), outcome].slice(-HISTORY_LIMIT);
+    deps.metrics?.rounds.inc({ namespace, run: name, outcome: outcome.outcome });
+  };
+
+  if (progressIn && (progressIn.phase === "Aggregating" || progressIn.phase === "Publishing")) {
+    const ref = { namespace, run: name, round: progressIn.round };
+    const contributing = progressIn.deliveredRegions ?? [];
+    const aggregation = coordinator.aggregation(ref, contributing, settings);
+    if (aggregation.state === "running") {
+      return { progress: { roundProgress: progressIn }, currentRound, history, conditions };
+    }
+    if (aggregation.state === "failed") {
+      progressing("RunFailed", `round ${ref.round} could not be aggregated: ${aggregation.message}`, "False");
+      await deps.events.record(run, "Warning", aggregation.reason, aggregation.message);
+      return { progress: {}, currentRound, history, conditions, failed: true };
+    }
+    const late = eligible.filter((r) => !contributing.includes(r)).sort();
+    record({
+      round: ref.round,
+      outcome: late.length === 0 ? "AllRegionsReported" : "QuorumReached",
+      contributingRegions: [...contributing].sort(),
+      lateRegions: late,
+      aggregateDigest: aggregation.digest,
+      startTime: progressIn.startTime,
+      completionTime: apiTime(now),
+    });
+    deps.metrics?.roundDuration.observe(
+      { namespace, run: name },
+      (now.getTime() - Date.parse(progressIn.startTime)) / 1000,
+    );
+    const next = afterPublish(run.spec, ref.round);
+    const message = `round ${ref.round} aggregated from ${contributing.join(", ")}; global model ${aggregation.digest}`;
+    await deps.events.record(run, "Normal", "RoundAggregated", message);
+    if (next.done) {
+      progressing("RunCompleted", `all ${run.spec.rounds} rounds finished; ${message}`, "False");
+      return { progress: {}, currentRound: next.currentRound, history, conditions, done: true };
+    }
+    progressing("RoundAggregated", message);
+    if (late.length === 0)
+      degraded("False", "AsExpected", "every eligible region contributed to the last round");
+    return { progress: {}, currentRound: next.currentRound, history, conditions, requeueAfterMs: 0 };
+  }
+
+  const round = progressIn?.round ?? Math.max(1, currentRound);
+  const ref = { namespace, run: name, round };
+  const delivered = coordinator.delivered(ref, endpoints, settings);
+  const baseModelReady = progressIn ? true : (await coordinator.baseModelDigest(ref)) !== undefined;
+  const step = decideRound({
+    spec: run.spec,
+    currentRound,
+    progress: progressIn,
+    eligibleRegions: eligible,
+    delivered,
+    baseModelReady,
+    now: now.getTime(),
+  });
+  switch (step.action) {
+    case "complete":
+      return { progress: {}, currentRound, history, conditions, done: true };
+    case "open":
+      progressing(
+        "RoundInProgress",
+        `round ${step.progress.round} of ${run.spec.rounds} is collecting deltas`,
+      );
+      await deps.events.record(
+        run,
+        "Normal",
+        "RoundOpened",
+        `round ${step.progress.round} of ${run.spec.rounds} opened`,
+      );
+      return {
+        progress: { roundProgress: step.progress },
+        currentRound: step.progress.round,
+        history,
+        conditions,
+        requeueAfterMs: DELTA_POLL_MS,
+      };
+    case "wait":
+      if (!step.progress) progressing("WaitingForModel", step.why, "False");
+      return {
+        progress: step.progress ? { roundProgress: step.progress } : {},
+        currentRound,
+        history,
+        conditions,
+        requeueAfterMs: Math.min(step.requeueAfterMs ?? DELTA_POLL_MS, DELTA_POLL_MS),
+      };
+    case "aggregate": {
+      const message = `round ${round} closes with ${step.outcome.contributingRegions?.join(", ")} (${step.outcome.outcome})`;
+      progressing("RoundInProgress", message);
+      await deps.events.record(run, "Normal", step.outcome.outcome, message);
+      if ((step.outcome.lateRegions ?? []).length > 0) {
+        degraded(
+          "True",
+          "RegionsLate",
+          `round ${round} closed without ${step.outcome.lateRegions?.join(", ")}`,
+        );
+      }
+      coordinator.aggregation(ref, step.progress.deliveredRegions, settings);
+      return { progress: { roundProgress: step.progress }, currentRound, history, conditions };
+    }
+    case "retry":
+      record(step.outcome);
+      degraded(
+        "True",
+        "QuorumMissed",
+        `round ${round} missed quorum (${delivered.length} delivered); retrying`,
+      );
+      await deps.events.record(run, "Warning", "QuorumMissed", `round ${round} missed quorum; retrying`);
+      return {
+        progress: { roundProgress: step.progress },
+        currentRound,
+        history,
+        conditions,
+        requeueAfterMs: DELTA_POLL_MS,
+      };
+  }
 }
 
 /** startTime is set once; it must not make an otherwise unchanged status look changed. */

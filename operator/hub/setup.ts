@@ -1,12 +1,14 @@
 // Wires the hub's controllers to their informers. Informer callbacks only enqueue keys;
 // which keys a change concerns is decided here, in one place.
 import { CustomObjectsApi, type KubeConfig } from "@kubernetes/client-node";
+import type { NatsConnection } from "@nats-io/transport-node";
 import type {
   AttestationPolicy,
   FederatedRun,
   RegionWork,
   SovereignNode,
 } from "../../crds/types.generated.ts";
+import { publicKeyFromField } from "../../deltas/mod.ts";
 import { HUB_FIELD_MANAGER, SOVEREIGN_API } from "../names.ts";
 import { type Clock, realClock } from "../runtime/clock.ts";
 import { Controller } from "../runtime/controller.ts";
@@ -21,7 +23,23 @@ import {
   RUN_NAMESPACE_LABEL,
   RUN_UID_LABEL,
 } from "./federatedrun-controller.ts";
+import { type LearnerKeyResolver, RoundCoordinator } from "./round-coordinator.ts";
 import { CONTROLLER_NAME as NODE_CONTROLLER, sovereignNodeReconciler } from "./sovereignnode-controller.ts";
+
+/** Where the hub tells a region's learners that a delta was refused, and why. */
+export function refusalSubject(region: string, runKey: string): string {
+  const [namespace, run] = runKey.split("/") as [string, string];
+  return `sovereign.${region}.refusals.${namespace}.${run.replaceAll(".", "_")}`;
+}
+
+/**
+ * Which key a learner's delta must be signed with. Attested mode binds the key to the GPU's
+ * evidence (the nonce commits to it); until the member reports those bindings, only the
+ * development mode can accept deltas, and it trusts the key the manifest names.
+ */
+function learnerKeyResolver(trustManifestKeys: boolean): LearnerKeyResolver {
+  return (_region, manifest) => (trustManifestKeys ? publicKeyFromField(manifest.learnerKey) : undefined);
+}
 
 const G = SOVEREIGN_API;
 
@@ -36,6 +54,13 @@ export interface HubOptions {
   watchNamespace?: string;
   /** Only SovereignNodes with these labels (default: all). */
   nodeLabelSelector?: string;
+  /** The hub's NATS connection (its own JetStream domain): without it runs are placed but no round starts. */
+  nats?: NatsConnection;
+  /**
+   * Development only (--insecure-skip-attestation): accept a delta signed by the key its own
+   * manifest names. The signature then proves integrity, not that an attested GPU produced it.
+   */
+  trustManifestKeys?: boolean;
 }
 
 export function hubControllers(opts: HubOptions) {
@@ -111,6 +136,23 @@ export function hubControllers(opts: HubOptions) {
       metrics,
     }),
   });
+  const rounds = opts.nats
+    ? new RoundCoordinator({
+        nc: opts.nats,
+        log: log.child("rounds"),
+        keyFor: learnerKeyResolver(opts.trustManifestKeys === true),
+        onProgress: (key) => runController.enqueue(key),
+        onAccepted: (_run, region, bytes) => {
+          metrics.deltasAccepted.inc({ region });
+          metrics.deltaBytes.inc({ region }, bytes);
+        },
+        onRefused: (run, refusal) => {
+          metrics.deltasRefused.inc({ region: refusal.region, reason: refusal.reason });
+          // The learner hears why, on its own region's subjects (it may subscribe to those only).
+          opts.nats?.publish(refusalSubject(refusal.region, run), JSON.stringify(refusal));
+        },
+      })
+    : undefined;
   const runController = new Controller({
     name: RUN_CONTROLLER,
     workers: opts.workers,
@@ -127,6 +169,7 @@ export function hubControllers(opts: HubOptions) {
         (works.list() as RegionWork[]).filter((w) => w.metadata.labels?.[RUN_UID_LABEL] === uid),
       events,
       clock,
+      rounds,
     }),
   });
   return { informers: [nodes, policies, runs, works], controllers: [nodeController, runController] };

@@ -117,6 +117,44 @@ export class OperatorMetrics {
     registers: [this.registry],
   });
 
+  readonly rounds = new Counter({
+    name: "sovereign_rounds_total",
+    help: "Closed rounds by outcome (QuorumReached, AllRegionsReported, QuorumMissed, Aborted)",
+    labelNames: ["namespace", "run", "outcome"] as const,
+    registers: [this.registry],
+  });
+  readonly roundDuration = new Histogram({
+    name: "sovereign_round_duration_seconds",
+    help: "From a round's opening to its aggregate being published",
+    labelNames: ["namespace", "run"] as const,
+    buckets: [1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200],
+    registers: [this.registry],
+  });
+  readonly currentRound = new Gauge({
+    name: "sovereign_run_current_round",
+    help: "The round a FederatedRun is on",
+    labelNames: ["namespace", "run"] as const,
+    registers: [this.registry],
+  });
+  readonly deltasAccepted = new Counter({
+    name: "sovereign_deltas_accepted_total",
+    help: "Deltas the hub verified against their signed manifest",
+    labelNames: ["region"] as const,
+    registers: [this.registry],
+  });
+  readonly deltaBytes = new Counter({
+    name: "sovereign_delta_bytes_total",
+    help: "Bytes of verified deltas received from each region",
+    labelNames: ["region"] as const,
+    registers: [this.registry],
+  });
+  readonly deltasRefused = new Counter({
+    name: "sovereign_deltas_refused_total",
+    help: "Deltas refused, by region and reason code",
+    labelNames: ["region", "reason"] as const,
+    registers: [this.registry],
+  });
+
   constructor(opts: { defaultMetrics?: boolean } = {}) {
     if (opts.defaultMetrics !== false) collectDefaultMetrics({ register: this.registry });
   }

@@ -1,0 +1,305 @@
+// The hub's data plane for rounds: it finds the deltas each placed region delivered for the
+// open round (in the hub's mirror of the region's bucket), verifies each against its signed
+// manifest as it arrives, and, once the reconciler fixes the set of contributing regions,
+// aggregates exactly that set in that order and publishes the next global model.
+//
+// It keeps nothing that cannot be rebuilt: deltas stay in JetStream, the round's progress is
+// in the FederatedRun's status. After a restart, verification re-runs on what is in the
+// mirror and an interrupted aggregation starts over from the same set: the same model comes
+// out, and no delta is counted twice (one per region and round, by construction).
+import type { KeyObject } from "node:crypto";
+import type { NatsConnection } from "@nats-io/transport-node";
+import type { Algorithm } from "../../crds/types.generated.ts";
+import {
+  Accumulator,
+  addVerifiedDelta,
+  type ModelLayout,
+  OuterOptimizer,
+  outerConfig,
+} from "../../deltas/aggregate/mod.ts";
+import { type DeltaManifest, manifestDigest, readSafetensors, writeSafetensors } from "../../deltas/mod.ts";
+import {
+  type ArrivedDelta,
+  arrivedDeltaBytes,
+  ensureRegionDeltaMirror,
+  fetchGlobalModel,
+  globalModelDigest,
+  listRegionDeltas,
+  loadRunState,
+  openArrivedDelta,
+  publishGlobalModel,
+  saveRunState,
+} from "../../transport/mod.ts";
+import type { Logger } from "../runtime/log.ts";
+
+export interface RoundRef {
+  namespace: string;
+  run: string;
+  round: number;
+}
+
+/** A placed region and its JetStream domain (SovereignNode spec.jetStreamDomain). */
+export interface RegionEndpoint {
+  name: string;
+  domain: string;
+}
+
+export interface RoundSettings {
+  algorithm: Algorithm;
+  /** Largest delta accepted, in bytes (spec.deltaEncoding.maxSizeMiB). */
+  maxDeltaBytes: number;
+}
+
+/** The key a learner's manifest must be signed with, or undefined when none is bound to it. */
+export type LearnerKeyResolver = (region: string, manifest: DeltaManifest) => KeyObject | undefined;
+
+export interface Refusal {
+  region: string;
+  object: string;
+  reason: string;
+  message: string;
+}
+
+export type AggregationState =
+  | { state: "running" }
+  | { state: "done"; digest: string; bytes: number }
+  | { state: "failed"; reason: string; message: string };
+
+interface Accepted {
+  arrival: ArrivedDelta;
+  digest: string;
+}
+
+export interface RoundCoordinatorOptions {
+  nc: NatsConnection;
+  keyFor: LearnerKeyResolver;
+  log: Logger;
+  /** Called when something a run's reconcile depends on changed (a delta verified, an aggregation finished). */
+  onProgress: (runKey: string) => void;
+  /** Called for every delta refused, once per object revision. */
+  onRefused?: (runKey: string, refusal: Refusal) => void;
+  /** Called for every delta verified, with its size. */
+  onAccepted?: (runKey: string, region: string, bytes: number) => void;
+}
+
+const reasonOf = (err: unknown) => (err as { reason?: string }).reason ?? "DeltaUnreadable";
+const messageOf = (err: unknown) => (err instanceof Error ? err.message : String(err));
+
+export class RoundCoordinator {
+  readonly #opts: RoundCoordinatorOptions;
+  /** runKey → round → region → the delta accepted for it. */
+  readonly #accepted = new Map<string, Map<number, Map<string, Accepted>>>();
+  /** Object revisions already verified or refused, so each is read once. */
+  readonly #seen = new Set<string>();
+  readonly #verifying = new Map<string, Promise<void>>();
+  readonly #aggregations = new Map<string, AggregationState>();
+  readonly #mirrored = new Set<string>();
+
+  constructor(opts: RoundCoordinatorOptions) {
+    this.#opts = opts;
+  }
+
+  /**
+   * Regions with a verified delta for the round, in the order they were verified. Starts
+   * verifying what newly arrived in the background; onProgress fires when that finishes.
+   */
+  delivered(ref: RoundRef, regions: readonly RegionEndpoint[], settings: RoundSettings): string[] {
+    const key = `${ref.namespace}/${ref.run}`;
+    if (!this.#verifying.has(key)) {
+      const job = this.#verifyNew(ref, regions, settings)
+        .catch((err) =>
+          this.#opts.log.warn("listing deltas failed; retrying on the next reconcile", {
+            run: key,
+            error: messageOf(err),
+          }),
+        )
+        .finally(() => this.#verifying.delete(key));
+      this.#verifying.set(key, job);
+    }
+    return [...(this.#accepted.get(key)?.get(ref.round)?.keys() ?? [])];
+  }
+
+  async #verifyNew(
+    ref: RoundRef,
+    regions: readonly RegionEndpoint[],
+    settings: RoundSettings,
+  ): Promise<void> {
+    const key = `${ref.namespace}/${ref.run}`;
+    let changed = false;
+    for (const { name: region, domain } of regions) {
+      if (!this.#mirrored.has(region)) {
+        await ensureRegionDeltaMirror(this.#opts.nc, region, domain);
+        this.#mirrored.add(region);
+      }
+      const round = this.#round(key, ref.round);
+      if (round.has(region)) continue;
+      for (const arrival of await listRegionDeltas(this.#opts.nc, region, ref)) {
+        const id = `${region}/${arrival.name}@${arrival.delta?.revision ?? "?"}`;
+        if (this.#seen.has(id)) continue;
+        this.#seen.add(id);
+        try {
+          if (!arrival.delta) throw arrival.error;
+          const digest = await this.#verify(arrival.delta, settings);
+          if (!round.has(region)) {
+            round.set(region, { arrival: arrival.delta, digest });
+            this.#opts.onAccepted?.(key, region, arrival.delta.size);
+            changed = true;
+          }
+          break; // one delta per region and round
+        } catch (err) {
+          const refusal = { region, object: arrival.name, reason: reasonOf(err), message: messageOf(err) };
+          this.#opts.log.warn("delta refused", { run: key, ...refusal });
+          this.#opts.onRefused?.(key, refusal);
+        }
+      }
+    }
+    if (changed) this.#opts.onProgress(key);
+  }
+
+  async #verify(arrival: ArrivedDelta, settings: RoundSettings): Promise<string> {
+    const key = this.#opts.keyFor(arrival.region, arrival.signed.manifest);
+    if (!key) {
+      throw Object.assign(
+        new Error(
+          `no key is bound to learner ${arrival.signed.manifest.learner} of ${arrival.region}; its GPU has not attested for this run`,
+        ),
+        {
+          reason: "LearnerKeyUnknown",
+        },
+      );
+    }
+    const stream = await openArrivedDelta(this.#opts.nc, arrival, key, { maxBytes: settings.maxDeltaBytes });
+    for await (const _chunk of stream.chunks()) {
+      // draining is the check: every tensor's digest against the signed manifest
+    }
+    return manifestDigest(arrival.signed.manifest);
+  }
+
+  #round(key: string, round: number): Map<string, Accepted> {
+    const rounds = this.#accepted.get(key) ?? new Map<number, Map<string, Accepted>>();
+    this.#accepted.set(key, rounds);
+    const regions = rounds.get(round) ?? new Map<string, Accepted>();
+    rounds.set(round, regions);
+    return regions;
+  }
+
+  /** Whether the model round `ref.round` starts from is published (round-0: the initial model). */
+  async baseModelDigest(ref: RoundRef): Promise<string | undefined> {
+    return globalModelDigest(this.#opts.nc, { namespace: ref.namespace, run: ref.run, round: ref.round - 1 });
+  }
+
+  /**
+   * The aggregation of a round from exactly `contributing`, in that order: started on the
+   * first call, reported on the next ones.
+   */
+  aggregation(ref: RoundRef, contributing: readonly string[], settings: RoundSettings): AggregationState {
+    const id = `${ref.namespace}/${ref.run}#${ref.round}`;
+    const known = this.#aggregations.get(id);
+    if (known) return known;
+    this.#aggregations.set(id, { state: "running" });
+    this.#aggregate(ref, contributing, settings)
+      .then(
+        (result) => this.#aggregations.set(id, { state: "done", ...result }),
+        (err) => {
+          this.#opts.log.error("aggregation failed", { round: id, error: messageOf(err) });
+          this.#aggregations.set(id, { state: "failed", reason: reasonOf(err), message: messageOf(err) });
+        },
+      )
+      .finally(() => this.#opts.onProgress(`${ref.namespace}/${ref.run}`));
+    return { state: "running" };
+  }
+
+  async #aggregate(
+    ref: RoundRef,
+    contributing: readonly string[],
+    settings: RoundSettings,
+  ): Promise<{ digest: string; bytes: number }> {
+    const run = { namespace: ref.namespace, run: ref.run };
+    const base = await fetchGlobalModel(this.#opts.nc, { ...run, round: ref.round - 1 });
+    const model = await readSafetensors(base.data);
+    const layout: ModelLayout = model.header.tensors.map((t) => ({ name: t.name, shape: t.shape }));
+    const theta = new Map<string, Float32Array>();
+    for (const t of model.header.tensors) {
+      if (t.dtype !== "F32") {
+        throw Object.assign(
+          new Error(`the global model's tensor '${t.name}' is ${t.dtype}; global models are F32 safetensors`),
+          {
+            reason: "ModelFormatInvalid",
+          },
+        );
+      }
+      const bytes = model.tensors.get(t.name)?.bytes as Uint8Array;
+      theta.set(t.name, new Float32Array(new Uint8Array(bytes).buffer));
+    }
+
+    const accumulator = new Accumulator(layout);
+    try {
+      for (const region of contributing) {
+        const accepted = await this.#acceptedDelta(ref, region, settings);
+        const key = this.#opts.keyFor(region, accepted.signed.manifest) as KeyObject;
+        const bytes = await arrivedDeltaBytes(this.#opts.nc, accepted, { maxBytes: settings.maxDeltaBytes });
+        await addVerifiedDelta(accumulator, accepted.signed, key, bytes, {
+          per: "region",
+          read: { maxDataBytes: settings.maxDeltaBytes, expectedTotalBytes: accepted.size },
+        });
+      }
+      const mean = await accumulator.finish();
+      const config = outerConfig(settings.algorithm);
+      const stateName = "outer-optimizer";
+      const saved =
+        config.momentum > 0
+          ? await loadRunState(this.#opts.nc, run, `${stateName}/round-${ref.round - 1}`)
+          : undefined;
+      const outer = saved
+        ? (await OuterOptimizer.restore(saved, layout, config)).optimizer
+        : new OuterOptimizer(layout, config);
+      outer.step(theta, mean.tensors);
+      if (config.momentum > 0)
+        await saveRunState(this.#opts.nc, run, `${stateName}/round-${ref.round}`, outer.saveState());
+    } finally {
+      await accumulator.close();
+    }
+    const published = await publishGlobalModel(
+      this.#opts.nc,
+      { ...run, round: ref.round },
+      writeSafetensors(
+        layout.map((t) => ({
+          name: t.name,
+          dtype: "F32",
+          shape: t.shape,
+          data: new Uint8Array((theta.get(t.name) as Float32Array).buffer),
+        })),
+      ),
+    );
+    return { digest: published.digest, bytes: published.size };
+  }
+
+  /** The delta accepted for a region: from memory, or found again in the mirror after a restart. */
+  async #acceptedDelta(ref: RoundRef, region: string, settings: RoundSettings): Promise<ArrivedDelta> {
+    const key = `${ref.namespace}/${ref.run}`;
+    const known = this.#accepted.get(key)?.get(ref.round)?.get(region);
+    if (known) return known.arrival;
+    for (const arrival of await listRegionDeltas(this.#opts.nc, region, ref)) {
+      if (!arrival.delta) continue;
+      try {
+        await this.#verify(arrival.delta, settings);
+        return arrival.delta;
+      } catch {
+        // refused before; the next candidate
+      }
+    }
+    throw Object.assign(
+      new Error(`the delta ${region} delivered for round ${ref.round} is no longer in the hub's mirror`),
+      {
+        reason: "DeltaObjectMissing",
+      },
+    );
+  }
+
+  /** Drops what is kept for a run (it finished or was deleted). */
+  forget(runKey: string): void {
+    this.#accepted.delete(runKey);
+    for (const id of this.#aggregations.keys())
+      if (id.startsWith(`${runKey}#`)) this.#aggregations.delete(id);
+  }
+}

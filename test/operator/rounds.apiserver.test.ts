@@ -1,0 +1,301 @@
+// Rounds end to end on the testbed: the hub operator (in process, with its NATS connection)
+// places a run on three regions, opens round 1 once the initial model is published, closes
+// it on quorum after the grace window without the silent region, publishes the FedAvg of the
+// deltas that arrived, survives a restart in the middle of round 2, and finishes. The test
+// plays the regions' learners: it publishes signed deltas into each region's own JetStream
+// domain; the hub only ever reads its mirrors.
+import { generateKeyPairSync } from "node:crypto";
+import { CoreV1Api, CustomObjectsApi, PatchStrategy, setHeaderOptions } from "@kubernetes/client-node";
+import { connect, type NatsConnection } from "@nats-io/transport-node";
+import test from "ava";
+import { installCrds } from "../../crds/install.ts";
+import type { FederatedRun, SovereignNode } from "../../crds/types.generated.ts";
+import {
+  collectBytes,
+  describeDelta,
+  publicKeyField,
+  readSafetensors,
+  signManifest,
+  writeDelta,
+  writeSafetensors,
+} from "../../deltas/mod.ts";
+import { ensureRegionAccess, revokeRegionAccess } from "../../operator/hub/credentials.ts";
+import { hubControllers } from "../../operator/hub/setup.ts";
+import { jsonLogger, silentLogger } from "../../operator/runtime/log.ts";
+import { OperatorMetrics } from "../../operator/runtime/metrics.ts";
+import {
+  ensureRegionDeltaBucket,
+  fetchGlobalModel,
+  publishDelta,
+  publishGlobalModel,
+  removeRunBuckets,
+} from "../../transport/mod.ts";
+import { gaussian } from "../deltas/helpers.ts";
+import { eventually, testNamespace, uniqueName, useTestbed } from "../testbed/harness.ts";
+import { NodeBuilder, RunBuilder } from "./builders.ts";
+
+const GROUP = { group: "sovereign.ai", version: "v1alpha1" };
+const FLEET_LABEL = "sovereign.ai/test-fleet";
+const SHAPE = [8, 16];
+const ELEMENTS = 128;
+
+test("rounds close on quorum after the grace window, publish the token-weighted FedAvg, survive a hub restart and finish", async (t) => {
+  t.timeout(4 * 60_000);
+  const tb = await useTestbed();
+  const admin = tb.kubeConfig("hub");
+  await installCrds(admin);
+  const custom = admin.makeApiClient(CustomObjectsApi);
+  const ns = await testNamespace(t, tb, "hub", "rounds");
+  const tag = uniqueName("fleet");
+  const regions = tb.regions.map((cluster) => ({ cluster, name: uniqueName(cluster) }));
+  const { hub: hubNats, regions: natsRegions } = tb.description.nats;
+  const hubNc = await connect({
+    servers: hubNats.url,
+    user: hubNats.admin.user,
+    pass: hubNats.admin.password,
+  });
+  const members: Record<string, NatsConnection> = {};
+  for (const r of regions) {
+    const d = natsRegions[r.cluster];
+    if (!d) throw new Error(`no NATS for ${r.cluster}`);
+    members[r.name] = await connect({ servers: d.url, user: d.member.user, pass: d.member.password });
+    await ensureRegionDeltaBucket(members[r.name] as NatsConnection, r.name);
+  }
+  const metrics = new OperatorMetrics({ defaultMetrics: false });
+  const cleanup: (() => Promise<unknown>)[] = [];
+  t.teardown(async () => {
+    for (const c of cleanup.reverse()) await c().catch(() => undefined);
+    await Promise.all([hubNc, ...Object.values(members)].map((nc) => nc.close()));
+  });
+
+  // The hub operator, seeing only this test's namespace and regions.
+  const startHub = async () => {
+    const parts = hubControllers({
+      kc: admin,
+      metrics,
+      log: process.env.DEBUG_ROUNDS ? jsonLogger("debug") : silentLogger,
+      heartbeatTimeoutMs: 3_600_000,
+      watchNamespace: ns,
+      nodeLabelSelector: `${FLEET_LABEL}=${tag}`,
+      nats: hubNc,
+      trustManifestKeys: true,
+    });
+    const abort = new AbortController();
+    for (const i of parts.informers) await i.start();
+    const running = parts.controllers.map((c) => c.run(abort.signal));
+    const stop = async () => {
+      abort.abort();
+      await Promise.all([...running, ...parts.informers.map((i) => i.stop())]);
+    };
+    cleanup.push(stop);
+    return stop;
+  };
+
+  const policy = uniqueName("policy");
+  await custom.createClusterCustomObject({
+    ...GROUP,
+    plural: "attestationpolicies",
+    body: {
+      apiVersion: "sovereign.ai/v1alpha1",
+      kind: "AttestationPolicy",
+      metadata: { name: policy },
+      spec: { verification: { mode: "Local" } },
+    },
+  });
+  cleanup.push(() =>
+    custom.deleteClusterCustomObject({ ...GROUP, plural: "attestationpolicies", name: policy }),
+  );
+  // Three accepted regions that heartbeat (written directly: this test is about rounds).
+  for (const r of regions) {
+    const node = new NodeBuilder(r.name).labels({ [FLEET_LABEL]: tag }).obj() as SovereignNode;
+    node.spec.jetStreamDomain = r.cluster;
+    node.spec.attestationPolicyRef = { name: policy };
+    const status = node.status;
+    delete node.status;
+    await ensureRegionAccess(admin, r.name); // the namespace the region's work goes to
+    await custom.createClusterCustomObject({ ...GROUP, plural: "sovereignnodes", body: node });
+    cleanup.push(async () => {
+      await custom.deleteClusterCustomObject({ ...GROUP, plural: "sovereignnodes", name: r.name });
+      await revokeRegionAccess(admin, r.name);
+    });
+    await custom.patchClusterCustomObjectStatus(
+      {
+        ...GROUP,
+        plural: "sovereignnodes",
+        name: r.name,
+        body: {
+          status: {
+            ...status,
+            conditions: [],
+            lastHeartbeatTime: new Date().toISOString().replace(/\.\d+Z$/, "Z"),
+          },
+        },
+      },
+      setHeaderOptions("Content-Type", PatchStrategy.MergePatch),
+    );
+  }
+  let stopHub = await startHub();
+
+  // The run, and its initial model (round-0) uploaded by the user.
+  const runName = uniqueName("fedavg");
+  const run = new RunBuilder(runName, ns).placement({ minRegions: 2 }).obj() as FederatedRun;
+  run.spec.attestation = { policyRef: { name: policy } };
+  run.spec.rounds = 2;
+  run.spec.quorum = { minRegions: 2, graceWindowSeconds: 3, maxRoundSeconds: 120, lateDeltas: "Discard" };
+  await custom.createNamespacedCustomObject({ ...GROUP, plural: "federatedruns", namespace: ns, body: run });
+  cleanup.push(() => removeRunBuckets(hubNc, { namespace: ns, run: runName }));
+  const getRun = async () =>
+    (await custom.getNamespacedCustomObject({
+      ...GROUP,
+      plural: "federatedruns",
+      namespace: ns,
+      name: runName,
+    })) as FederatedRun;
+  const waiting = await eventually(async () => {
+    const c = (await getRun()).status?.conditions?.find((x) => x.type === "Progressing");
+    return c?.reason === "WaitingForModel" ? c : undefined;
+  }, "Progressing=False WaitingForModel before the initial model exists");
+  t.regex(waiting.message, /round-0/);
+
+  const initial = gaussian(ELEMENTS, 0.1, 1);
+  await publishGlobalModel(
+    hubNc,
+    { namespace: ns, run: runName, round: 0 },
+    writeSafetensors([{ name: "w", dtype: "F32", shape: SHAPE, data: new Uint8Array(initial.buffer) }]),
+  );
+  await eventually(
+    async () => ((await getRun()).status?.roundProgress?.round === 1 ? true : undefined),
+    "round 1 open",
+  );
+
+  // Learners: each region's delta, signed by its learner's key.
+  const keys = generateKeyPairSync("ed25519");
+  const deltaOf = (region: number, round: number) => gaussian(ELEMENTS, 0.01, 100 * round + region);
+  const publish = async (
+    r: { name: string },
+    i: number,
+    round: number,
+    tokens: number,
+    base: string,
+    tamper = false,
+  ) => {
+    const file = await collectBytes(
+      writeDelta([{ name: "w", shape: SHAPE, values: deltaOf(i, round) }], "fp32"),
+    );
+    const described = await describeDelta([file]);
+    const signed = signManifest(
+      {
+        version: 1,
+        run: runName,
+        round,
+        region: r.name,
+        learner: tamper ? "learner-tampered" : "learner-0",
+        learnerKey: publicKeyField(keys.publicKey),
+        baseModel: base,
+        encoding: described.encoding,
+        tokens,
+        innerSteps: 10,
+        createdAt: "2026-11-24T07:00:00Z",
+        size: described.size,
+        tensors: described.tensors,
+      },
+      keys.privateKey,
+    );
+    const bytes = tamper ? file.slice() : file;
+    if (tamper) bytes[bytes.length - 1] = (bytes[bytes.length - 1] as number) ^ 1;
+    await publishDelta(members[r.name] as NatsConnection, {
+      region: r.name,
+      namespace: ns,
+      signed,
+      source: [bytes],
+    });
+  };
+  const [a, b, c] = regions as [(typeof regions)[0], (typeof regions)[0], (typeof regions)[0]];
+  const model0 = await fetchGlobalModel(hubNc, { namespace: ns, run: runName, round: 0 });
+  await collectBytes(model0.data);
+
+  // Round 1: a and b deliver (1000 and 3000 tokens), c stays silent.
+  const opened = Date.now();
+  await publish(a, 0, 1, 1000, model0.digest);
+  await publish(b, 1, 1, 3000, model0.digest);
+  const afterRound1 = await eventually(
+    async () => {
+      const s = (await getRun()).status;
+      return s?.rounds?.find((x) => x.round === 1) ? s : undefined;
+    },
+    "round 1 closed",
+    60_000,
+  );
+  const closedAfter = (Date.now() - opened) / 1000;
+  const r1 = afterRound1.rounds?.find((x) => x.round === 1);
+  t.is(r1?.outcome, "QuorumReached");
+  t.deepEqual(r1?.contributingRegions, [a.name, b.name].sort());
+  t.deepEqual(r1?.lateRegions, [c.name]);
+  t.true(
+    closedAfter >= 3,
+    `closed ${closedAfter.toFixed(1)} s after the deltas, not before the 3 s grace window`,
+  );
+  t.is(afterRound1.currentRound, 2);
+  t.is(afterRound1.conditions?.find((x) => x.type === "Degraded")?.reason, "RegionsLate");
+
+  // The published model is base + Σ tokens·Δ / Σ tokens, computed here independently.
+  const model1 = await fetchGlobalModel(hubNc, { namespace: ns, run: runName, round: 1 });
+  t.is(model1.digest, r1?.aggregateDigest ?? "");
+  const published = new Float32Array(
+    new Uint8Array((await readSafetensors(model1.data)).tensors.get("w")?.bytes ?? []).buffer,
+  );
+  const da = deltaOf(0, 1);
+  const db = deltaOf(1, 1);
+  let worst = 0;
+  for (let i = 0; i < ELEMENTS; i++) {
+    const expected = (initial[i] as number) + (1000 * (da[i] as number) + 3000 * (db[i] as number)) / 4000;
+    worst = Math.max(worst, Math.abs((published[i] as number) - expected));
+  }
+  t.true(worst < 1e-6, `largest difference from the reference FedAvg: ${worst}`);
+
+  // Round 2: a and b deliver; the hub restarts; c sends a tampered delta, then a good one.
+  await eventually(
+    async () => ((await getRun()).status?.roundProgress?.round === 2 ? true : undefined),
+    "round 2 open",
+  );
+  await publish(a, 0, 2, 500, model1.digest);
+  await publish(b, 1, 2, 500, model1.digest);
+  await eventually(
+    async () => ((await getRun()).status?.roundProgress?.deliveredRegions?.length === 2 ? true : undefined),
+    "a and b delivered round 2",
+  );
+  await stopHub();
+  stopHub = await startHub();
+  await publish(c, 2, 2, 500, model1.digest, true);
+  await publish(c, 2, 2, 500, model1.digest);
+  const done = await eventually(
+    async () => {
+      const s = (await getRun()).status;
+      return s?.phase === "Succeeded" ? s : undefined;
+    },
+    "the run succeeded",
+    60_000,
+  );
+  const r2 = done.rounds?.find((x) => x.round === 2);
+  t.is(r2?.outcome, "AllRegionsReported");
+  t.deepEqual(r2?.contributingRegions, regions.map((r) => r.name).sort());
+  t.is(done.conditions?.find((x) => x.type === "Progressing")?.reason, "RunCompleted");
+  t.falsy(done.roundProgress);
+  const text = await metrics.registry.metrics();
+  t.regex(
+    text,
+    new RegExp(`sovereign_deltas_refused_total\\{region="${c.name}",reason="ManifestDigestMismatch"\\} 1`),
+  );
+  t.regex(
+    text,
+    new RegExp(`sovereign_rounds_total\\{namespace="${ns}",run="${runName}",outcome="QuorumReached"\\} 1`),
+  );
+
+  // What a person sees: the round Events on the run.
+  const events = await admin
+    .makeApiClient(CoreV1Api)
+    .listNamespacedEvent({ namespace: ns, fieldSelector: `involvedObject.name=${runName}` });
+  const reasons = events.items.map((e) => e.reason);
+  for (const reason of ["RoundOpened", "QuorumReached", "AllRegionsReported", "RoundAggregated"])
+    t.true(reasons.includes(reason), `${reason} in ${reasons.join(", ")}`);
+});
