@@ -73,7 +73,7 @@ test("rounds close on quorum after the grace window, publish the token-weighted 
     const parts = hubControllers({
       kc: admin,
       metrics,
-      log: process.env.DEBUG_ROUNDS ? jsonLogger("debug") : silentLogger,
+      log: process.env.DEBUG_ROUNDS ? jsonLogger({ level: "debug" }) : silentLogger,
       heartbeatTimeoutMs: 3_600_000,
       watchNamespace: ns,
       nodeLabelSelector: `${FLEET_LABEL}=${tag}`,
