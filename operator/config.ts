@@ -33,6 +33,10 @@ export interface OperatorConfig {
   watchNamespace: string;
   /** Hub only: manage only SovereignNodes with these labels (empty: all). */
   regionSelector: string;
+  /** Unset: no NATS, so no rounds (hub) and no delta bucket or model mirrors (member). */
+  nats?: { url: string; user?: string; password?: string };
+  learnerNatsUrl: string;
+  learnerNatsSecret: string;
 }
 
 export class ConfigError extends Error {
@@ -131,6 +135,23 @@ export const flags: Record<string, FlagSpec> = {
     default: "",
     help: "hub mode: only FederatedRuns in this namespace",
   },
+  "nats-url": {
+    env: "SOVEREIGN_NATS_URL",
+    default: "",
+    help: "NATS server of this cluster: the hub's (hub mode) or the region's (member mode); empty runs no rounds",
+  },
+  "nats-user": { env: "SOVEREIGN_NATS_USER", default: "", help: "NATS user name" },
+  "nats-password": { env: "SOVEREIGN_NATS_PASSWORD", default: "", help: "NATS password" },
+  "learner-nats-url": {
+    env: "SOVEREIGN_LEARNER_NATS_URL",
+    default: "",
+    help: "member mode: NATS URL learner pods use (default: --nats-url)",
+  },
+  "learner-nats-secret": {
+    env: "SOVEREIGN_LEARNER_NATS_SECRET",
+    default: "",
+    help: "member mode: Secret in sovereign-learners with keys user and password for learner pods",
+  },
   "insecure-skip-attestation": {
     env: "SOVEREIGN_INSECURE_SKIP_ATTESTATION",
     default: "false",
@@ -148,6 +169,23 @@ export function usage(): string {
 }
 
 /** "15s", "1m30s", "500ms", "2h" → milliseconds. */
+function natsSettings(url: string, user: string, password: string): OperatorConfig["nats"] {
+  if (!url) {
+    if (user || password) throw new ConfigError("nats-user", "needs --nats-url");
+    return undefined;
+  }
+  if (!/^(nats|tls|wss?):\/\/[^\s]+$/.test(url)) {
+    throw new ConfigError("nats-url", `"${url}" is not a NATS URL like nats://nats.sovereign-system:4222`);
+  }
+  if (Boolean(user) !== Boolean(password)) {
+    throw new ConfigError(
+      user ? "nats-password" : "nats-user",
+      "set --nats-user and --nats-password together",
+    );
+  }
+  return { url, ...(user ? { user, password } : {}) };
+}
+
 export function parseDuration(flag: string, text: string): number {
   const re = /(\d+(?:\.\d+)?)(ms|s|m|h)/gy;
   const unit: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
@@ -270,6 +308,9 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env
     heartbeatIntervalMs: parseDuration("heartbeat-interval", get("heartbeat-interval")),
     heartbeatTimeoutMs: parseDuration("heartbeat-timeout", get("heartbeat-timeout")),
     watchNamespace: get("watch-namespace"),
+    nats: natsSettings(get("nats-url"), get("nats-user"), get("nats-password")),
+    learnerNatsUrl: get("learner-nats-url") || get("nats-url"),
+    learnerNatsSecret: get("learner-nats-secret"),
     regionSelector: get("region-selector"),
   };
 }

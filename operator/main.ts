@@ -4,6 +4,7 @@
 import { readFile } from "node:fs/promises";
 import { hostname } from "node:os";
 import { KubeConfig } from "@kubernetes/client-node";
+import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { parse } from "yaml";
 import { parseSovereignNodeSpec } from "../crds/validate.ts";
 import { ConfigError, parseConfig, usage } from "./config.ts";
@@ -53,6 +54,24 @@ async function loadRegistration(
   return { registration, labels };
 }
 
+async function connectNats(
+  settings: NonNullable<ReturnType<typeof parseConfig>["nats"]>,
+  name: string,
+): Promise<NatsConnection> {
+  try {
+    // Reconnects forever: a NATS restart must not take the operator down with it.
+    return await connect({
+      servers: settings.url,
+      user: settings.user,
+      pass: settings.password,
+      name,
+      maxReconnectAttempts: -1,
+    });
+  } catch (err) {
+    throw new ConfigError("nats-url", `cannot connect to ${settings.url}: ${(err as Error).message}`);
+  }
+}
+
 async function main(argv: string[]): Promise<number> {
   if (argv.includes("--help") || argv.includes("-h")) {
     console.log(usage());
@@ -78,6 +97,7 @@ async function run(argv: string[]): Promise<number> {
   const registration = config.mode === "member" ? await loadRegistration(config.registrationFile) : undefined;
   const kc = loadKubeConfig("kubeconfig", config.kubeconfig);
   const hubKc = config.mode === "member" ? loadKubeConfig("hub-kubeconfig", config.hubKubeconfig) : undefined;
+  const nats = config.nats ? await connectNats(config.nats, `sovereign-${config.mode}`) : undefined;
   const parts =
     config.mode === "hub"
       ? hubControllers({
@@ -88,6 +108,8 @@ async function run(argv: string[]): Promise<number> {
           heartbeatTimeoutMs: config.heartbeatTimeoutMs,
           watchNamespace: config.watchNamespace || undefined,
           nodeLabelSelector: config.regionSelector || undefined,
+          nats,
+          trustManifestKeys: config.insecureSkipAttestation,
         })
       : memberControllers({
           ...(registration as NonNullable<typeof registration>),
@@ -99,6 +121,10 @@ async function run(argv: string[]): Promise<number> {
           workers: config.workers,
           heartbeatIntervalMs: config.heartbeatIntervalMs,
           insecureSkipAttestation: config.insecureSkipAttestation,
+          nats,
+          learnerNats: config.learnerNatsUrl
+            ? { url: config.learnerNatsUrl, credentialsSecret: config.learnerNatsSecret || undefined }
+            : undefined,
         });
   if (config.insecureSkipAttestation) {
     log.warn(
@@ -118,6 +144,7 @@ async function run(argv: string[]): Promise<number> {
     });
   }
   await manager.run(shutdown.signal);
+  await nats?.drain();
   return 0;
 }
 

@@ -1,6 +1,7 @@
 // Wires the member's controllers: its RegionWorks at the hub (through the scoped
 // credential) and its learner pods in the region, plus the registration heartbeat.
 import { CoreV1Api, CustomObjectsApi, type KubeConfig, type V1Pod } from "@kubernetes/client-node";
+import type { NatsConnection } from "@nats-io/transport-node";
 import type { RegionWork } from "../../crds/types.generated.ts";
 import { regionNamespace } from "../hub/region-access.ts";
 import { SOVEREIGN_API } from "../names.ts";
@@ -10,7 +11,13 @@ import { SupervisedInformer } from "../runtime/informer.ts";
 import type { Logger } from "../runtime/log.ts";
 import type { OperatorMetrics } from "../runtime/metrics.ts";
 import { type Registration, registrationReconciler } from "./registration.ts";
-import { LEARNER_NAMESPACE, WORK_LABEL, workId, workReconciler } from "./work-controller.ts";
+import {
+  LEARNER_NAMESPACE,
+  type LearnerNatsAccess,
+  WORK_LABEL,
+  workId,
+  workReconciler,
+} from "./work-controller.ts";
 
 export interface MemberOptions {
   region: string;
@@ -23,6 +30,9 @@ export interface MemberOptions {
   workers?: number;
   heartbeatIntervalMs?: number;
   insecureSkipAttestation?: boolean;
+  /** The region's NATS server as the member; without it learners get no NATS settings. */
+  nats?: NatsConnection;
+  learnerNats?: LearnerNatsAccess;
   labels?: Record<string, string>;
 }
 
@@ -77,6 +87,8 @@ export function memberControllers(opts: MemberOptions) {
       getWork: (name) => works.get(name, hubNamespace) as RegionWork | undefined,
       podsOf: (id) => pods.list(LEARNER_NAMESPACE).filter((p) => p.metadata?.labels?.[WORK_LABEL] === id),
       insecureSkipAttestation: opts.insecureSkipAttestation ?? false,
+      nats: opts.nats,
+      learnerNats: opts.learnerNats,
       now: () => clock.now(),
     }),
   });

@@ -18,8 +18,10 @@ import {
   type V1EnvVar,
   type V1Pod,
 } from "@kubernetes/client-node";
+import type { NatsConnection } from "@nats-io/transport-node";
 import type { RegionWork, RegionWorkStatus } from "../../crds/types.generated.ts";
 import { parseRegionWorkSpec } from "../../crds/validate.ts";
+import { ensureRegionDeltaBucket, ensureRunModelMirror, removeRunModelMirror } from "../../transport/mod.ts";
 import { MEMBER_FIELD_MANAGER, SOVEREIGN_API } from "../names.ts";
 import { sameContent } from "../runtime/canonical.ts";
 import { findCondition, setCondition } from "../runtime/conditions.ts";
@@ -40,10 +42,30 @@ function quantities(q: Record<string, number | string> | undefined): Record<stri
   return q ? Object.fromEntries(Object.entries(q).map(([k, v]) => [k, String(v)])) : undefined;
 }
 
-export function learnerPod(work: RegionWork, index: number): V1Pod {
+/** How learner pods reach their region's NATS server (the SDK's SOVEREIGN_NATS_* variables). */
+export interface LearnerNatsAccess {
+  url: string;
+  /** A Secret in the learner namespace with keys `user` and `password` for the learner NATS user. */
+  credentialsSecret?: string;
+}
+
+export function learnerPod(work: RegionWork, index: number, nats?: LearnerNatsAccess): V1Pod {
   const s = work.spec;
   const id = workId(work.metadata.name ?? "");
+  const natsEnv: V1EnvVar[] = nats
+    ? [
+        { name: "SOVEREIGN_NATS_URL", value: nats.url },
+        ...(nats.credentialsSecret
+          ? (["user", "password"] as const).map((key) => ({
+              name: `SOVEREIGN_NATS_${key.toUpperCase()}`,
+              valueFrom: { secretKeyRef: { name: nats.credentialsSecret as string, key } },
+            }))
+          : []),
+      ]
+    : [];
   const env: V1EnvVar[] = [
+    ...natsEnv,
+    { name: "SOVEREIGN_LEARNER_NAME", valueFrom: { fieldRef: { fieldPath: "metadata.name" } } },
     { name: "SOVEREIGN_RUN", value: s.run.name },
     { name: "SOVEREIGN_RUN_NAMESPACE", value: s.run.namespace },
     { name: "SOVEREIGN_REGION", value: s.region },
@@ -108,6 +130,9 @@ export interface WorkReconcilerDeps {
   insecureSkipAttestation: boolean;
   now: () => number;
   metrics?: OperatorMetrics;
+  /** The region's NATS server, as the member (creates the delta bucket, mirrors each run's models). */
+  nats?: NatsConnection;
+  learnerNats?: LearnerNatsAccess;
 }
 
 /** Why a RegionWork cannot be acted on, or undefined when it can. */
@@ -127,6 +152,8 @@ export function workReconciler(
   const hub = deps.hubKc.makeApiClient(CustomObjectsApi);
   const apply = setHeaderOptions("Content-Type", PatchStrategy.ServerSideApply);
   let namespaceReady = false;
+  /** RegionWork name → the run whose model bucket this member mirrors for it. */
+  const modelMirrors = new Map<string, { namespace: string; run: string }>();
 
   const ensureNamespace = async () => {
     if (namespaceReady) return;
@@ -163,6 +190,11 @@ export function workReconciler(
     const work = deps.getWork(name);
     const pods = deps.podsOf(id);
     if (!work) {
+      const mirrored = modelMirrors.get(name);
+      if (mirrored && deps.nats) {
+        await removeRunModelMirror(deps.nats, mirrored);
+        modelMirrors.delete(name);
+      }
       // The hub withdrew the work (run deleted or region unplaced): remove its learners.
       for (const p of pods) {
         await core
@@ -194,11 +226,18 @@ export function workReconciler(
       return undefined;
     }
     await ensureNamespace();
+    if (deps.nats && !modelMirrors.has(name)) {
+      // Where learners publish, and the run's models fetched once into the region for all of them.
+      await ensureRegionDeltaBucket(deps.nats, deps.region);
+      const ref = { namespace: work.spec.run.namespace, run: work.spec.run.name };
+      await ensureRunModelMirror(deps.nats, work.spec.nats.jetStreamDomain, ref);
+      modelMirrors.set(name, ref);
+    }
     const desired = work.spec.workload.learnersPerRegion;
     const existing = new Set(pods.map((p) => p.metadata?.name));
     let createError = "";
     for (let i = 0; i < desired; i++) {
-      const pod = learnerPod(work, i);
+      const pod = learnerPod(work, i, deps.learnerNats);
       if (existing.has(pod.metadata?.name)) continue;
       try {
         await core.createNamespacedPod({ namespace: LEARNER_NAMESPACE, body: pod });

@@ -110,6 +110,24 @@ for (const [name, argv, env, message] of bad) {
   });
 }
 
+test("NATS: optional, checked as a URL, user and password together; learners default to the same URL", (t) => {
+  t.is(parseConfig(["--mode=hub"], {}).nats, undefined);
+  const c = parseConfig(["--mode=hub", "--nats-url=nats://hub-nats:4222"], {
+    SOVEREIGN_NATS_USER: "hub",
+    SOVEREIGN_NATS_PASSWORD: "s3cret",
+  });
+  t.deepEqual(c.nats, { url: "nats://hub-nats:4222", user: "hub", password: "s3cret" });
+  t.is(c.learnerNatsUrl, "nats://hub-nats:4222");
+  for (const [argv, flag] of [
+    [["--nats-url=http://x:4222"], "nats-url"],
+    [["--nats-url=nats://x:4222", "--nats-user=u"], "nats-password"],
+    [["--nats-user=u", "--nats-password=p"], "nats-user"],
+  ] as const) {
+    const err = t.throws(() => parseConfig(["--mode=hub", ...argv], {}), { instanceOf: ConfigError });
+    t.is((err as ConfigError).flag, flag, argv.join(" "));
+  }
+});
+
 test("durations", (t) => {
   t.is(parseDuration("x", "1m30s"), 90_000);
   t.is(parseDuration("x", "500ms"), 500);
