@@ -3,6 +3,7 @@
 // apply the work → write status → requeue decision; a finalizer removes the run's work
 // from every region's namespace before the run goes away.
 import { CustomObjectsApi, type KubeConfig, PatchStrategy, setHeaderOptions } from "@kubernetes/client-node";
+import { type AuditRecord, roundClosedRecord } from "../../attestation/audit/mod.ts";
 import type {
   Condition,
   FederatedRun,
@@ -22,7 +23,7 @@ import type { OperatorMetrics } from "../runtime/metrics.ts";
 import { decidePlacement, type PlacementDecision } from "./placement.ts";
 import { regionNamespace } from "./region-access.ts";
 import type { RegionEndpoint, RoundCoordinator, RoundSettings } from "./round-coordinator.ts";
-import { afterPublish, decideRound, type RoundProgress } from "./rounds.ts";
+import { afterPublish, decideRound, quorumSize, type RoundProgress } from "./rounds.ts";
 
 export const CONTROLLER_NAME = "federatedrun";
 export const FIELD_MANAGER = HUB_FIELD_MANAGER;
@@ -85,6 +86,8 @@ export interface FederatedRunReconcilerDeps {
   clock: Clock;
   /** The data plane for rounds; without it (no NATS configured) runs are placed but never start a round. */
   rounds?: RoundCoordinator;
+  /** Records closed rounds in the audit trail. */
+  audit?: (record: AuditRecord) => void;
 }
 
 export function federatedRunReconciler(
@@ -379,7 +382,7 @@ async function advanceRound(
   endpoints: RegionEndpoint[],
   now: Date,
   conditionsIn: Condition[] | undefined,
-  deps: Pick<FederatedRunReconcilerDeps, "events" | "metrics">,
+  deps: Pick<FederatedRunReconcilerDeps, "events" | "metrics" | "audit">,
 ): Promise<RoundAdvance> {
   const namespace = run.metadata.namespace ?? "default";
   const name = run.metadata.name ?? "";
@@ -411,6 +414,17 @@ async function advanceRound(
     // One entry per round (the list is keyed by round): a success replaces a QuorumMissed.
     history = [...(history ?? []).filter((h) => h.round !== outcome.round), outcome].slice(-HISTORY_LIMIT);
     deps.metrics?.rounds.inc({ namespace, run: name, outcome: outcome.outcome });
+    deps.audit?.(
+      roundClosedRecord({
+        run: `${namespace}/${name}`,
+        round: outcome.round,
+        outcome: outcome.outcome === "QuorumMissed" ? "QuorumMissed" : "QuorumMet",
+        quorum: { required: quorumSize(run.spec) },
+        contributed: outcome.contributingRegions ?? [],
+        missing: outcome.lateRegions ?? [],
+        ...(outcome.aggregateDigest ? { modelDigest: outcome.aggregateDigest } : {}),
+      }),
+    );
   };
 
   if (progressIn && (progressIn.phase === "Aggregating" || progressIn.phase === "Publishing")) {
@@ -454,7 +468,7 @@ async function advanceRound(
 
   const round = progressIn?.round ?? Math.max(1, currentRound);
   const ref = { namespace, run: name, round };
-  const delivered = coordinator.delivered(ref, endpoints, settings);
+  const delivered = coordinator.delivered(ref, endpoints, settings, progressIn?.deliveredRegions ?? []);
   const baseModelReady = progressIn ? true : (await coordinator.baseModelDigest(ref)) !== undefined;
   const step = decideRound({
     spec: run.spec,

@@ -56,6 +56,10 @@ export type LearnerKeyResolver = (region: string, manifest: DeltaManifest) => Ke
 export interface Refusal {
   region: string;
   object: string;
+  round: number;
+  /** The learner the object claims to be from (its name), when it can be told. */
+  learner?: string;
+  manifestDigest?: string;
   reason: string;
   message: string;
 }
@@ -78,8 +82,8 @@ export interface RoundCoordinatorOptions {
   onProgress: (runKey: string) => void;
   /** Called for every delta refused, once per object revision. */
   onRefused?: (runKey: string, refusal: Refusal) => void;
-  /** Called for every delta verified, with its size. */
-  onAccepted?: (runKey: string, region: string, bytes: number) => void;
+  /** Called for every delta verified. */
+  onAccepted?: (runKey: string, delta: ArrivedDelta, manifestDigest: string) => void;
 }
 
 const reasonOf = (err: unknown) => (err as { reason?: string }).reason ?? "DeltaUnreadable";
@@ -103,10 +107,16 @@ export class RoundCoordinator {
    * Regions with a verified delta for the round, in the order they were verified. Starts
    * verifying what newly arrived in the background; onProgress fires when that finishes.
    */
-  delivered(ref: RoundRef, regions: readonly RegionEndpoint[], settings: RoundSettings): string[] {
+  delivered(
+    ref: RoundRef,
+    regions: readonly RegionEndpoint[],
+    settings: RoundSettings,
+    /** Regions the run's status already records as delivered: re-verified after a restart, not reported (audited, counted) again. */
+    recorded: readonly string[] = [],
+  ): string[] {
     const key = `${ref.namespace}/${ref.run}`;
     if (!this.#verifying.has(key)) {
-      const job = this.#verifyNew(ref, regions, settings)
+      const job = this.#verifyNew(ref, regions, settings, new Set(recorded))
         .catch((err) =>
           this.#opts.log.warn("listing deltas failed; retrying on the next reconcile", {
             run: key,
@@ -123,6 +133,7 @@ export class RoundCoordinator {
     ref: RoundRef,
     regions: readonly RegionEndpoint[],
     settings: RoundSettings,
+    recorded: ReadonlySet<string>,
   ): Promise<void> {
     const key = `${ref.namespace}/${ref.run}`;
     let changed = false;
@@ -142,12 +153,20 @@ export class RoundCoordinator {
           const digest = await this.#verify(arrival.delta, settings);
           if (!round.has(region)) {
             round.set(region, { arrival: arrival.delta, digest });
-            this.#opts.onAccepted?.(key, region, arrival.delta.size);
+            if (!recorded.has(region)) this.#opts.onAccepted?.(key, arrival.delta, digest);
             changed = true;
           }
           break; // one delta per region and round
         } catch (err) {
-          const refusal = { region, object: arrival.name, reason: reasonOf(err), message: messageOf(err) };
+          const refusal: Refusal = {
+            region,
+            object: arrival.name,
+            round: ref.round,
+            learner: arrival.name.split("/").at(-1),
+            ...(arrival.delta ? { manifestDigest: manifestDigest(arrival.delta.signed.manifest) } : {}),
+            reason: reasonOf(err),
+            message: messageOf(err),
+          };
           this.#opts.log.warn("delta refused", { run: key, ...refusal });
           this.#opts.onRefused?.(key, refusal);
         }

@@ -2,6 +2,12 @@
 // which keys a change concerns is decided here, in one place.
 import { CustomObjectsApi, type KubeConfig } from "@kubernetes/client-node";
 import type { NatsConnection } from "@nats-io/transport-node";
+import {
+  type AuditLog,
+  type AuditRecord,
+  deltaAcceptedRecord,
+  deltaRefusedRecord,
+} from "../../attestation/audit/mod.ts";
 import type {
   AttestationPolicy,
   FederatedRun,
@@ -61,6 +67,8 @@ export interface HubOptions {
    * manifest names. The signature then proves integrity, not that an attested GPU produced it.
    */
   trustManifestKeys?: boolean;
+  /** Where accepted and refused deltas and closed rounds are recorded for auditors. */
+  audit?: AuditLog;
 }
 
 export function hubControllers(opts: HubOptions) {
@@ -136,18 +144,47 @@ export function hubControllers(opts: HubOptions) {
       metrics,
     }),
   });
+  // The audit trail is written in the background: a reconcile never waits on it, and a
+  // failed append is logged and counted (it breaks no chain: the log refuses to continue).
+  const appendAudit = (record: AuditRecord) => {
+    opts.audit
+      ?.append(record)
+      .catch((err: unknown) => log.error("audit append failed", { error: String(err) }));
+  };
   const rounds = opts.nats
     ? new RoundCoordinator({
         nc: opts.nats,
         log: log.child("rounds"),
         keyFor: learnerKeyResolver(opts.trustManifestKeys === true),
         onProgress: (key) => runController.enqueue(key),
-        onAccepted: (_run, region, bytes) => {
-          metrics.deltasAccepted.inc({ region });
-          metrics.deltaBytes.inc({ region }, bytes);
+        onAccepted: (run, delta, digest) => {
+          metrics.deltasAccepted.inc({ region: delta.region });
+          metrics.deltaBytes.inc({ region: delta.region }, delta.size);
+          const m = delta.signed.manifest;
+          appendAudit(
+            deltaAcceptedRecord({
+              run,
+              round: m.round,
+              region: delta.region,
+              learner: m.learner,
+              manifestDigest: digest,
+              learnerKey: m.learnerKey,
+            }),
+          );
         },
         onRefused: (run, refusal) => {
           metrics.deltasRefused.inc({ region: refusal.region, reason: refusal.reason });
+          appendAudit(
+            deltaRefusedRecord({
+              run,
+              round: refusal.round,
+              region: refusal.region,
+              ...(refusal.learner ? { learner: refusal.learner } : {}),
+              reason: refusal.reason,
+              message: refusal.message.slice(0, 1024),
+              ...(refusal.manifestDigest ? { manifestDigest: refusal.manifestDigest } : {}),
+            }),
+          );
           // The learner hears why, on its own region's subjects (it may subscribe to those only).
           opts.nats?.publish(refusalSubject(refusal.region, run), JSON.stringify(refusal));
         },
@@ -170,6 +207,7 @@ export function hubControllers(opts: HubOptions) {
       events,
       clock,
       rounds,
+      audit: appendAudit,
     }),
   });
   return { informers: [nodes, policies, runs, works], controllers: [nodeController, runController] };

@@ -8,6 +8,14 @@ import { generateKeyPairSync } from "node:crypto";
 import { CoreV1Api, CustomObjectsApi, PatchStrategy, setHeaderOptions } from "@kubernetes/client-node";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import test from "ava";
+import {
+  AuditLog,
+  ed25519CheckpointSigner,
+  exportAuditLog,
+  MemoryAuditStore,
+  trustedKey,
+  verifyAuditExport,
+} from "../../attestation/audit/mod.ts";
 import { installCrds } from "../../crds/install.ts";
 import type { FederatedRun, SovereignNode } from "../../crds/types.generated.ts";
 import {
@@ -62,6 +70,14 @@ test("rounds close on quorum after the grace window, publish the token-weighted 
     await ensureRegionDeltaBucket(members[r.name] as NatsConnection, r.name);
   }
   const metrics = new OperatorMetrics({ defaultMetrics: false });
+  // The hub's audit trail, which the auditor checks at the end.
+  const auditKey = generateKeyPairSync("ed25519").privateKey;
+  const auditStore = new MemoryAuditStore();
+  const audit = await AuditLog.open(auditStore, {
+    logId: `hub-${tag}`,
+    signer: ed25519CheckpointSigner(auditKey),
+    clock: () => new Date(),
+  });
   const cleanup: (() => Promise<unknown>)[] = [];
   t.teardown(async () => {
     for (const c of cleanup.reverse()) await c().catch(() => undefined);
@@ -79,6 +95,7 @@ test("rounds close on quorum after the grace window, publish the token-weighted 
       nodeLabelSelector: `${FLEET_LABEL}=${tag}`,
       nats: hubNc,
       trustManifestKeys: true,
+      audit,
     });
     const abort = new AbortController();
     for (const i of parts.informers) await i.start();
@@ -289,6 +306,26 @@ test("rounds close on quorum after the grace window, publish the token-weighted 
   t.regex(
     text,
     new RegExp(`sovereign_rounds_total\\{namespace="${ns}",run="${runName}",outcome="QuorumReached"\\} 1`),
+  );
+
+  // What an auditor gets: every accepted and refused delta and each closed round, in a chain
+  // that verifies offline.
+  await audit.checkpoint();
+  const lines: string[] = [];
+  for await (const line of exportAuditLog(auditStore)) lines.push(line);
+  const report = verifyAuditExport(lines.join(""), { trustedKeys: [trustedKey(auditKey)] });
+  t.true(report.ok, JSON.stringify(report.failure));
+  const kinds = lines.map(
+    (l) => JSON.parse(l) as { kind: string; body: { reason?: string; outcome?: string } },
+  );
+  t.is(kinds.filter((e) => e.kind === "DeltaAccepted").length, 5);
+  t.deepEqual(
+    kinds.filter((e) => e.kind === "DeltaRefused").map((e) => e.body.reason),
+    ["ManifestDigestMismatch"],
+  );
+  t.deepEqual(
+    kinds.filter((e) => e.kind === "RoundClosed").map((e) => e.body.outcome),
+    ["QuorumMet", "QuorumMet"],
   );
 
   // What a person sees: the round Events on the run.
