@@ -5,11 +5,12 @@ export PATH := $(CURDIR)/node_modules/.bin:$(PATH)
 NODE := $(CURDIR)/node_modules/.bin/node
 TESTBED := $(NODE) test/testbed/cli.ts
 
-.PHONY: help deps demo test test-unit lint format typecheck \
+.PHONY: help deps demo test test-unit lint format typecheck bench \
         testbed-build testbed-rebuild testbed-up testbed-down testbed-status
 
 help:
-	@echo "make demo            start the local testbed and show its clusters"
+	@echo "make demo            start the local testbed and train one model across three regions"
+	@echo "make bench           run the benchmarks (JSON in bench/results/)"
 	@echo "make test            install what is needed, start the testbed, run every test"
 	@echo "make testbed-up      start the testbed (idempotent); -down stops it; -status shows it"
 	@echo "make lint | format | typecheck"
@@ -28,11 +29,18 @@ deps: node_modules/.package-lock.json
 demo: deps testbed-up
 	@$(TESTBED) overview
 	@echo
-	@echo "The federated training demo lands with the end-to-end issue; until then this shows"
-	@echo "the testbed it will run on. Stop it with 'make testbed-down'."
+	$(NODE) test/testbed/demo.ts
 
 test: deps
 	$(NODE) test/run-all.ts
+
+# Benchmarks against baselines measured in the same run; JSON in bench/results/. Needs the testbed.
+bench: deps testbed-up
+	$(NODE) bench/deltas-encode.ts
+	$(NODE) bench/aggregate.ts
+	$(NODE) bench/transport.ts
+	$(NODE) bench/attestation-verify.ts
+	$(NODE) bench/audit.ts
 
 lint: deps
 	biome check .

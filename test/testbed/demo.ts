@@ -1,0 +1,367 @@
+// `make demo`: three sovereign regions train one model together on the local testbed.
+//
+// Brings the testbed up (or reuses it), installs the CRDs, starts the operator as separate
+// processes (one hub, one member per region, each with only its own credentials), registers
+// and accepts the regions, uploads the initial model, applies examples/demo/federatedrun.yaml
+// and runs each learner pod's command as a local process (test/testbed/pod-runner.ts: kwok
+// nodes run no containers). It prints rounds, per-region state, quorum outcomes, loss and
+// accuracy, and bytes sent as they happen, then a summary and where to look next.
+//
+//   node test/testbed/demo.ts [--rounds=N] [--keep]     (--keep leaves the operators running)
+import { type ChildProcess, spawn } from "node:child_process";
+import { createWriteStream, existsSync, readFileSync } from "node:fs";
+import { mkdir, readdir, readFile, rm, writeFile } from "node:fs/promises";
+import { createServer } from "node:net";
+import { join } from "node:path";
+import {
+  CoreV1Api,
+  CustomObjectsApi,
+  type KubeConfig,
+  PatchStrategy,
+  setHeaderOptions,
+} from "@kubernetes/client-node";
+import { connect } from "@nats-io/transport-node";
+import { parse, stringify } from "yaml";
+import { installCrds } from "../../crds/install.ts";
+import type { FederatedRun, SovereignNode } from "../../crds/types.generated.ts";
+import { issueRegionCredential } from "../../operator/hub/credentials.ts";
+import { ATTESTED_LABEL } from "../../operator/member/registration.ts";
+import { LEARNER_NAMESPACE } from "../../operator/member/work-controller.ts";
+import { publishGlobalModel, removeRunBuckets } from "../../transport/mod.ts";
+import { sdkPython } from "../sdk/sdk-venv.ts";
+import { eventually, useTestbed } from "./harness.ts";
+import { PodRunner } from "./pod-runner.ts";
+import { repoRoot } from "./topology.ts";
+
+const G = { group: "sovereign.ai", version: "v1alpha1" };
+const args = process.argv.slice(2);
+const flag = (name: string) => args.find((a) => a.startsWith(`--${name}=`))?.split("=")[1];
+const keep = args.includes("--keep");
+const JURISDICTIONS = ["DE", "FR", "NL", "IT"];
+const t0 = Date.now();
+const say = (line: string) => console.log(`[${((Date.now() - t0) / 1000).toFixed(0).padStart(4)}s] ${line}`);
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.listen(0, "127.0.0.1", () => {
+      const port = (srv.address() as { port: number }).port;
+      srv.close(() => resolve(port));
+    });
+    srv.on("error", reject);
+  });
+}
+
+const tb = await useTestbed();
+const stateDir = join(tb.description.stateDir, "demo");
+const logDir = join(tb.description.stateDir, "logs", "demo");
+await rm(stateDir, { recursive: true, force: true });
+await mkdir(stateDir, { recursive: true });
+await mkdir(logDir, { recursive: true });
+const hubKc = tb.kubeConfig("hub");
+const custom = hubKc.makeApiClient(CustomObjectsApi);
+const regions = tb.regions;
+const nats = tb.description.nats;
+say(`testbed: hub + ${regions.join(", ")} (state ${tb.description.stateDir})`);
+
+// The learners' Python (the SDK and numpy), installed once into .venv-sdk.
+say("preparing the learners' Python environment (first time: a minute or two)");
+const python = await sdkPython();
+
+// The API and the testbed attestation policy.
+await installCrds(hubKc);
+const policy = parse(readFileSync(join(repoRoot, "examples", "attestationpolicy-testbed.yaml"), "utf8"));
+await custom
+  .createClusterCustomObject({ ...G, plural: "attestationpolicies", body: policy })
+  .catch((err: { code?: number }) => {
+    if (err.code !== 409) throw err;
+  });
+
+// A previous demo's run and its buckets go first, so the demo can be run again.
+const runDoc = parse(
+  readFileSync(join(repoRoot, "examples", "demo", "federatedrun.yaml"), "utf8"),
+) as FederatedRun;
+const runName = runDoc.metadata.name as string;
+const runNs = "default";
+if (flag("rounds")) runDoc.spec.rounds = Number(flag("rounds"));
+const hubNats = await connect({
+  servers: nats.hub.url,
+  user: nats.hub.admin.user,
+  pass: nats.hub.admin.password,
+});
+const previous = await custom
+  .getNamespacedCustomObject({ ...G, plural: "federatedruns", namespace: runNs, name: runName })
+  .catch(() => undefined);
+if (previous) {
+  say(`removing the previous demo run ${runNs}/${runName}`);
+  await custom.deleteNamespacedCustomObject({
+    ...G,
+    plural: "federatedruns",
+    namespace: runNs,
+    name: runName,
+  });
+}
+
+// Operators: separate processes, as in production, each with only its own credentials.
+const children: ChildProcess[] = [];
+const startOperator = (name: string, argv: string[]) => {
+  const log = createWriteStream(join(logDir, `${name}.log`));
+  const child = spawn(process.execPath, [join(repoRoot, "operator", "main.ts"), ...argv], {
+    cwd: repoRoot,
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  child.stdout?.pipe(log);
+  child.stderr?.pipe(log);
+  child.on("exit", (code) => {
+    if (!stopping) say(`operator ${name} exited (${code}); see ${join(logDir, `${name}.log`)}`);
+  });
+  children.push(child);
+};
+let stopping = false;
+const hubMetricsPort = await freePort();
+const common = (metrics: number, probes: number) => [
+  "--leader-elect=false",
+  `--metrics-bind-address=127.0.0.1:${metrics}`,
+  `--health-probe-bind-address=127.0.0.1:${probes}`,
+  // Until the attestation gate lands, the testbed's GPUs are released without evidence and
+  // every run records that it ran unattested.
+  "--insecure-skip-attestation",
+];
+startOperator("hub", [
+  "--mode=hub",
+  `--kubeconfig=${tb.cluster("hub").kubeconfig}`,
+  `--nats-url=${nats.hub.url}`,
+  `--nats-user=${nats.hub.admin.user}`,
+  `--nats-password=${nats.hub.admin.password}`,
+  ...common(hubMetricsPort, await freePort()),
+]);
+say(`hub operator started (metrics http://127.0.0.1:${hubMetricsPort}/metrics)`);
+
+for (const [i, region] of regions.entries()) {
+  const cred = await issueRegionCredential(hubKc, region, { ttlSeconds: 24 * 3600 });
+  const hubKubeconfig = join(stateDir, `${region}-hub.kubeconfig`);
+  await writeFile(hubKubeconfig, cred.kubeconfig, { mode: 0o600 });
+  const registration = join(stateDir, `${region}-registration.yaml`);
+  await writeFile(
+    registration,
+    stringify({
+      labels: { "sovereign.ai/consortium": "demo" },
+      spec: {
+        displayName: `${region} (testbed)`,
+        jurisdiction: JURISDICTIONS[i % JURISDICTIONS.length],
+        attestationPolicyRef: { name: policy.metadata.name },
+        dataResidency: {
+          allowedEgress: ["ModelDeltas", "TrainingMetrics"],
+          acceptAggregates: true,
+          checkpointLocation: "InRegion",
+        },
+        jetStreamDomain: region,
+      },
+    }),
+  );
+  // The learners' NATS credential, as a Secret in the region (never on the hub).
+  const r = nats.regions[region];
+  if (!r) throw new Error(`no NATS for ${region}`);
+  const core = tb.kubeConfig(region).makeApiClient(CoreV1Api);
+  await core.createNamespace({ body: { metadata: { name: LEARNER_NAMESPACE } } }).catch(() => undefined);
+  await core
+    .deleteNamespacedSecret({ name: "learner-nats", namespace: LEARNER_NAMESPACE })
+    .catch(() => undefined);
+  await core.createNamespacedSecret({
+    namespace: LEARNER_NAMESPACE,
+    body: {
+      metadata: { name: "learner-nats" },
+      stringData: { user: r.learner.user, password: r.learner.password },
+    },
+  });
+  startOperator(`member-${region}`, [
+    "--mode=member",
+    `--region=${region}`,
+    `--kubeconfig=${tb.cluster(region).kubeconfig}`,
+    `--hub-kubeconfig=${hubKubeconfig}`,
+    `--registration=${registration}`,
+    "--heartbeat-interval=5s",
+    `--nats-url=${r.url}`,
+    `--nats-user=${r.member.user}`,
+    `--nats-password=${r.member.password}`,
+    "--learner-nats-secret=learner-nats",
+    ...common(await freePort(), await freePort()),
+  ]);
+  // Insecure mode: mark the testbed's GPU nodes as attested, as the gate would after a verdict.
+  for (const node of tb.cluster(region).nodes.filter((n) => n.gpus > 0)) {
+    await core.patchNode(
+      { name: node.name, body: { metadata: { labels: { [ATTESTED_LABEL]: "true" } } } },
+      setHeaderOptions("Content-Type", PatchStrategy.MergePatch),
+    );
+  }
+}
+say(`member operators started in ${regions.join(", ")}; each registers its region with the hub`);
+
+// The hub administrator accepts each region once it has registered.
+for (const region of regions) {
+  await eventually(
+    () => custom.getClusterCustomObject({ ...G, plural: "sovereignnodes", name: region }),
+    `${region} registering`,
+    60_000,
+  );
+  await custom.patchClusterCustomObject(
+    { ...G, plural: "sovereignnodes", name: region, body: { spec: { accepted: true } } },
+    setHeaderOptions("Content-Type", PatchStrategy.MergePatch),
+  );
+}
+const node = async (region: string) =>
+  (await custom.getClusterCustomObject({ ...G, plural: "sovereignnodes", name: region })) as SovereignNode;
+for (const region of regions) {
+  await eventually(
+    async () => {
+      const ready = (await node(region)).status?.conditions?.find((c) => c.type === "Ready");
+      return ready?.status === "True" ? ready : undefined;
+    },
+    `${region} Ready`,
+    60_000,
+  );
+}
+say(`regions accepted and Ready: ${regions.join(", ")}`);
+
+// The initial model (round-0), made by the learner program itself so shapes always match.
+const initialPath = join(stateDir, "initial.safetensors");
+await new Promise<void>((resolve, reject) => {
+  const p = spawn(python, [join(repoRoot, "examples", "demo", "train.py"), "--init", initialPath], {
+    stdio: "inherit",
+  });
+  p.on("exit", (code) => (code === 0 ? resolve() : reject(new Error(`train.py --init exited ${code}`))));
+});
+await eventually(
+  async () =>
+    !(await custom
+      .getNamespacedCustomObject({ ...G, plural: "federatedruns", namespace: runNs, name: runName })
+      .then(() => true)
+      .catch(() => false)),
+  "the previous run gone",
+  60_000,
+);
+await removeRunBuckets(hubNats, { namespace: runNs, run: runName });
+const initial = await publishGlobalModel(hubNats, { namespace: runNs, run: runName, round: 0 }, [
+  await readFile(initialPath),
+]);
+say(`initial model uploaded as round-0 (${initial.size} bytes, ${initial.digest.slice(0, 19)}…)`);
+
+// Learners run as local processes for pods bound to the kwok GPU nodes.
+const runner = new PodRunner({
+  clusters: Object.fromEntries(regions.map((r) => [r, tb.kubeConfig(r)])) as Record<string, KubeConfig>,
+  namespace: LEARNER_NAMESPACE,
+  labelSelector: `sovereign.ai/run=${runName}`,
+  dataDir: (cluster) => join(stateDir, "data", cluster),
+  logDir: join(logDir, "learners"),
+  cwd: repoRoot,
+  baseEnv: { PATH: `${join(repoRoot, ".venv-sdk", "bin")}:${process.env.PATH}`, PYTHONUNBUFFERED: "1" },
+  onEvent: (e) =>
+    say(`${e.cluster}: learner ${e.pod} ${e.kind}${e.code !== undefined ? ` (exit ${e.code})` : ""}`),
+});
+runner.start();
+
+runDoc.metadata.namespace = runNs;
+await custom.createNamespacedCustomObject({ ...G, plural: "federatedruns", namespace: runNs, body: runDoc });
+say(
+  `applied ${runNs}/${runName}: ${runDoc.spec.rounds} rounds of ${runDoc.spec.algorithm.type}, quorum ${runDoc.spec.quorum?.minRegions}, grace ${runDoc.spec.quorum?.graceWindowSeconds}s`,
+);
+
+// Progress, as a person watching would want it.
+const seen = new Set<string>();
+const progress = async (): Promise<FederatedRun | undefined> => {
+  const run = (await custom.getNamespacedCustomObject({
+    ...G,
+    plural: "federatedruns",
+    namespace: runNs,
+    name: runName,
+  })) as FederatedRun;
+  const s = run.status;
+  const line = `phase ${s?.phase ?? "-"}, round ${s?.currentRound ?? 0}/${run.spec.rounds}${s?.roundProgress ? ` ${s.roundProgress.phase} (${(s.roundProgress.deliveredRegions ?? []).join(", ") || "no deltas yet"})` : ""}`;
+  if (!seen.has(line)) {
+    seen.add(line);
+    say(line);
+  }
+  for (const r of s?.rounds ?? []) {
+    const key = `round ${r.round} ${r.outcome}`;
+    if (seen.has(key)) continue;
+    seen.add(key);
+    say(
+      `round ${r.round}: ${r.outcome} — aggregated ${r.contributingRegions?.join(", ")}${r.lateRegions?.length ? `; late ${r.lateRegions.join(", ")}` : ""}; model ${r.aggregateDigest?.slice(0, 19)}…`,
+    );
+    for (const m of await learnerMetrics(r.round)) say(`  ${m}`);
+  }
+  return s?.phase === "Succeeded" || s?.phase === "Failed" ? run : undefined;
+};
+
+/** What each region's learner reported for a round (it prints one JSON line per round). */
+async function learnerMetrics(round: number): Promise<string[]> {
+  const out: string[] = [];
+  for (const region of regions) {
+    const dir = join(logDir, "learners", region);
+    if (!existsSync(dir)) continue;
+    for (const file of await readdir(dir)) {
+      for (const line of (await readFile(join(dir, file), "utf8")).split("\n")) {
+        if (!line.startsWith("{")) continue;
+        const m = JSON.parse(line) as {
+          round?: number;
+          loss_before?: number;
+          loss?: number;
+          accuracy?: number;
+          tokens?: number;
+        };
+        if (m.round === round)
+          out.push(
+            `${region}: loss ${m.loss_before?.toFixed(4)} → ${m.loss?.toFixed(4)}, accuracy ${((m.accuracy ?? 0) * 100).toFixed(1)}% on its own data (${m.tokens} samples)`,
+          );
+      }
+    }
+  }
+  return out;
+}
+
+const timeoutMs = Number(flag("timeout") ?? 15 * 60) * 1000;
+let finished: FederatedRun | undefined;
+const deadline = Date.now() + timeoutMs;
+while (!finished && Date.now() < deadline) {
+  finished = await progress().catch(() => undefined);
+  if (!finished) await new Promise((r) => setTimeout(r, 1000));
+}
+
+// Summary.
+const metrics = await fetch(`http://127.0.0.1:${hubMetricsPort}/metrics`)
+  .then((r) => r.text())
+  .catch(() => "");
+const bytes = [...metrics.matchAll(/^sovereign_delta_bytes_total\{region="([^"]+)"\} (\d+)/gm)].map(
+  (m) => `${m[1]} ${(Number(m[2]) / 1024).toFixed(1)} KiB`,
+);
+console.log("");
+if (finished?.status?.phase === "Succeeded") {
+  say(
+    `the run succeeded: ${finished.status.rounds?.length} rounds in ${((Date.now() - t0) / 1000).toFixed(0)} s`,
+  );
+} else {
+  say(`the run did not finish (${finished?.status?.phase ?? "timed out"}); see the logs in ${logDir}`);
+}
+if (bytes.length) say(`delta bytes received by the hub: ${bytes.join(", ")} (raw data sent: none)`);
+console.log(`
+Where to look next:
+  kubectl --kubeconfig ${tb.cluster("hub").kubeconfig} get federatedruns,sovereignnodes
+  kubectl --kubeconfig ${tb.cluster("hub").kubeconfig} describe federatedrun ${runName}
+  hub metrics:       http://127.0.0.1:${hubMetricsPort}/metrics (while --keep runs)
+  operator logs:     ${logDir}
+  learner logs:      ${join(logDir, "learners")}
+  audit trail:       node operator/cli.ts audit verify <export> --keys <key> (docs/audit.md)
+  stop the testbed:  make testbed-down`);
+
+await hubNats.close();
+if (keep) {
+  say("--keep: the operators and learners keep running; Ctrl-C stops them");
+  await new Promise<void>((resolve) => process.once("SIGINT", () => resolve()));
+}
+stopping = true;
+await runner.stop();
+for (const c of children) c.kill("SIGTERM");
+await Promise.all(
+  children.map((c) => new Promise((r) => (c.exitCode !== null ? r(undefined) : c.once("exit", r)))),
+);
+process.exit(finished?.status?.phase === "Succeeded" ? 0 : 1);
