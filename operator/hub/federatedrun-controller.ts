@@ -96,6 +96,14 @@ export function federatedRunReconciler(
   const api = deps.kc.makeApiClient(CustomObjectsApi);
   const apply = setHeaderOptions("Content-Type", PatchStrategy.ServerSideApply);
   const merge = setHeaderOptions("Content-Type", PatchStrategy.MergePatch);
+  /** Round steps already reported by this process (bounded: old keys are dropped first). */
+  const reported = new Set<string>();
+  const once = (key: string) => {
+    if (reported.has(key)) return false;
+    reported.add(key);
+    if (reported.size > 10_000) reported.delete(reported.values().next().value as string);
+    return true;
+  };
 
   const setFinalizers = (run: FederatedRun, finalizers: string[]) =>
     api.patchNamespacedCustomObject(
@@ -287,7 +295,10 @@ export function federatedRunReconciler(
     const finished = run.status?.phase === "Succeeded" || run.status?.phase === "Failed";
     const rounds =
       deps.rounds && placed.length > 0 && !finished && run.spec.suspend !== true
-        ? await advanceRound(run, deps.rounds, eligibleRegions(placed, nodes), now, conditions, deps)
+        ? await advanceRound(run, deps.rounds, eligibleRegions(placed, nodes), now, conditions, {
+            ...deps,
+            once,
+          })
         : undefined;
     if (rounds) conditions = rounds.conditions;
     const phase: FederatedRunStatus["phase"] = finished
@@ -382,7 +393,7 @@ async function advanceRound(
   endpoints: RegionEndpoint[],
   now: Date,
   conditionsIn: Condition[] | undefined,
-  deps: Pick<FederatedRunReconcilerDeps, "events" | "metrics" | "audit">,
+  deps: Pick<FederatedRunReconcilerDeps, "events" | "metrics" | "audit"> & { once: (key: string) => boolean },
 ): Promise<RoundAdvance> {
   const namespace = run.metadata.namespace ?? "default";
   const name = run.metadata.name ?? "";
@@ -410,9 +421,14 @@ async function advanceRound(
       now,
     );
   };
+  // The informer may still show the status from before this process's last write, so the
+  // same step can be decided twice: what it tells the world (metrics, audit, Events) is said once.
+  const uid = run.metadata.uid ?? `${namespace}/${name}`;
+  const once = (what: string) => deps.once(`${uid}/${what}`);
   const record = (outcome: RoundOutcome) => {
     // One entry per round (the list is keyed by round): a success replaces a QuorumMissed.
     history = [...(history ?? []).filter((h) => h.round !== outcome.round), outcome].slice(-HISTORY_LIMIT);
+    if (!once(`round-${outcome.round}/${outcome.outcome}/${outcome.startTime}`)) return;
     deps.metrics?.rounds.inc({ namespace, run: name, outcome: outcome.outcome });
     deps.audit?.(
       roundClosedRecord({
@@ -429,8 +445,8 @@ async function advanceRound(
 
   if (progressIn && (progressIn.phase === "Aggregating" || progressIn.phase === "Publishing")) {
     const ref = { namespace, run: name, round: progressIn.round };
-    const contributing = progressIn.deliveredRegions ?? [];
-    const aggregation = coordinator.aggregation(ref, contributing, settings);
+    const aggregation = coordinator.aggregation(ref, progressIn.deliveredRegions ?? [], settings);
+    const contributing = [...aggregation.contributing];
     if (aggregation.state === "running") {
       return { progress: { roundProgress: progressIn }, currentRound, history, conditions };
     }
@@ -455,7 +471,8 @@ async function advanceRound(
     );
     const next = afterPublish(run.spec, ref.round);
     const message = `round ${ref.round} aggregated from ${contributing.join(", ")}; global model ${aggregation.digest}`;
-    await deps.events.record(run, "Normal", "RoundAggregated", message);
+    if (once(`round-${ref.round}/aggregated`))
+      await deps.events.record(run, "Normal", "RoundAggregated", message);
     if (next.done) {
       progressing("RunCompleted", `all ${run.spec.rounds} rounds finished; ${message}`, "False");
       return { progress: {}, currentRound: next.currentRound, history, conditions, done: true };
@@ -487,12 +504,14 @@ async function advanceRound(
         "RoundInProgress",
         `round ${step.progress.round} of ${run.spec.rounds} is collecting deltas`,
       );
-      await deps.events.record(
-        run,
-        "Normal",
-        "RoundOpened",
-        `round ${step.progress.round} of ${run.spec.rounds} opened`,
-      );
+      if (once(`round-${step.progress.round}/opened`)) {
+        await deps.events.record(
+          run,
+          "Normal",
+          "RoundOpened",
+          `round ${step.progress.round} of ${run.spec.rounds} opened`,
+        );
+      }
       return {
         progress: { roundProgress: step.progress },
         currentRound: step.progress.round,
@@ -512,7 +531,8 @@ async function advanceRound(
     case "aggregate": {
       const message = `round ${round} closes with ${step.outcome.contributingRegions?.join(", ")} (${step.outcome.outcome})`;
       progressing("RoundInProgress", message);
-      await deps.events.record(run, "Normal", step.outcome.outcome, message);
+      if (once(`round-${round}/closing`))
+        await deps.events.record(run, "Normal", step.outcome.outcome, message);
       if ((step.outcome.lateRegions ?? []).length > 0) {
         degraded(
           "True",
@@ -520,8 +540,14 @@ async function advanceRound(
           `round ${round} closed without ${step.outcome.lateRegions?.join(", ")}`,
         );
       }
-      coordinator.aggregation(ref, step.progress.deliveredRegions, settings);
-      return { progress: { roundProgress: step.progress }, currentRound, history, conditions };
+      // The set is fixed by the first decision, even if a stale read decides again with more.
+      const fixed = coordinator.aggregation(ref, step.progress.deliveredRegions, settings).contributing;
+      return {
+        progress: { roundProgress: { ...step.progress, deliveredRegions: [...fixed] } },
+        currentRound,
+        history,
+        conditions,
+      };
     }
     case "retry":
       record(step.outcome);
@@ -530,7 +556,9 @@ async function advanceRound(
         "QuorumMissed",
         `round ${round} missed quorum (${delivered.length} delivered); retrying`,
       );
-      await deps.events.record(run, "Warning", "QuorumMissed", `round ${round} missed quorum; retrying`);
+      if (once(`round-${round}/missed/${step.outcome.startTime}`)) {
+        await deps.events.record(run, "Warning", "QuorumMissed", `round ${round} missed quorum; retrying`);
+      }
       return {
         progress: { roundProgress: step.progress },
         currentRound,

@@ -13,11 +13,24 @@ import type { Algorithm } from "../../crds/types.generated.ts";
 import {
   Accumulator,
   addVerifiedDelta,
+  coordinateMedian,
+  DeltaCollector,
+  deltaKeys,
+  krum,
   type ModelLayout,
   OuterOptimizer,
   outerConfig,
+  trimCount,
+  trimmedMean,
 } from "../../deltas/aggregate/mod.ts";
-import { type DeltaManifest, manifestDigest, readSafetensors, writeSafetensors } from "../../deltas/mod.ts";
+import {
+  type DeltaManifest,
+  decodeDelta,
+  manifestDigest,
+  openVerifiedDelta,
+  readSafetensors,
+  writeSafetensors,
+} from "../../deltas/mod.ts";
 import {
   type ArrivedDelta,
   arrivedDeltaBytes,
@@ -44,8 +57,15 @@ export interface RegionEndpoint {
   domain: string;
 }
 
+const OUTER_STATE = "outer-optimizer";
+
+/** Default bound on what a robust rule holds at once (every delta plus the result). */
+const DEFAULT_ROBUST_BYTES = 8 * 1024 ** 3;
+
 export interface RoundSettings {
   algorithm: Algorithm;
+  /** Bound on a robust rule's memory (deltas held + result). Default 8 GiB. */
+  maxRobustBytes?: number;
   /** Largest delta accepted, in bytes (spec.deltaEncoding.maxSizeMiB). */
   maxDeltaBytes: number;
 }
@@ -64,10 +84,12 @@ export interface Refusal {
   message: string;
 }
 
-export type AggregationState =
+/** An aggregation and the set it aggregates: fixed by the first call for the round. */
+export type AggregationState = { contributing: readonly string[] } & (
   | { state: "running" }
   | { state: "done"; digest: string; bytes: number }
-  | { state: "failed"; reason: string; message: string };
+  | { state: "failed"; reason: string; message: string }
+);
 
 interface Accepted {
   arrival: ArrivedDelta;
@@ -215,17 +237,24 @@ export class RoundCoordinator {
     const id = `${ref.namespace}/${ref.run}#${ref.round}`;
     const known = this.#aggregations.get(id);
     if (known) return known;
-    this.#aggregations.set(id, { state: "running" });
+    const running: AggregationState = { state: "running", contributing: [...contributing] };
+    this.#aggregations.set(id, running);
     this.#aggregate(ref, contributing, settings)
       .then(
-        (result) => this.#aggregations.set(id, { state: "done", ...result }),
+        (result) =>
+          this.#aggregations.set(id, { state: "done", contributing: running.contributing, ...result }),
         (err) => {
           this.#opts.log.error("aggregation failed", { round: id, error: messageOf(err) });
-          this.#aggregations.set(id, { state: "failed", reason: reasonOf(err), message: messageOf(err) });
+          this.#aggregations.set(id, {
+            state: "failed",
+            contributing: running.contributing,
+            reason: reasonOf(err),
+            message: messageOf(err),
+          });
         },
       )
       .finally(() => this.#opts.onProgress(`${ref.namespace}/${ref.run}`));
-    return { state: "running" };
+    return running;
   }
 
   async #aggregate(
@@ -251,32 +280,22 @@ export class RoundCoordinator {
       theta.set(t.name, new Float32Array(new Uint8Array(bytes).buffer));
     }
 
-    const accumulator = new Accumulator(layout);
-    try {
-      for (const region of contributing) {
-        const accepted = await this.#acceptedDelta(ref, region, settings);
-        const key = this.#opts.keyFor(region, accepted.signed.manifest) as KeyObject;
-        const bytes = await arrivedDeltaBytes(this.#opts.nc, accepted, { maxBytes: settings.maxDeltaBytes });
-        await addVerifiedDelta(accumulator, accepted.signed, key, bytes, {
-          per: "region",
-          read: { maxDataBytes: settings.maxDeltaBytes, expectedTotalBytes: accepted.size },
-        });
-      }
-      const mean = await accumulator.finish();
-      const config = outerConfig(settings.algorithm);
-      const stateName = "outer-optimizer";
-      const saved =
-        config.momentum > 0
-          ? await loadRunState(this.#opts.nc, run, `${stateName}/round-${ref.round - 1}`)
-          : undefined;
-      const outer = saved
-        ? (await OuterOptimizer.restore(saved, layout, config)).optimizer
-        : new OuterOptimizer(layout, config);
-      outer.step(theta, mean.tensors);
-      if (config.momentum > 0)
-        await saveRunState(this.#opts.nc, run, `${stateName}/round-${ref.round}`, outer.saveState());
-    } finally {
-      await accumulator.close();
+    const update = settings.algorithm.robustAggregator
+      ? await this.#robustUpdate(ref, contributing, settings, layout)
+      : await this.#meanUpdate(ref, contributing, settings, layout);
+    // The outer step (FedAvg: θ + mean Δ; DiLoCo: Nesterov on −mean Δ). The momentum is saved
+    // per round, so a repeated aggregation after a restart starts from the same state.
+    const config = outerConfig(settings.algorithm);
+    const saved =
+      config.momentum > 0
+        ? await loadRunState(this.#opts.nc, run, `${OUTER_STATE}/round-${ref.round - 1}`)
+        : undefined;
+    const outer = saved
+      ? (await OuterOptimizer.restore(saved, layout, config)).optimizer
+      : new OuterOptimizer(layout, config);
+    outer.step(theta, update);
+    if (config.momentum > 0) {
+      await saveRunState(this.#opts.nc, run, `${OUTER_STATE}/round-${ref.round}`, outer.saveState());
     }
     const published = await publishGlobalModel(
       this.#opts.nc,
@@ -291,6 +310,71 @@ export class RoundCoordinator {
       ),
     );
     return { digest: published.digest, bytes: published.size };
+  }
+
+  /** Token-weighted mean of the deltas, streamed: one model of memory whatever the number of regions. */
+  async #meanUpdate(
+    ref: RoundRef,
+    contributing: readonly string[],
+    settings: RoundSettings,
+    layout: ModelLayout,
+  ): Promise<ReadonlyMap<string, Float32Array>> {
+    const accumulator = new Accumulator(layout);
+    try {
+      for (const region of contributing) {
+        const accepted = await this.#acceptedDelta(ref, region, settings);
+        const key = this.#opts.keyFor(region, accepted.signed.manifest) as KeyObject;
+        const bytes = await arrivedDeltaBytes(this.#opts.nc, accepted, { maxBytes: settings.maxDeltaBytes });
+        await addVerifiedDelta(accumulator, accepted.signed, key, bytes, {
+          per: "region",
+          read: { maxDataBytes: settings.maxDeltaBytes, expectedTotalBytes: accepted.size },
+        });
+      }
+      const mean = await accumulator.finish();
+      // The accumulator's views die with it: copy the (one model of) result out.
+      return new Map([...mean.tensors].map(([name, values]) => [name, values.slice()]));
+    } finally {
+      await accumulator.close();
+    }
+  }
+
+  /**
+   * A robust rule (spec.algorithm.robustAggregator) needs every delta at once: memory grows
+   * with the number of regions, bounded by settings.maxRobustBytes. Token counts are ignored:
+   * a faulty region could claim any.
+   */
+  async #robustUpdate(
+    ref: RoundRef,
+    contributing: readonly string[],
+    settings: RoundSettings,
+    layout: ModelLayout,
+  ): Promise<ReadonlyMap<string, Float32Array>> {
+    const rule = settings.algorithm.robustAggregator as NonNullable<Algorithm["robustAggregator"]>;
+    const collector = new DeltaCollector(layout, {
+      maxBytes: settings.maxRobustBytes ?? DEFAULT_ROBUST_BYTES,
+    });
+    for (const region of contributing) {
+      const accepted = await this.#acceptedDelta(ref, region, settings);
+      const key = this.#opts.keyFor(region, accepted.signed.manifest) as KeyObject;
+      const bytes = await arrivedDeltaBytes(this.#opts.nc, accepted, { maxBytes: settings.maxDeltaBytes });
+      const stream = await openVerifiedDelta(accepted.signed, key, bytes, {
+        maxDataBytes: settings.maxDeltaBytes,
+        expectedTotalBytes: accepted.size,
+      });
+      await collector.add(decodeDelta(stream), {
+        keys: deltaKeys(accepted.signed.manifest, "region"),
+        weight: accepted.signed.manifest.tokens,
+      });
+    }
+    const deltas = collector.deltas;
+    switch (rule.type) {
+      case "TrimmedMean":
+        return trimmedMean(layout, deltas, { trim: trimCount(deltas.length, rule.trimFraction ?? 0) });
+      case "CoordinateMedian":
+        return coordinateMedian(layout, deltas);
+      default:
+        return krum(layout, deltas, { f: rule.byzantineRegions ?? 0, m: rule.krumSelection ?? 1 }).tensors;
+    }
   }
 
   /** The delta accepted for a region: from memory, or found again in the mirror after a restart. */

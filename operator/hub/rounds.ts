@@ -49,7 +49,11 @@ export function quorumSize(spec: RoundInputs["spec"]): number {
   return spec.quorum?.minRegions ?? spec.placement.minRegions ?? 1;
 }
 
-const iso = (ms: number) => new Date(ms).toISOString().replace(/\.\d{3}Z$/, "Z");
+/**
+ * Status times have whole seconds. Rounded up, never down: a grace window or a round that
+ * starts at a recorded time is then never shorter than the spec says.
+ */
+const iso = (ms: number) => new Date(Math.ceil(ms / 1000) * 1000).toISOString().replace(/\.\d{3}Z$/, "Z");
 
 export function decideRound(input: RoundInputs): RoundStep {
   const { spec, progress, now } = input;

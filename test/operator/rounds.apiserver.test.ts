@@ -7,7 +7,7 @@
 import { generateKeyPairSync } from "node:crypto";
 import { CoreV1Api, CustomObjectsApi, PatchStrategy, setHeaderOptions } from "@kubernetes/client-node";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
-import test from "ava";
+import test, { type ExecutionContext } from "ava";
 import {
   AuditLog,
   ed25519CheckpointSigner,
@@ -47,8 +47,8 @@ const FLEET_LABEL = "sovereign.ai/test-fleet";
 const SHAPE = [8, 16];
 const ELEMENTS = 128;
 
-test("rounds close on quorum after the grace window, publish the token-weighted FedAvg, survive a hub restart and finish", async (t) => {
-  t.timeout(4 * 60_000);
+/** A hub (in process) and three accepted regions on the testbed, each region with its member NATS connection. */
+async function federation(t: ExecutionContext) {
   const tb = await useTestbed();
   const admin = tb.kubeConfig("hub");
   await installCrds(admin);
@@ -151,6 +151,88 @@ test("rounds close on quorum after the grace window, publish the token-weighted 
       setHeaderOptions("Content-Type", PatchStrategy.MergePatch),
     );
   }
+  const keys = generateKeyPairSync("ed25519");
+  const deltaOf = (region: number, round: number) => gaussian(ELEMENTS, 0.01, 100 * round + region);
+  /** A learner of region `r` publishes its delta for a round of `runName` (signed; `tamper` flips a byte after signing). */
+  const publisher =
+    (runName: string) =>
+    async (r: { name: string }, i: number, round: number, tokens: number, base: string, tamper = false) => {
+      const file = await collectBytes(
+        writeDelta([{ name: "w", shape: SHAPE, values: deltaOf(i, round) }], "fp32"),
+      );
+      const described = await describeDelta([file]);
+      const signed = signManifest(
+        {
+          version: 1,
+          run: runName,
+          round,
+          region: r.name,
+          learner: tamper ? "learner-tampered" : "learner-0",
+          learnerKey: publicKeyField(keys.publicKey),
+          baseModel: base,
+          encoding: described.encoding,
+          tokens,
+          innerSteps: 10,
+          createdAt: "2026-11-24T07:00:00Z",
+          size: described.size,
+          tensors: described.tensors,
+        },
+        keys.privateKey,
+      );
+      const bytes = tamper ? file.slice() : file;
+      if (tamper) bytes[bytes.length - 1] = (bytes[bytes.length - 1] as number) ^ 1;
+      await publishDelta(members[r.name] as NatsConnection, {
+        region: r.name,
+        namespace: ns,
+        signed,
+        source: [bytes],
+      });
+    };
+  const getRun = async (runName: string) =>
+    (await custom.getNamespacedCustomObject({
+      ...GROUP,
+      plural: "federatedruns",
+      namespace: ns,
+      name: runName,
+    })) as FederatedRun;
+  return {
+    tb,
+    admin,
+    policy,
+    custom,
+    ns,
+    regions,
+    hubNc,
+    metrics,
+    audit,
+    auditStore,
+    auditKey,
+    cleanup,
+    startHub,
+    publisher,
+    deltaOf,
+    getRun,
+  };
+}
+
+test("rounds close on quorum after the grace window, publish the token-weighted FedAvg, survive a hub restart and finish", async (t) => {
+  t.timeout(4 * 60_000);
+  const {
+    custom,
+    ns,
+    regions,
+    hubNc,
+    metrics,
+    audit,
+    auditStore,
+    auditKey,
+    cleanup,
+    startHub,
+    publisher,
+    deltaOf,
+    admin,
+    policy,
+  } = await federation(t);
   let stopHub = await startHub();
 
   // The run, and its initial model (round-0) uploaded by the user.
@@ -186,47 +268,7 @@ test("rounds close on quorum after the grace window, publish the token-weighted 
   );
 
   // Learners: each region's delta, signed by its learner's key.
-  const keys = generateKeyPairSync("ed25519");
-  const deltaOf = (region: number, round: number) => gaussian(ELEMENTS, 0.01, 100 * round + region);
-  const publish = async (
-    r: { name: string },
-    i: number,
-    round: number,
-    tokens: number,
-    base: string,
-    tamper = false,
-  ) => {
-    const file = await collectBytes(
-      writeDelta([{ name: "w", shape: SHAPE, values: deltaOf(i, round) }], "fp32"),
-    );
-    const described = await describeDelta([file]);
-    const signed = signManifest(
-      {
-        version: 1,
-        run: runName,
-        round,
-        region: r.name,
-        learner: tamper ? "learner-tampered" : "learner-0",
-        learnerKey: publicKeyField(keys.publicKey),
-        baseModel: base,
-        encoding: described.encoding,
-        tokens,
-        innerSteps: 10,
-        createdAt: "2026-11-24T07:00:00Z",
-        size: described.size,
-        tensors: described.tensors,
-      },
-      keys.privateKey,
-    );
-    const bytes = tamper ? file.slice() : file;
-    if (tamper) bytes[bytes.length - 1] = (bytes[bytes.length - 1] as number) ^ 1;
-    await publishDelta(members[r.name] as NatsConnection, {
-      region: r.name,
-      namespace: ns,
-      signed,
-      source: [bytes],
-    });
-  };
+  const publish = publisher(runName);
   const [a, b, c] = regions as [(typeof regions)[0], (typeof regions)[0], (typeof regions)[0]];
   const model0 = await fetchGlobalModel(hubNc, { namespace: ns, run: runName, round: 0 });
   await collectBytes(model0.data);
@@ -335,4 +377,73 @@ test("rounds close on quorum after the grace window, publish the token-weighted 
   const reasons = events.items.map((e) => e.reason);
   for (const reason of ["RoundOpened", "QuorumReached", "AllRegionsReported", "RoundAggregated"])
     t.true(reasons.includes(reason), `${reason} in ${reasons.join(", ")}`);
+});
+
+test("a DiLoCo run with a coordinate-median aggregator applies the outer Nesterov step from the median, keeping the momentum across rounds", async (t) => {
+  t.timeout(4 * 60_000);
+  const { custom, ns, policy, regions, hubNc, startHub, publisher, deltaOf, getRun } = await federation(t);
+  await startHub();
+  const runName = uniqueName("diloco");
+  const run = new RunBuilder(runName, ns).placement({ minRegions: 3 }).obj() as FederatedRun;
+  run.spec.attestation = { policyRef: { name: policy } };
+  run.spec.rounds = 2;
+  run.spec.algorithm = {
+    type: "DiLoCo",
+    diloco: { innerSteps: 10, outerLearningRate: 0.7, outerMomentum: 0.9, nesterov: true },
+    robustAggregator: { type: "CoordinateMedian" },
+  };
+  run.spec.quorum = { minRegions: 3, graceWindowSeconds: 0, maxRoundSeconds: 120, lateDeltas: "Discard" };
+  await custom.createNamespacedCustomObject({ ...GROUP, plural: "federatedruns", namespace: ns, body: run });
+  const initial = gaussian(ELEMENTS, 0.1, 2);
+  await publishGlobalModel(
+    hubNc,
+    { namespace: ns, run: runName, round: 0 },
+    writeSafetensors([{ name: "w", dtype: "F32", shape: SHAPE, data: new Uint8Array(initial.buffer) }]),
+  );
+  t.teardown(() => removeRunBuckets(hubNc, { namespace: ns, run: runName }));
+  const publish = publisher(runName);
+
+  // Reference: PyTorch's SGD with Nesterov on g = −median(Δ), in float64 then rounded as fp32 would be.
+  const lr = 0.7;
+  const mu = 0.9;
+  let theta = Float64Array.from(initial);
+  let buf: Float64Array | undefined;
+  const median3 = (x: number, y: number, z: number) => x + y + z - Math.min(x, y, z) - Math.max(x, y, z);
+  for (const round of [1, 2]) {
+    await eventually(
+      async () => ((await getRun(runName)).status?.roundProgress?.round === round ? true : undefined),
+      `round ${round} open`,
+    );
+    const base = await fetchGlobalModel(hubNc, { namespace: ns, run: runName, round: round - 1 });
+    await collectBytes(base.data);
+    for (const [i, r] of regions.entries()) await publish(r, i, round, 1000 * (i + 1), base.digest);
+    const status = await eventually(async () => {
+      const s = (await getRun(runName)).status;
+      return s?.rounds?.find((x) => x.round === round) ? s : undefined;
+    }, `round ${round} closed`);
+    t.is(status.rounds?.find((x) => x.round === round)?.outcome, "AllRegionsReported");
+
+    const [d0, d1, d2] = [0, 1, 2].map((i) => deltaOf(i, round)) as [
+      Float32Array,
+      Float32Array,
+      Float32Array,
+    ];
+    const g = Float64Array.from(
+      { length: ELEMENTS },
+      (_, k) => -median3(d0[k] as number, d1[k] as number, d2[k] as number),
+    );
+    buf = buf ? Float64Array.from(buf, (b, k) => mu * b + (g[k] as number)) : g;
+    const step = buf;
+    theta = Float64Array.from(theta, (th, k) => th - lr * ((g[k] as number) + mu * (step[k] as number)));
+
+    const model = await fetchGlobalModel(hubNc, { namespace: ns, run: runName, round });
+    const published = new Float32Array(
+      new Uint8Array((await readSafetensors(model.data)).tensors.get("w")?.bytes ?? []).buffer,
+    );
+    let worst = 0;
+    for (let k = 0; k < ELEMENTS; k++)
+      worst = Math.max(worst, Math.abs((published[k] as number) - (theta[k] as number)));
+    t.true(worst < 1e-5, `round ${round}: largest difference from the reference outer step: ${worst}`);
+  }
+  t.is((await getRun(runName)).status?.phase, "Succeeded");
 });
