@@ -1,7 +1,7 @@
 // Order-independent comparison of API objects: the server returns custom resources with
 // keys in its own order, so "did anything change?" must not depend on key order.
 
-export function canonicalJson(value: unknown): string {
+function keyOrderFreeJson(value: unknown): string {
   return JSON.stringify(value, (_key, v: unknown) =>
     v && typeof v === "object" && !Array.isArray(v)
       ? Object.fromEntries(
@@ -14,5 +14,5 @@ export function canonicalJson(value: unknown): string {
 }
 
 export function sameContent(a: unknown, b: unknown): boolean {
-  return canonicalJson(a) === canonicalJson(b);
+  return keyOrderFreeJson(a) === keyOrderFreeJson(b);
 }
