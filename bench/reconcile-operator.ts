@@ -1,0 +1,348 @@
+// One operator for bench/reconcile.ts, in its own process as operator/main.ts would run it:
+// the hub, or one region's member. Forked by the benchmark, driven over the IPC channel;
+// it counts every HTTP request its KubeConfigs make (by client, verb and resource) and
+// reports those counts, its reconcile metrics, CPU time and memory when asked.
+//
+// Not part of the operator: leader election, the probe/metrics server and NATS are left
+// out (the hub places runs and the members create learner pods without them).
+//
+// The member is memberControllers (operator/member/setup.ts) with one change unless
+// `shipped` is set: it acts only on learner pods of its own region's work. As shipped, a
+// member treats every learner pod in its cluster's `sovereign-learners` as its own and
+// deletes those whose RegionWork it does not have, which on the shared testbed means other
+// sessions' members' pods (and theirs delete ours).
+import { createWriteStream } from "node:fs";
+import { CoreV1Api, CustomObjectsApi, KubeConfig, type V1Pod } from "@kubernetes/client-node";
+import type { RegionWork } from "../crds/types.generated.ts";
+import { regionNamespace } from "../operator/hub/region-access.ts";
+import { hubControllers } from "../operator/hub/setup.ts";
+import { type Registration, registrationReconciler } from "../operator/member/registration.ts";
+import { type MemberOptions, memberControllers, REGISTRATION_KEY } from "../operator/member/setup.ts";
+import { LEARNER_NAMESPACE, WORK_LABEL, workId, workReconciler } from "../operator/member/work-controller.ts";
+import { SOVEREIGN_API } from "../operator/names.ts";
+import { realClock } from "../operator/runtime/clock.ts";
+import { Controller } from "../operator/runtime/controller.ts";
+import { SupervisedInformer } from "../operator/runtime/informer.ts";
+import { jsonLogger, type Logger } from "../operator/runtime/log.ts";
+import { OperatorMetrics } from "../operator/runtime/metrics.ts";
+
+export type OperatorSpec =
+  | {
+      role: "hub";
+      kubeconfig: string;
+      namespace: string;
+      regionSelector: string;
+      workers: number;
+      logFile: string;
+    }
+  | {
+      role: "member";
+      region: string;
+      cluster: string;
+      regionKubeconfig: string;
+      /** The region's scoped hub credential (issueRegionCredential's kubeconfig). */
+      hubKubeconfigYaml: string;
+      labels: Record<string, string>;
+      policy: string;
+      workers: number;
+      insecureSkipAttestation: boolean;
+      heartbeatIntervalMs: number;
+      /** memberControllers exactly as shipped (only on a testbed no other member uses). */
+      shipped: boolean;
+      logFile: string;
+    };
+
+export interface OperatorStats {
+  rssBytes: number;
+  heapUsedBytes: number;
+  externalBytes: number;
+  /** getrusage peak resident set, KiB. */
+  maxRssKiB: number;
+  cpuUserUs: number;
+  cpuSystemUs: number;
+  /** `client VERB resource[/subresource]` → HTTP requests made. */
+  requests: Record<string, number>;
+  /** controller → result → reconciles (controller_runtime_reconcile_total). */
+  reconciles: Record<string, Record<string, number>>;
+  /** controller → controller_runtime_reconcile_time_seconds sum and count. */
+  reconcileSeconds: Record<string, { sum: number; count: number }>;
+  informerRestarts: number;
+  logLines: number;
+}
+
+export type ToOperator = { type: "start"; spec: OperatorSpec } | { type: "stats" | "stop"; id: number };
+export type FromOperator =
+  | { type: "booted"; stats: OperatorStats }
+  | { type: "ready"; stats: OperatorStats }
+  | { type: "stats" | "stopped"; id: number; stats: OperatorStats }
+  | { type: "failed"; message: string };
+
+/** The verb the API server would record for a request (apiserver_request_total's `verb`). */
+export function requestKey(client: string, method: string, url: string): string {
+  const u = new URL(url);
+  const parts = u.pathname.split("/").filter(Boolean);
+  let rest = parts[0] === "api" ? parts.slice(2) : parts.slice(3);
+  if (rest[0] === "namespaces" && rest.length >= 3) rest = rest.slice(2);
+  const [resource = "?", name, sub] = rest;
+  const verb =
+    method === "GET"
+      ? name
+        ? "GET"
+        : u.searchParams.get("watch") === "true"
+          ? "WATCH"
+          : "LIST"
+      : method === "POST"
+        ? "CREATE"
+        : method === "PUT"
+          ? "UPDATE"
+          : method === "DELETE"
+            ? name
+              ? "DELETE"
+              : "DELETECOLLECTION"
+            : method;
+  return `${client} ${verb} ${resource}${sub ? `/${sub}` : ""}`;
+}
+
+const requests = new Map<string, number>();
+
+/** Every request client-node makes passes through applySecurityAuthentication once. */
+function counted(kc: KubeConfig, client: string): KubeConfig {
+  const apply = kc.applySecurityAuthentication.bind(kc);
+  kc.applySecurityAuthentication = (ctx: Parameters<KubeConfig["applySecurityAuthentication"]>[0]) => {
+    const key = requestKey(client, String(ctx.getHttpMethod()), ctx.getUrl());
+    requests.set(key, (requests.get(key) ?? 0) + 1);
+    return apply(ctx);
+  };
+  return kc;
+}
+
+let metrics: OperatorMetrics | undefined;
+let logLines = 0;
+
+async function stats(): Promise<OperatorStats> {
+  const mem = process.memoryUsage();
+  const usage = process.resourceUsage();
+  const reconciles: OperatorStats["reconciles"] = {};
+  const reconcileSeconds: OperatorStats["reconcileSeconds"] = {};
+  let informerRestarts = 0;
+  if (metrics) {
+    for (const v of (await metrics.reconcileTotal.get()).values) {
+      const c = String(v.labels.controller);
+      reconciles[c] = { ...reconciles[c], [String(v.labels.result)]: v.value };
+    }
+    for (const v of (await metrics.reconcileTime.get()).values) {
+      const c = String(v.labels.controller);
+      reconcileSeconds[c] ??= { sum: 0, count: 0 };
+      const entry = reconcileSeconds[c];
+      if (v.metricName?.endsWith("_sum")) entry.sum = v.value;
+      if (v.metricName?.endsWith("_count")) entry.count = v.value;
+    }
+    for (const v of (await metrics.informerRestarts.get()).values) informerRestarts += v.value;
+  }
+  return {
+    rssBytes: mem.rss,
+    heapUsedBytes: mem.heapUsed,
+    externalBytes: mem.external,
+    maxRssKiB: usage.maxRSS,
+    cpuUserUs: usage.userCPUTime,
+    cpuSystemUs: usage.systemCPUTime,
+    requests: Object.fromEntries(requests),
+    reconciles,
+    reconcileSeconds,
+    informerRestarts,
+    logLines,
+  };
+}
+
+function send(msg: FromOperator): Promise<void> {
+  return new Promise((resolve) => process.send?.(msg, undefined, undefined, () => resolve()));
+}
+
+interface Parts {
+  informers: { start(): Promise<void>; stop(): Promise<void> }[];
+  controllers: { run(signal: AbortSignal): Promise<void> }[];
+}
+
+async function start(spec: OperatorSpec): Promise<() => Promise<void>> {
+  const file = createWriteStream(spec.logFile, { flags: "a" });
+  const log: Logger = jsonLogger({
+    level: "warn",
+    name: spec.role === "hub" ? "sovereign-hub" : `sovereign-member.${spec.region}`,
+    write: (line) => {
+      logLines++;
+      file.write(`${line}\n`);
+    },
+  });
+  metrics = new OperatorMetrics();
+  let parts: Parts;
+  if (spec.role === "hub") {
+    const kc = new KubeConfig();
+    kc.loadFromFile(spec.kubeconfig);
+    parts = hubControllers({
+      kc: counted(kc, "hub"),
+      metrics,
+      log,
+      workers: spec.workers,
+      watchNamespace: spec.namespace,
+      nodeLabelSelector: spec.regionSelector,
+    });
+  } else {
+    const regionKc = new KubeConfig();
+    regionKc.loadFromFile(spec.regionKubeconfig);
+    const hubKc = new KubeConfig();
+    hubKc.loadFromString(spec.hubKubeconfigYaml);
+    parts = (spec.shipped ? memberControllers : scopedMemberControllers)({
+      region: spec.region,
+      regionKc: counted(regionKc, "member→region"),
+      hubKc: counted(hubKc, "member→hub"),
+      metrics,
+      log,
+      workers: spec.workers,
+      heartbeatIntervalMs: spec.heartbeatIntervalMs,
+      insecureSkipAttestation: spec.insecureSkipAttestation,
+      labels: spec.labels,
+      registration: {
+        jurisdiction: "DE",
+        attestationPolicyRef: { name: spec.policy },
+        dataResidency: {
+          allowedEgress: ["ModelDeltas"],
+          acceptAggregates: true,
+          checkpointLocation: "InRegion",
+        },
+        jetStreamDomain: spec.cluster,
+      },
+    });
+  }
+  // As the manager does: caches first, then the workers.
+  await Promise.all(parts.informers.map((i) => i.start()));
+  const abort = new AbortController();
+  const running = parts.controllers.map((c) => c.run(abort.signal));
+  return async () => {
+    abort.abort();
+    await Promise.all(running);
+    await Promise.all(parts.informers.map((i) => i.stop()));
+    await new Promise((r) => file.end(r));
+  };
+}
+
+/**
+ * memberControllers, line for line, except that pods whose `sovereign.ai/region-work`
+ * annotation names another region's hub namespace are invisible to it: not enqueued, not
+ * in podsOf, not swept. The informer still lists and caches every learner pod.
+ */
+function scopedMemberControllers(opts: MemberOptions) {
+  const { metrics, log } = opts;
+  const clock = opts.clock ?? realClock;
+  const hubNamespace = regionNamespace(opts.region);
+  const hubApi = opts.hubKc.makeApiClient(CustomObjectsApi);
+  const core = opts.regionKc.makeApiClient(CoreV1Api);
+  const ours = (p: V1Pod | undefined) =>
+    p?.metadata?.annotations?.["sovereign.ai/region-work"]?.startsWith(`${hubNamespace}/`) === true;
+
+  const works = new SupervisedInformer<RegionWork>({
+    kc: opts.hubKc,
+    path: `/apis/sovereign.ai/v1alpha1/namespaces/${hubNamespace}/regionworks`,
+    list: () =>
+      hubApi.listNamespacedCustomObject({
+        ...SOVEREIGN_API,
+        plural: "regionworks",
+        namespace: hubNamespace,
+      }),
+    onKey: (key) => workController.enqueue(key.split("/")[1] ?? key),
+    metrics,
+    log: log.child("informer.regionworks"),
+  });
+  const pods = new SupervisedInformer<V1Pod>({
+    kc: opts.regionKc,
+    path: `/api/v1/namespaces/${LEARNER_NAMESPACE}/pods`,
+    list: () => core.listNamespacedPod({ namespace: LEARNER_NAMESPACE, labelSelector: WORK_LABEL }),
+    labelSelector: WORK_LABEL,
+    onKey: (key) => {
+      const pod = pods.get(key.split("/")[1] ?? "", LEARNER_NAMESPACE);
+      if (pod && !ours(pod)) return;
+      const owner = pod?.metadata?.annotations?.["sovereign.ai/region-work"];
+      if (owner) workController.enqueue(owner.split("/")[1] ?? owner);
+      else for (const w of works.list()) workController.enqueue(w.metadata?.name ?? "");
+    },
+    metrics,
+    log: log.child("informer.pods"),
+  });
+  const workController = new Controller({
+    name: "regionwork",
+    workers: opts.workers,
+    metrics,
+    log: log.child("regionwork"),
+    clock,
+    reconcile: workReconciler({
+      region: opts.region,
+      metrics,
+      hubKc: opts.hubKc,
+      regionKc: opts.regionKc,
+      hubNamespace,
+      getWork: (name) => works.get(name, hubNamespace) as RegionWork | undefined,
+      podsOf: (id) =>
+        pods.list(LEARNER_NAMESPACE).filter((p) => ours(p) && p.metadata?.labels?.[WORK_LABEL] === id),
+      insecureSkipAttestation: opts.insecureSkipAttestation ?? false,
+      nats: opts.nats,
+      learnerNats: opts.learnerNats,
+      now: () => clock.now(),
+    }),
+  });
+  const sweep = () => {
+    for (const p of pods.list(LEARNER_NAMESPACE)) {
+      if (!ours(p)) continue;
+      const owner = p.metadata?.annotations?.["sovereign.ai/region-work"];
+      if (owner && workId(owner.split("/")[1] ?? "") === p.metadata?.labels?.[WORK_LABEL]) {
+        workController.enqueue(owner.split("/")[1] ?? "");
+      }
+    }
+  };
+  const beat = registrationReconciler({
+    region: opts.region,
+    registration: opts.registration as Registration,
+    regionKc: opts.regionKc,
+    hubKc: opts.hubKc,
+    clock,
+    heartbeatIntervalMs: opts.heartbeatIntervalMs ?? 10_000,
+    labels: opts.labels,
+  });
+  const registrationController = new Controller({
+    name: "registration",
+    workers: 1,
+    metrics,
+    log: log.child("registration"),
+    clock,
+    reconcile: async () => {
+      sweep();
+      return beat();
+    },
+  });
+  registrationController.enqueue(REGISTRATION_KEY);
+  return { informers: [works, pods], controllers: [workController, registrationController] };
+}
+
+let stop: (() => Promise<void>) | undefined;
+process.on("message", (msg: ToOperator) => {
+  void (async () => {
+    try {
+      if (msg.type === "start") {
+        await send({ type: "booted", stats: await stats() });
+        stop = await start(msg.spec);
+        await send({ type: "ready", stats: await stats() });
+      } else if (msg.type === "stats") {
+        await send({ type: "stats", id: msg.id, stats: await stats() });
+      } else if (msg.type === "stop") {
+        await stop?.();
+        await send({ type: "stopped", id: msg.id, stats: await stats() });
+        process.disconnect();
+      }
+    } catch (err) {
+      await send({
+        type: "failed",
+        message: err instanceof Error ? (err.stack ?? err.message) : String(err),
+      });
+    }
+  })();
+});
+// The benchmark went away: stop at once (it cleans up what it created).
+process.on("disconnect", () => process.exit(0));
