@@ -516,6 +516,32 @@ export interface RegionWorkSpec {
   suspend: boolean;
 }
 
+/** One learner pod's key binding, recorded when its scheduling gate was released. */
+export interface LearnerKey {
+  /** Name of the learner pod (its SOVEREIGN_LEARNER_NAME). */
+  learner: string;
+  /** The learner's Ed25519 public key: ed25519: followed by base64url of the 32 raw bytes. */
+  publicKey: string;
+  /** The GPU node the learner was pinned to. */
+  node: string;
+  /** SHA-256 (hex) of the canonical JSON of the passing verdict that released the learner; the region's audit log holds the verdict under this digest. */
+  verdictDigest: string;
+  /** SHA-256 (hex) of the canonical JSON of the AttestationPolicy spec the verdict was judged against, so the hub can check it is the policy it holds. */
+  policyDigest?: string;
+  /** When the verdict was reached. */
+  attestedAt: string;
+  /** The attestation nonce (hex) the GPUs signed: SHA-256 over challenge, spec.run.uid, round and the raw public key (docs/attestation.md). */
+  nonce: string;
+  /** The random challenge (base64url, 32 bytes) the nonce was derived from. */
+  challenge: string;
+  /** spec.round when the learner was admitted; the nonce commits to it. Rounds. */
+  round: number;
+  /** Set when the key stops counting: its node was quarantined (the failing verdict's time) or the learner pod is gone. Deltas the hub receives after it are refused. Unset while the key is valid. */
+  revokedAt?: string;
+  /** Why the key was revoked: NodeQuarantined or LearnerDeleted, then a colon and the attestation reason codes (e.g. NodeQuarantined:MeasurementMismatch). Empty while valid. */
+  revokedReason?: string;
+}
+
 /** Observed state, written by the region's member operator through the status subresource. */
 export interface RegionWorkStatus {
   /** Pending: learners are being created or wait for scheduling or attestation; Running: learners are training; Succeeded: the region finished spec.rounds rounds; Failed: the work cannot proceed, see conditions and message. */
@@ -530,6 +556,8 @@ export interface RegionWorkStatus {
   learnersWaitingForAttestation?: number;
   /** True when learners were released without attestation because the member operator runs with attestation disabled (development only); the hub should treat such deltas as unattested. */
   unattested?: boolean;
+  /** The delta-signing keys of the region's learners, each bound by its attestation nonce to a passing verdict of the GPU node the learner was admitted to. The hub accepts a learner's delta only when it is signed with the key listed here for that learner and arrived before the entry's revokedAt. Written by the member; empty while attestation is disabled. */
+  learnerKeys?: LearnerKey[];
   /** Latest round for which the region published its delta. Unset before the first delta. */
   lastDeltaRound?: number;
   /** Total encoded delta bytes the region published for this work. Bytes. */

@@ -37,6 +37,18 @@ export interface OperatorConfig {
   nats?: { url: string; user?: string; password?: string };
   learnerNatsUrl: string;
   learnerNatsSecret: string;
+  /** Member only: YAML file of the AttestationPolicy the gate verifies against (empty: no gate, learners stay gated). */
+  attestationPolicyFile: string;
+  /** Member only: `testbed`, or a directory with NVIDIA's roots verifier_device_root.pem and verifier_RIM_root.pem. */
+  trustAnchors: string;
+  /** Member only: where GPU evidence comes from. */
+  evidenceSource: "agent" | "testbed";
+  /** Member only: the port the node attestation agent listens on (host network, the node's InternalIP). */
+  attestationAgentPort: number;
+  /** JSON-lines audit log file (empty: in memory, lost on restart). */
+  auditLog: string;
+  /** PEM file with the Ed25519 private key that signs the audit log's checkpoints (empty: a key made at start). */
+  auditKey: string;
 }
 
 export class ConfigError extends Error {
@@ -151,6 +163,36 @@ export const flags: Record<string, FlagSpec> = {
     env: "SOVEREIGN_LEARNER_NATS_SECRET",
     default: "",
     help: "member mode: Secret in sovereign-learners with keys user and password for learner pods",
+  },
+  "attestation-policy": {
+    env: "SOVEREIGN_ATTESTATION_POLICY",
+    default: "",
+    help: "member mode: YAML of the AttestationPolicy the region's registration names; learners are admitted to GPU nodes whose evidence passes it",
+  },
+  "trust-anchors": {
+    env: "SOVEREIGN_TRUST_ANCHORS",
+    default: "",
+    help: "member mode: a directory with NVIDIA's verifier_device_root.pem and verifier_RIM_root.pem, or 'testbed' (never in production)",
+  },
+  "evidence-source": {
+    env: "SOVEREIGN_EVIDENCE_SOURCE",
+    default: "agent",
+    help: "member mode: agent (the attestation agent on each GPU node) or testbed (minted evidence for kwok nodes)",
+  },
+  "attestation-agent-port": {
+    env: "SOVEREIGN_ATTESTATION_AGENT_PORT",
+    default: "9444",
+    help: "member mode: port of the attestation agent on each GPU node's InternalIP",
+  },
+  "audit-log": {
+    env: "SOVEREIGN_AUDIT_LOG",
+    default: "",
+    help: "JSON-lines audit log on a persistent volume (default: in memory, lost on restart)",
+  },
+  "audit-key": {
+    env: "SOVEREIGN_AUDIT_KEY",
+    default: "",
+    help: "PEM Ed25519 private key signing the audit log's checkpoints (default: a key made at start)",
   },
   "insecure-skip-attestation": {
     env: "SOVEREIGN_INSECURE_SKIP_ATTESTATION",
@@ -288,6 +330,37 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env
     throw new ConfigError("namespace", `"${namespace}" is not a valid namespace name`);
   const leaderElectionId =
     get("leader-election-id") || (mode === "hub" ? "sovereign-hub" : `sovereign-member-${region}`);
+  const attestationPolicyFile = get("attestation-policy");
+  const trustAnchors = get("trust-anchors");
+  const evidenceSource = get("evidence-source");
+  if (evidenceSource !== "agent" && evidenceSource !== "testbed") {
+    throw new ConfigError("evidence-source", `"${evidenceSource}" is not agent or testbed`);
+  }
+  const agentPort = Number(get("attestation-agent-port"));
+  if (!Number.isInteger(agentPort) || agentPort < 1 || agentPort > 65535) {
+    throw new ConfigError(
+      "attestation-agent-port",
+      `"${get("attestation-agent-port")}" is not a port from 1 to 65535`,
+    );
+  }
+  if (mode === "hub" && (attestationPolicyFile || trustAnchors || evidenceSource !== "agent")) {
+    throw new ConfigError(
+      attestationPolicyFile ? "attestation-policy" : trustAnchors ? "trust-anchors" : "evidence-source",
+      "only applies in member mode; regions attest their own GPUs",
+    );
+  }
+  if (attestationPolicyFile && !trustAnchors) {
+    throw new ConfigError(
+      "trust-anchors",
+      "--attestation-policy needs the roots to verify against: a directory with NVIDIA's verifier_device_root.pem and verifier_RIM_root.pem",
+    );
+  }
+  if ((evidenceSource === "testbed") !== (trustAnchors === "testbed") && attestationPolicyFile) {
+    throw new ConfigError(
+      "evidence-source",
+      "testbed evidence and the testbed trust anchors go together: set both --evidence-source=testbed and --trust-anchors=testbed, or neither",
+    );
+  }
   return {
     mode,
     kubeconfig: get("kubeconfig"),
@@ -312,5 +385,11 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env
     learnerNatsUrl: get("learner-nats-url") || get("nats-url"),
     learnerNatsSecret: get("learner-nats-secret"),
     regionSelector: get("region-selector"),
+    attestationPolicyFile,
+    trustAnchors,
+    evidenceSource,
+    attestationAgentPort: agentPort,
+    auditLog: get("audit-log"),
+    auditKey: get("audit-key"),
   };
 }

@@ -1,18 +1,29 @@
 // sovereign-operator: `--mode=hub` runs the federation in the hub cluster; `--mode=member`
 // runs in a region and pulls its work from the hub with a scoped credential.
 
+import { createPrivateKey, generateKeyPairSync } from "node:crypto";
 import { readFile } from "node:fs/promises";
 import { hostname } from "node:os";
+import { join } from "node:path";
 import { KubeConfig } from "@kubernetes/client-node";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { parse } from "yaml";
-import { parseSovereignNodeSpec } from "../crds/validate.ts";
-import { ConfigError, parseConfig, usage } from "./config.ts";
+import {
+  AuditLog,
+  type CheckpointSigner,
+  ed25519CheckpointSigner,
+  FileAuditStore,
+} from "../attestation/audit/mod.ts";
+import type { TrustAnchors } from "../attestation/mod.ts";
+import type { AttestationPolicySpec } from "../crds/types.generated.ts";
+import { parseAttestationPolicySpec, parseSovereignNodeSpec } from "../crds/validate.ts";
+import { ConfigError, type OperatorConfig, parseConfig, usage } from "./config.ts";
 import { hubControllers } from "./hub/setup.ts";
 import { Manager } from "./manager.ts";
+import { AgentEvidenceSource, type EvidenceSource } from "./member/evidence-source.ts";
 import type { Registration } from "./member/registration.ts";
-import { memberControllers } from "./member/setup.ts";
-import { jsonLogger } from "./runtime/log.ts";
+import { type MemberAttestation, type MemberAudit, memberControllers } from "./member/setup.ts";
+import { jsonLogger, type Logger } from "./runtime/log.ts";
 import { OperatorMetrics } from "./runtime/metrics.ts";
 
 function loadKubeConfig(flag: string, path: string): KubeConfig {
@@ -52,6 +63,94 @@ async function loadRegistration(
     );
   }
   return { registration, labels };
+}
+
+/** The member's gate from --attestation-policy, --trust-anchors and --evidence-source; undefined without a policy. */
+async function loadAttestation(
+  config: OperatorConfig,
+  policyName: string,
+  log: Logger,
+): Promise<MemberAttestation | undefined> {
+  if (!config.attestationPolicyFile) return undefined;
+  let doc: { metadata?: { name?: string; generation?: number }; spec?: unknown };
+  try {
+    // YAML 1.1, as kubectl reads it: a bare `ccMode: On` is refused here as by the API server.
+    doc = parse(await readFile(config.attestationPolicyFile, "utf8"), { version: "1.1" }) as typeof doc;
+  } catch (err) {
+    throw new ConfigError(
+      "attestation-policy",
+      `cannot read ${config.attestationPolicyFile}: ${(err as Error).message}`,
+    );
+  }
+  const parsed = parseAttestationPolicySpec(doc?.spec);
+  if (!parsed.ok) {
+    throw new ConfigError(
+      "attestation-policy",
+      `${config.attestationPolicyFile} is not a valid AttestationPolicy: ${parsed.errors.map((e) => `${e.path}: ${e.message}`).join("; ")}`,
+    );
+  }
+  const spec = parsed.value as AttestationPolicySpec;
+  const name = doc.metadata?.name ?? "";
+  if (name !== policyName) {
+    throw new ConfigError(
+      "attestation-policy",
+      `the file holds AttestationPolicy "${name}", but the registration names "${policyName}"; give the policy the region registered with`,
+    );
+  }
+  if (spec.verification.mode !== "Local") {
+    throw new ConfigError(
+      "attestation-policy",
+      "the member's gate verifies locally only; use verification.mode: Local",
+    );
+  }
+  let anchors: TrustAnchors;
+  let source: EvidenceSource;
+  if (config.trustAnchors === "testbed") {
+    // Loaded only when asked for: the testbed roots must never sit next to a production policy.
+    const testbed = await import("../attestation/testbed/mod.ts");
+    anchors = testbed.testbedTrustAnchors();
+    log.warn(
+      "trusting the testbed roots: anyone can mint evidence under them; never use this in production",
+      {
+        flag: "--trust-anchors=testbed",
+      },
+    );
+  } else {
+    // nvidiaTrustAnchors lives beside the testbed roots; it checks the files against NVIDIA's pinned fingerprints.
+    const { nvidiaTrustAnchors } = await import("../attestation/testbed/trust.ts");
+    try {
+      anchors = nvidiaTrustAnchors(
+        await readFile(join(config.trustAnchors, "verifier_device_root.pem"), "utf8"),
+        await readFile(join(config.trustAnchors, "verifier_RIM_root.pem"), "utf8"),
+      );
+    } catch (err) {
+      throw new ConfigError("trust-anchors", (err as Error).message);
+    }
+  }
+  if (config.evidenceSource === "testbed") {
+    const { TestbedEvidenceSource } = await import("./member/attestation-testbed-source.ts");
+    source = new TestbedEvidenceSource();
+  } else source = new AgentEvidenceSource({ port: config.attestationAgentPort });
+  return { policy: { name, generation: doc.metadata?.generation ?? 0, spec }, anchors, source };
+}
+
+/** --audit-log and --audit-key: a file store and a kept signing key. */
+async function loadAudit(config: OperatorConfig, log: Logger): Promise<MemberAudit | undefined> {
+  let signer: CheckpointSigner | undefined;
+  if (config.auditKey) {
+    try {
+      signer = ed25519CheckpointSigner(createPrivateKey(await readFile(config.auditKey, "utf8")));
+    } catch (err) {
+      throw new ConfigError("audit-key", `cannot use ${config.auditKey}: ${(err as Error).message}`);
+    }
+  }
+  if (!config.auditLog) return signer ? { signer } : undefined;
+  const store = await FileAuditStore.open(config.auditLog).catch((err: Error) => {
+    throw new ConfigError("audit-log", `cannot open ${config.auditLog}: ${err.message}`);
+  });
+  if (store.recovery.tornTail)
+    log.warn("audit: set aside a torn write at the end of the log", { ...store.recovery });
+  return { store, signer };
 }
 
 async function connectNats(
@@ -97,7 +196,28 @@ async function run(argv: string[]): Promise<number> {
   const registration = config.mode === "member" ? await loadRegistration(config.registrationFile) : undefined;
   const kc = loadKubeConfig("kubeconfig", config.kubeconfig);
   const hubKc = config.mode === "member" ? loadKubeConfig("hub-kubeconfig", config.hubKubeconfig) : undefined;
+  const attestation =
+    registration && !config.insecureSkipAttestation
+      ? await loadAttestation(config, registration.registration.attestationPolicyRef.name, log)
+      : undefined;
+  const audit = await loadAudit(config, log);
   const nats = config.nats ? await connectNats(config.nats, `sovereign-${config.mode}`) : undefined;
+  // The hub opens its log here; memberControllers opens the member's.
+  let hubAudit: AuditLog | undefined;
+  if (config.mode === "hub" && audit?.store) {
+    if (!audit.signer) {
+      log.warn(
+        "audit checkpoints are signed with a key made at start; give --audit-key to sign with a kept key",
+        {},
+      );
+    }
+    hubAudit = await AuditLog.open(audit.store, {
+      logId: "hub",
+      signer: audit.signer ?? ed25519CheckpointSigner(generateKeyPairSync("ed25519").privateKey),
+      clock: () => new Date(),
+      openedBy: `sovereign-hub/${identity}`,
+    });
+  }
   const parts =
     config.mode === "hub"
       ? hubControllers({
@@ -110,6 +230,7 @@ async function run(argv: string[]): Promise<number> {
           nodeLabelSelector: config.regionSelector || undefined,
           nats,
           trustManifestKeys: config.insecureSkipAttestation,
+          audit: hubAudit,
         })
       : memberControllers({
           ...(registration as NonNullable<typeof registration>),
@@ -125,6 +246,8 @@ async function run(argv: string[]): Promise<number> {
           learnerNats: config.learnerNatsUrl
             ? { url: config.learnerNatsUrl, credentialsSecret: config.learnerNatsSecret || undefined }
             : undefined,
+          attestation,
+          audit,
         });
   if (config.insecureSkipAttestation) {
     log.warn(

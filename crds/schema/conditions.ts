@@ -125,6 +125,10 @@ export const regionWorkConditions = {
       AttestationPending:
         "Some learner pods wait behind the sovereign.ai/attestation scheduling gate until their GPU node is attested.",
       LearnersFailed: "A learner pod failed; the message names the pod and its exit reason.",
+      NoAttestedNode:
+        "Learner pods are gated and no GPU node in the region is attested under the policy with enough free GPUs (all failed, are quarantined or could not be challenged); the message gives each node's reason.",
+      PolicyMismatch:
+        "The work names another AttestationPolicy than the one this region's member verifies against; learner pods stay gated until the names agree.",
     },
   },
   Applied: {

@@ -19,10 +19,12 @@ import {
   immutable,
   int,
   int64,
+  list,
   obj,
   objectName,
   observedGeneration,
   str,
+  time,
 } from "./common.ts";
 import { regionWorkConditions } from "./conditions.ts";
 import { attestation, deltaEncoding, workload } from "./federatedrun.ts";
@@ -179,6 +181,47 @@ export const regionWorkSpec: Schema = obj(
   },
 );
 
+const HEX_DIGEST = "^[0-9a-f]{64}$";
+
+const learnerKey = obj(
+  "One learner pod's key binding, recorded when its scheduling gate was released.",
+  {
+    learner: str("Name of the learner pod (its SOVEREIGN_LEARNER_NAME).", { minLength: 1, maxLength: 253 }),
+    publicKey: str("The learner's Ed25519 public key: ed25519: followed by base64url of the 32 raw bytes.", {
+      pattern: "^ed25519:[A-Za-z0-9_-]{43}$",
+    }),
+    node: str("The GPU node the learner was pinned to.", { minLength: 1, maxLength: 253 }),
+    verdictDigest: str(
+      "SHA-256 (hex) of the canonical JSON of the passing verdict that released the learner; the region's audit log holds the verdict under this digest.",
+      { pattern: HEX_DIGEST },
+    ),
+    policyDigest: str(
+      "SHA-256 (hex) of the canonical JSON of the AttestationPolicy spec the verdict was judged against, so the hub can check it is the policy it holds.",
+      { pattern: HEX_DIGEST },
+    ),
+    attestedAt: time("When the verdict was reached."),
+    nonce: str(
+      "The attestation nonce (hex) the GPUs signed: SHA-256 over challenge, spec.run.uid, round and the raw public key (docs/attestation.md).",
+      { pattern: HEX_DIGEST },
+    ),
+    challenge: str("The random challenge (base64url, 32 bytes) the nonce was derived from.", {
+      pattern: "^[A-Za-z0-9_-]{22,88}$",
+    }),
+    round: int("spec.round when the learner was admitted; the nonce commits to it. Rounds.", { minimum: 0 }),
+    revokedAt: time(
+      "Set when the key stops counting: its node was quarantined (the failing verdict's time) or the learner pod is gone. Deltas the hub receives after it are refused. Unset while the key is valid.",
+    ),
+    revokedReason: str(
+      "Why the key was revoked: NodeQuarantined or LearnerDeleted, then a colon and the attestation reason codes (e.g. NodeQuarantined:MeasurementMismatch). Empty while valid.",
+      { maxLength: 1024 },
+    ),
+  },
+  {
+    required: ["learner", "publicKey", "node", "verdictDigest", "attestedAt", "nonce", "challenge", "round"],
+    tsName: "LearnerKey",
+  },
+);
+
 export const regionWorkStatus: Schema = obj(
   "Observed state, written by the region's member operator through the status subresource.",
   {
@@ -198,6 +241,11 @@ export const regionWorkStatus: Schema = obj(
     ),
     unattested: bool(
       "True when learners were released without attestation because the member operator runs with attestation disabled (development only); the hub should treat such deltas as unattested.",
+    ),
+    learnerKeys: list(
+      "The delta-signing keys of the region's learners, each bound by its attestation nonce to a passing verdict of the GPU node the learner was admitted to. The hub accepts a learner's delta only when it is signed with the key listed here for that learner and arrived before the entry's revokedAt. Written by the member; empty while attestation is disabled.",
+      learnerKey,
+      { maxItems: 1024, "x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["publicKey"] },
     ),
     lastDeltaRound: int(
       "Latest round for which the region published its delta. Unset before the first delta.",

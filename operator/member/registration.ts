@@ -8,8 +8,9 @@ import {
   type KubeConfig,
   PatchStrategy,
   setHeaderOptions,
+  type V1Node,
 } from "@kubernetes/client-node";
-import type { SovereignNodeSpec } from "../../crds/types.generated.ts";
+import type { AttestationSummary, SovereignNodeSpec } from "../../crds/types.generated.ts";
 import { MEMBER_FIELD_MANAGER, SOVEREIGN_API } from "../names.ts";
 import type { Clock } from "../runtime/clock.ts";
 import { apiTime } from "../runtime/conditions.ts";
@@ -17,8 +18,12 @@ import type { ReconcileResult } from "../runtime/controller.ts";
 
 export const FIELD_MANAGER = MEMBER_FIELD_MANAGER;
 export const OPERATOR_VERSION = "0.1.0";
-/** Set by the attestation agent on GPU nodes whose evidence verified (issue 6). */
+/** Set by the attestation controller: "true" on GPU nodes whose latest verdict passed and is fresh, "false" on quarantined ones. */
 export const ATTESTED_LABEL = "sovereign.ai/attested";
+/** Node annotations the attestation controller writes (attestation-rules.ts NODE_ANNOTATIONS). */
+const VERDICT_TIME_ANNOTATION = "sovereign.ai/attestation-time";
+const EVIDENCE_TIME_ANNOTATION = "sovereign.ai/attestation-evidence-time";
+const VERDICT_REASON_ANNOTATION = "sovereign.ai/attestation-reason";
 
 export type Registration = Omit<SovereignNodeSpec, "accepted">;
 
@@ -46,11 +51,15 @@ export async function gpuInventory(regionKc: KubeConfig): Promise<{
   totalGpus: number;
   attestedGpus: number;
 }> {
-  const nodes = await regionKc
-    .makeApiClient(CoreV1Api)
-    .listNode({ labelSelector: "nvidia.com/gpu.present=true" });
+  return inventoryOf(await listGpuNodes(regionKc));
+}
+
+const listGpuNodes = async (regionKc: KubeConfig): Promise<V1Node[]> =>
+  (await regionKc.makeApiClient(CoreV1Api).listNode({ labelSelector: "nvidia.com/gpu.present=true" })).items;
+
+function inventoryOf(nodes: readonly V1Node[]) {
   const inv = { total: 0, attested: 0, failing: 0, totalGpus: 0, attestedGpus: 0 };
-  for (const n of nodes.items) {
+  for (const n of nodes) {
     const gpus = Number(n.status?.allocatable?.["nvidia.com/gpu"] ?? 0) || 0;
     const label = n.metadata?.labels?.[ATTESTED_LABEL];
     inv.total++;
@@ -61,6 +70,43 @@ export async function gpuInventory(regionKc: KubeConfig): Promise<{
     } else if (label === "false") inv.failing++;
   }
   return inv;
+}
+
+/**
+ * The region's attestation summary from its nodes' verdict annotations, so the SovereignNode
+ * shows why nodes fail (lastFailureReason) and how old the evidence is. Undefined while no node
+ * carries a verdict (attestation disabled or not yet run).
+ */
+export function attestationSummaryOf(
+  nodes: readonly V1Node[],
+  policy: string,
+  now: number,
+): AttestationSummary | undefined {
+  let lastVerified = Number.NEGATIVE_INFINITY;
+  let lastFailure: { at: number; reason: string } | undefined;
+  let oldest: number | undefined;
+  for (const n of nodes) {
+    const a = n.metadata?.annotations ?? {};
+    const at = Date.parse(a[VERDICT_TIME_ANNOTATION] ?? "");
+    if (Number.isNaN(at)) continue;
+    lastVerified = Math.max(lastVerified, at);
+    const reason = a[VERDICT_REASON_ANNOTATION] ?? "";
+    if (n.metadata?.labels?.[ATTESTED_LABEL] === "false" && (!lastFailure || at > lastFailure.at)) {
+      lastFailure = { at, reason: reason.split(",")[0] ?? "" };
+    }
+    const evidence = Date.parse(a[EVIDENCE_TIME_ANNOTATION] ?? "");
+    if (n.metadata?.labels?.[ATTESTED_LABEL] === "true" && !Number.isNaN(evidence)) {
+      const age = Math.max(0, Math.floor((now - evidence) / 1000));
+      oldest = Math.max(oldest ?? 0, age);
+    }
+  }
+  if (!Number.isFinite(lastVerified)) return undefined;
+  return {
+    policy,
+    lastVerifiedTime: apiTime(lastVerified),
+    ...(oldest !== undefined ? { oldestEvidenceAgeSeconds: oldest } : {}),
+    lastFailureReason: lastFailure?.reason.slice(0, 128) ?? "",
+  };
 }
 
 /** One heartbeat: register (idempotent) and report. Returns when to beat again. */
@@ -87,7 +133,13 @@ export function registrationReconciler(deps: RegistrationDeps): () => Promise<Re
       },
       apply,
     );
-    const gpuNodes = await gpuInventory(deps.regionKc);
+    const nodes = await listGpuNodes(deps.regionKc);
+    const gpuNodes = inventoryOf(nodes);
+    const attestation = attestationSummaryOf(
+      nodes,
+      deps.registration.attestationPolicyRef.name,
+      deps.clock.now(),
+    );
     await hub.patchClusterCustomObjectStatus(
       {
         ...target,
@@ -98,6 +150,7 @@ export function registrationReconciler(deps: RegistrationDeps): () => Promise<Re
           status: {
             lastHeartbeatTime: apiTime(deps.clock.now()),
             gpuNodes,
+            ...(attestation ? { attestation } : {}),
             memberOperatorVersion: OPERATOR_VERSION,
           },
         },

@@ -1,15 +1,40 @@
 // Wires the member's controllers: its RegionWorks at the hub (through the scoped
-// credential) and its learner pods in the region, plus the registration heartbeat.
-import { CoreV1Api, CustomObjectsApi, type KubeConfig, type V1Pod } from "@kubernetes/client-node";
+// credential) and its learner pods in the region, plus the registration heartbeat; with an
+// attestation configuration, the GPU nodes' re-attestation loop and the learners' gate.
+import { generateKeyPairSync } from "node:crypto";
+import {
+  CoreV1Api,
+  CustomObjectsApi,
+  type KubeConfig,
+  type V1Node,
+  type V1Pod,
+} from "@kubernetes/client-node";
 import type { NatsConnection } from "@nats-io/transport-node";
+import {
+  AuditLog,
+  type AuditStore,
+  type CheckpointSigner,
+  ed25519CheckpointSigner,
+  MemoryAuditStore,
+} from "../../attestation/audit/mod.ts";
+import type { TrustAnchors } from "../../attestation/mod.ts";
 import type { RegionWork } from "../../crds/types.generated.ts";
 import { regionNamespace } from "../hub/region-access.ts";
 import { SOVEREIGN_API } from "../names.ts";
 import { type Clock, realClock } from "../runtime/clock.ts";
 import { Controller } from "../runtime/controller.ts";
+import { eventRecorder } from "../runtime/events.ts";
 import { SupervisedInformer } from "../runtime/informer.ts";
 import type { Logger } from "../runtime/log.ts";
 import type { OperatorMetrics } from "../runtime/metrics.ts";
+import { type MemberPolicy, NodeAttester } from "./attestation-attester.ts";
+import {
+  CONTROLLER_NAME as ATTESTATION_CONTROLLER,
+  nodeAttestationReconciler,
+} from "./attestation-controller.ts";
+import { GATE_CONTROLLER_NAME, gateReconciler, isGated } from "./attestation-gate.ts";
+import { GPU_NODE_SELECTOR } from "./attestation-rules.ts";
+import type { EvidenceSource } from "./evidence-source.ts";
 import { type Registration, registrationReconciler } from "./registration.ts";
 import {
   LEARNER_NAMESPACE,
@@ -34,9 +59,64 @@ export interface MemberOptions {
   nats?: NatsConnection;
   learnerNats?: LearnerNatsAccess;
   labels?: Record<string, string>;
+  /** The gate: without it (and without insecureSkipAttestation) learner pods stay gated. */
+  attestation?: MemberAttestation;
+  /** Where verdicts, admissions and quarantines are recorded. Default: in memory, with a warning. */
+  audit?: MemberAudit;
+}
+
+export interface MemberAttestation {
+  /** The AttestationPolicy this region verifies against (the one its registration names). */
+  policy: MemberPolicy;
+  anchors: TrustAnchors;
+  source: EvidenceSource;
+  /** GPU nodes to attest (default nvidia.com/gpu.present=true). */
+  nodeSelector?: string;
+  random?: () => number;
+}
+
+export interface MemberAudit {
+  /** Default: in memory, with a warning (lost on restart). */
+  store?: AuditStore;
+  /** Signs the log's checkpoints; default a key made at start (checkpoints then verify only with its public key, logged once). */
+  signer?: CheckpointSigner;
+  /** Default member-<region>. */
+  logId?: string;
 }
 
 export const REGISTRATION_KEY = "registration";
+
+/** Opens the member's audit log once, on first use. */
+function auditOpener(opts: MemberOptions, clock: typeof realClock, log: Logger): () => Promise<AuditLog> {
+  let opened: Promise<AuditLog> | undefined;
+  return () => {
+    opened ??= (async () => {
+      if (!opts.audit?.store) {
+        log.warn(
+          "the audit log is kept in memory only and is lost on restart; give --audit-log a file on a persistent volume",
+          {},
+        );
+      }
+      let signer = opts.audit?.signer;
+      if (!signer) {
+        signer = ed25519CheckpointSigner(generateKeyPairSync("ed25519").privateKey);
+        log.warn(
+          "audit checkpoints are signed with a key made at start; give --audit-key to sign with a kept key",
+          {
+            publicKey: signer.publicKey,
+          },
+        );
+      }
+      return AuditLog.open(opts.audit?.store ?? new MemoryAuditStore(), {
+        logId: opts.audit?.logId ?? `member-${opts.region}`,
+        signer,
+        clock: () => new Date(clock.now()),
+        openedBy: `sovereign-member/${opts.region}`,
+      });
+    })();
+    return opened;
+  };
+}
 
 export function memberControllers(opts: MemberOptions) {
   const { metrics, log } = opts;
@@ -44,6 +124,20 @@ export function memberControllers(opts: MemberOptions) {
   const hubNamespace = regionNamespace(opts.region);
   const hubApi = opts.hubKc.makeApiClient(CustomObjectsApi);
   const core = opts.regionKc.makeApiClient(CoreV1Api);
+  const gateOn = opts.attestation !== undefined && !opts.insecureSkipAttestation;
+  if (opts.attestation?.policy.spec.verification.mode === "NRAS") {
+    throw new Error(
+      `AttestationPolicy ${opts.attestation.policy.name} uses NRAS verification; the member's gate verifies locally only (verification.mode: Local)`,
+    );
+  }
+  if (!gateOn && !opts.insecureSkipAttestation) {
+    log.warn("no attestation is configured: learner pods stay behind their scheduling gate", {});
+  }
+  const audit = auditOpener(opts, clock, log);
+  // Opened at start, so its warnings and a store that cannot be opened show at once.
+  if (gateOn) audit().catch((err: unknown) => log.error("the audit log cannot be opened", { err }));
+  const ownsPod = (p: V1Pod) =>
+    (p.metadata?.annotations?.["sovereign.ai/region-work"] ?? "").startsWith(`${hubNamespace}/`);
 
   const works = new SupervisedInformer<RegionWork>({
     kc: opts.hubKc,
@@ -64,10 +158,12 @@ export function memberControllers(opts: MemberOptions) {
     list: () => core.listNamespacedPod({ namespace: LEARNER_NAMESPACE, labelSelector: WORK_LABEL }),
     labelSelector: WORK_LABEL,
     onKey: (key) => {
-      const pod = pods.get(key.split("/")[1] ?? "", LEARNER_NAMESPACE);
+      const name = key.split("/")[1] ?? "";
+      const pod = pods.get(name, LEARNER_NAMESPACE);
       const owner = pod?.metadata?.annotations?.["sovereign.ai/region-work"];
       if (owner) workController.enqueue(owner.split("/")[1] ?? owner);
       else for (const w of works.list()) workController.enqueue(w.metadata?.name ?? "");
+      gateController?.enqueue(name);
     },
     metrics,
     log: log.child("informer.pods"),
@@ -90,8 +186,92 @@ export function memberControllers(opts: MemberOptions) {
       nats: opts.nats,
       learnerNats: opts.learnerNats,
       now: () => clock.now(),
+      nodeQuarantine: (node) => attester?.quarantine(node),
     }),
   });
+
+  // The gate: GPU nodes challenged on a jittered period, learners admitted one verdict each.
+  const gate = gateOn ? (opts.attestation as MemberAttestation) : undefined;
+  const events = gate ? eventRecorder(opts.regionKc, "sovereign-member", log) : undefined;
+  const selector = gate?.nodeSelector ?? GPU_NODE_SELECTOR;
+  const nodes = gate
+    ? new SupervisedInformer<V1Node>({
+        kc: opts.regionKc,
+        path: "/api/v1/nodes",
+        list: () => core.listNode({ labelSelector: selector }),
+        labelSelector: selector,
+        onKey: (key) => {
+          nodeController?.enqueue(key);
+          // A node's standing changed: gated learners may now have somewhere to go.
+          for (const p of pods.list(LEARNER_NAMESPACE)) {
+            if (isGated(p) && ownsPod(p)) gateController?.enqueue(p.metadata?.name ?? "");
+          }
+        },
+        metrics,
+        log: log.child("informer.nodes"),
+      })
+    : undefined;
+  const attester =
+    gate && nodes
+      ? new NodeAttester({
+          region: opts.region,
+          regionKc: opts.regionKc,
+          policy: gate.policy,
+          anchors: gate.anchors,
+          source: gate.source,
+          audit,
+          clock,
+          log: log.child(ATTESTATION_CONTROLLER),
+          getNode: (name) => nodes.get(name),
+          ownPods: () => pods.list(LEARNER_NAMESPACE).filter(ownsPod),
+          metrics,
+          events,
+          random: gate.random,
+        })
+      : undefined;
+  if (attester) metrics.evidenceAges = () => attester.evidenceAges();
+  const nodeController =
+    attester && nodes
+      ? new Controller({
+          name: ATTESTATION_CONTROLLER,
+          workers: opts.workers,
+          metrics,
+          log: log.child(ATTESTATION_CONTROLLER),
+          clock,
+          reconcile: nodeAttestationReconciler({
+            attester,
+            getNode: (name) => nodes.get(name),
+            clock,
+            random: gate?.random,
+            log: log.child(ATTESTATION_CONTROLLER),
+          }),
+        })
+      : undefined;
+  const gateController =
+    attester && nodes
+      ? new Controller({
+          name: GATE_CONTROLLER_NAME,
+          workers: opts.workers,
+          metrics,
+          log: log.child(GATE_CONTROLLER_NAME),
+          clock,
+          reconcile: gateReconciler({
+            region: opts.region,
+            hubNamespace,
+            regionKc: opts.regionKc,
+            attester,
+            getPod: (name) => pods.get(name, LEARNER_NAMESPACE),
+            learnerPods: () => pods.list(LEARNER_NAMESPACE),
+            getWork: (name) => works.get(name, hubNamespace) as RegionWork | undefined,
+            listNodes: () => nodes.list(),
+            clock,
+            audit,
+            log: log.child(GATE_CONTROLLER_NAME),
+            metrics,
+            events,
+          }),
+        })
+      : undefined;
   // Pods whose work vanished while this member was down are found by a sweep of every
   // work id the pods carry; each maps back to a work name through its annotation.
   const sweep = () => {
@@ -119,9 +299,21 @@ export function memberControllers(opts: MemberOptions) {
     clock,
     reconcile: async () => {
       sweep();
+      // A quiet log still gets its checkpoint within checkpointEverySeconds.
+      if (gateOn) await (await audit()).checkpointIfDue();
       return beat();
     },
   });
   registrationController.enqueue(REGISTRATION_KEY);
-  return { informers: [works, pods], controllers: [workController, registrationController] };
+  return {
+    informers: nodes ? [works, pods, nodes] : [works, pods],
+    controllers: [
+      workController,
+      registrationController,
+      ...(nodeController ? [nodeController] : []),
+      ...(gateController ? [gateController] : []),
+    ],
+    /** The gate's parts, for tests and tools: the node standings and the audit log. */
+    attestation: attester ? { attester, audit } : undefined,
+  };
 }

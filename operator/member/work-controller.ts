@@ -1,9 +1,12 @@
 // Member: turns each RegionWork the hub hands this region into learner pods in the
 // region's own cluster, and reports back through the RegionWork's status (the only thing
 // its hub credential may write). Learner pods start behind the `sovereign.ai/attestation`
-// scheduling gate: the attestation controller (issue 6) releases a pod once its GPU node
-// verified; with attestation disabled for development the member releases them itself
-// and the work reports `unattested: true`, which the hub carries into the run's status.
+// scheduling gate, each with its own Ed25519 key in a Secret it mounts (owned by the pod):
+// the attestation gate (attestation-gate.ts) releases a pod once its GPU node verified for a
+// nonce that commits to that key, and this controller lists the bindings in the status as
+// `learnerKeys`, revoking those of quarantined nodes and gone pods. With attestation disabled
+// for development the member releases the pods itself and the work reports
+// `unattested: true`, which the hub carries into the run's status.
 //
 // Pods carry the work's name as a label; a RegionWork that no longer exists at the hub
 // leaves pods without an owner, and the next reconcile of that key deletes them. That is
@@ -17,6 +20,7 @@ import {
   setHeaderOptions,
   type V1EnvVar,
   type V1Pod,
+  type V1Secret,
 } from "@kubernetes/client-node";
 import type { NatsConnection } from "@nats-io/transport-node";
 import type { RegionWork, RegionWorkStatus } from "../../crds/types.generated.ts";
@@ -27,6 +31,17 @@ import { sameContent } from "../runtime/canonical.ts";
 import { findCondition, setCondition } from "../runtime/conditions.ts";
 import type { ReconcileResult } from "../runtime/controller.ts";
 import type { OperatorMetrics } from "../runtime/metrics.ts";
+import {
+  generateLearnerKey,
+  LEARNER_KEY_FILE,
+  LEARNER_KEY_MOUNT,
+  learnerKeySecret,
+  learnerKeySecretName,
+  learnerKeysStatus,
+  POD_ANNOTATIONS,
+  secretBelongsTo,
+} from "./attestation-keys.ts";
+import { GateReason } from "./attestation-rules.ts";
 
 export const LEARNER_NAMESPACE = "sovereign-learners";
 export const ATTESTATION_GATE = "sovereign.ai/attestation";
@@ -66,6 +81,7 @@ export function learnerPod(work: RegionWork, index: number, nats?: LearnerNatsAc
   const env: V1EnvVar[] = [
     ...natsEnv,
     { name: "SOVEREIGN_LEARNER_NAME", valueFrom: { fieldRef: { fieldPath: "metadata.name" } } },
+    { name: "SOVEREIGN_LEARNER_KEY", value: `${LEARNER_KEY_MOUNT}/${LEARNER_KEY_FILE}` },
     { name: "SOVEREIGN_RUN", value: s.run.name },
     { name: "SOVEREIGN_RUN_NAMESPACE", value: s.run.namespace },
     { name: "SOVEREIGN_REGION", value: s.region },
@@ -82,11 +98,12 @@ export function learnerPod(work: RegionWork, index: number, nats?: LearnerNatsAc
         : { name: e.name, value: e.value ?? "" },
     ),
   ];
+  const name = `learner-${id}-${index}`;
   return {
     apiVersion: "v1",
     kind: "Pod",
     metadata: {
-      name: `learner-${id}-${index}`,
+      name,
       namespace: LEARNER_NAMESPACE,
       labels: {
         [WORK_LABEL]: id,
@@ -100,6 +117,14 @@ export function learnerPod(work: RegionWork, index: number, nats?: LearnerNatsAc
       schedulingGates: [{ name: ATTESTATION_GATE }],
       restartPolicy: "Never",
       nodeSelector: { "nvidia.com/gpu.present": "true" },
+      // The learner's signing key: its own Secret, created right after the pod (it is owned by
+      // the pod's uid) and before the gate opens, so the pod never starts without it.
+      volumes: [
+        {
+          name: "learner-key",
+          secret: { secretName: learnerKeySecretName(name), defaultMode: 0o400 },
+        },
+      ],
       containers: [
         {
           name: "learner",
@@ -107,6 +132,7 @@ export function learnerPod(work: RegionWork, index: number, nats?: LearnerNatsAc
           command: s.workload.command,
           args: s.workload.args,
           env,
+          volumeMounts: [{ name: "learner-key", mountPath: LEARNER_KEY_MOUNT, readOnly: true }],
           resources: {
             requests: quantities(s.workload.resources?.requests),
             limits: quantities(s.workload.resources?.limits),
@@ -133,6 +159,8 @@ export interface WorkReconcilerDeps {
   /** The region's NATS server, as the member (creates the delta bucket, mirrors each run's models). */
   nats?: NatsConnection;
   learnerNats?: LearnerNatsAccess;
+  /** When and why a GPU node was quarantined (from the attestation controller): revokes the keys of its learners. */
+  nodeQuarantine?: (node: string) => { at: number; reasons: string[] } | undefined;
 }
 
 /** Why a RegionWork cannot be acted on, or undefined when it can. */
@@ -163,6 +191,36 @@ export function workReconciler(
       if ((err as { code?: number }).code !== 409) throw err;
     }
     namespaceReady = true;
+  };
+
+  /** The pod's key Secret, created when missing or left over from an earlier pod of the same name. */
+  const ensureKeySecret = async (pod: V1Pod): Promise<void> => {
+    const secretName = learnerKeySecretName(pod.metadata?.name ?? "");
+    let existing: V1Secret | undefined;
+    try {
+      existing = await core.readNamespacedSecret({ name: secretName, namespace: LEARNER_NAMESPACE });
+    } catch (err) {
+      if ((err as { code?: number }).code !== 404) throw err;
+    }
+    if (existing && secretBelongsTo(existing, pod)) return;
+    if (existing) {
+      // Another pod instance's key: replace it only if this pod is the one that exists now (an
+      // informer copy of a pod deleted and re-created under its name must not take the new one's key).
+      const current = await core.readNamespacedPod({
+        name: pod.metadata?.name ?? "",
+        namespace: LEARNER_NAMESPACE,
+      });
+      if (current.metadata?.uid !== pod.metadata?.uid) return;
+      await core.deleteNamespacedSecret({ name: secretName, namespace: LEARNER_NAMESPACE }).catch((err) => {
+        if ((err as { code?: number }).code !== 404) throw err;
+      });
+    }
+    const body = learnerKeySecret(pod, generateLearnerKey(), {
+      [WORK_LABEL]: pod.metadata?.labels?.[WORK_LABEL] ?? "",
+    });
+    await core.createNamespacedSecret({ namespace: LEARNER_NAMESPACE, body }).catch((err) => {
+      if ((err as { code?: number }).code !== 409) throw err;
+    });
   };
 
   const writeStatus = (name: string, status: RegionWorkStatus) =>
@@ -236,14 +294,27 @@ export function workReconciler(
     const desired = work.spec.workload.learnersPerRegion;
     const existing = new Set(pods.map((p) => p.metadata?.name));
     let createError = "";
+    /** Gated pods whose key Secret is in place: only those may be released. */
+    const keyed = new Set<string>();
     for (let i = 0; i < desired; i++) {
       const pod = learnerPod(work, i, deps.learnerNats);
       if (existing.has(pod.metadata?.name)) continue;
       try {
-        await core.createNamespacedPod({ namespace: LEARNER_NAMESPACE, body: pod });
+        const created = await core.createNamespacedPod({ namespace: LEARNER_NAMESPACE, body: pod });
+        await ensureKeySecret(created);
+        keyed.add(created.metadata?.name ?? "");
       } catch (err) {
         if ((err as { code?: number }).code === 409) continue;
         createError = `creating ${pod.metadata?.name} failed: ${(err as { body?: string }).body ?? String(err)}`;
+      }
+    }
+    for (const p of pods) {
+      if (
+        !p.metadata?.deletionTimestamp &&
+        p.spec?.schedulingGates?.some((g) => g.name === ATTESTATION_GATE)
+      ) {
+        await ensureKeySecret(p);
+        keyed.add(p.metadata?.name ?? "");
       }
     }
     // Learners beyond the desired count (the work shrank) go.
@@ -256,7 +327,10 @@ export function workReconciler(
     }
     if (deps.insecureSkipAttestation) {
       for (const p of pods) {
-        if (p.spec?.schedulingGates?.some((g) => g.name === ATTESTATION_GATE)) {
+        if (
+          keyed.has(p.metadata?.name ?? "") &&
+          p.spec?.schedulingGates?.some((g) => g.name === ATTESTATION_GATE)
+        ) {
           // A JSON patch that replaces the list: a strategic merge of a shorter list
           // would keep the gate (lists of gates merge by name).
           await core.patchNamespacedPod({
@@ -275,9 +349,16 @@ export function workReconciler(
     }
 
     const live = pods.filter((p) => Number(p.metadata?.labels?.["sovereign.ai/learner-index"]) < desired);
-    const waiting = live.filter((p) =>
-      p.spec?.schedulingGates?.some((g) => g.name === ATTESTATION_GATE),
-    ).length;
+    const gated = live.filter((p) => p.spec?.schedulingGates?.some((g) => g.name === ATTESTATION_GATE));
+    const waiting = gated.length;
+    // Why the gated ones wait, as the gate wrote it on each pod ("Reason: message").
+    const gateStatuses = gated
+      .map((p) => p.metadata?.annotations?.[POD_ANNOTATIONS.gateStatus])
+      .filter((x): x is string => Boolean(x));
+    const blocking = [GateReason.PolicyMismatch, GateReason.NoAttestedNode].find(
+      (r) =>
+        waiting > 0 && gateStatuses.length === waiting && gateStatuses.every((g) => g.startsWith(`${r}:`)),
+    );
     const scheduled = live.filter((p) => p.spec?.nodeName).length;
     const ready = live.filter((p) =>
       p.status?.conditions?.some((c) => c.type === "Ready" && c.status === "True"),
@@ -326,8 +407,8 @@ export function workReconciler(
             ? {
                 type: "LearnersReady",
                 status: "False",
-                reason: "AttestationPending",
-                message: `${waiting} learners wait for their GPU node's attestation`,
+                reason: blocking ?? "AttestationPending",
+                message: `${waiting} learners wait for their GPU node's attestation${gateStatuses[0] ? `; ${gateStatuses[0].replace(/^[A-Za-z]+: /, "")}` : ""}`,
                 observedGeneration: gen,
               }
             : {
@@ -339,6 +420,12 @@ export function workReconciler(
               },
       now,
     );
+    const learnerKeys = learnerKeysStatus(
+      work.status?.learnerKeys,
+      pods,
+      deps.nodeQuarantine ?? (() => undefined),
+      deps.now(),
+    );
     const status: RegionWorkStatus = {
       phase: failed > 0 ? "Failed" : ready >= desired ? "Running" : "Pending",
       learnersDesired: desired,
@@ -346,6 +433,7 @@ export function workReconciler(
       learnersReady: ready,
       learnersWaitingForAttestation: waiting,
       unattested: deps.insecureSkipAttestation,
+      ...(learnerKeys.length > 0 ? { learnerKeys } : {}),
       observedGeneration: gen,
       conditions,
       message: createError || (conditions.find((c) => c.type === "LearnersReady")?.message ?? ""),

@@ -155,6 +155,44 @@ export class OperatorMetrics {
     registers: [this.registry],
   });
 
+  // Member: the attestation gate (operator/member/attestation-*.ts).
+  readonly attestationVerifications = new Counter({
+    name: "sovereign_attestation_verifications_total",
+    help: "GPU node attestations by result (passed, failed, error: no evidence), reason code (Verified when passed, else the first failure) and purpose (admission of a learner, reattestation)",
+    labelNames: ["result", "reason", "purpose"] as const,
+    registers: [this.registry],
+  });
+  readonly attestationDuration = new Histogram({
+    name: "sovereign_attestation_duration_seconds",
+    help: "From challenging a GPU node to its verdict (evidence collection and verification of every GPU)",
+    buckets: [0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64],
+    registers: [this.registry],
+  });
+  /** Set by the member's attestation controller: each GPU node's latest evidence age, read at scrape time. */
+  evidenceAges: () => Iterable<readonly [node: string, seconds: number]> = () => [];
+  readonly attestationEvidenceAge = new Gauge({
+    name: "sovereign_attestation_evidence_age_seconds",
+    help: "Age of each GPU node's latest evidence (since the member challenged it); learners are admitted only below the policy's maxEvidenceAgeSeconds",
+    labelNames: ["node"] as const,
+    registers: [this.registry],
+    collect: () => {
+      this.attestationEvidenceAge.reset();
+      for (const [node, seconds] of this.evidenceAges()) this.attestationEvidenceAge.set({ node }, seconds);
+    },
+  });
+  readonly quarantinedNodes = new Gauge({
+    name: "sovereign_quarantined_nodes",
+    help: "GPU nodes of the region quarantined after a failed or expired attestation: no new learners, running ones stopped",
+    labelNames: ["region"] as const,
+    registers: [this.registry],
+  });
+  readonly learnersAdmitted = new Counter({
+    name: "sovereign_learners_admitted_total",
+    help: "Learner pods whose attestation gate was released after a passing verdict of their node",
+    labelNames: ["region"] as const,
+    registers: [this.registry],
+  });
+
   constructor(opts: { defaultMetrics?: boolean } = {}) {
     if (opts.defaultMetrics !== false) collectDefaultMetrics({ register: this.registry });
   }

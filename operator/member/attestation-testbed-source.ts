@@ -1,0 +1,94 @@
+// The testbed's evidence source: for a kwok GPU node it mints, per GPU, what a real H100 in CC
+// mode and NVIDIA's services would hand the verifier (attestation/testbed/), under the testbed
+// PKI that only testbedTrustAnchors() trusts. Faults are set per node, so a test can make one
+// node's evidence go bad while the others stay good. Never use it outside the testbed: anyone can
+// mint evidence under the testbed roots (main.ts loads it only for --evidence-source=testbed).
+import { createHash } from "node:crypto";
+import {
+  type MintedEvidence,
+  mintTestbedEvidence,
+  type TestbedFault,
+} from "../../attestation/testbed/mod.ts";
+import { type Clock, realClock } from "../runtime/clock.ts";
+import {
+  EvidenceError,
+  type EvidenceRequest,
+  type EvidenceSource,
+  type NodeEvidence,
+} from "./evidence-source.ts";
+
+/**
+ * A verifier fault (TESTBED_FAULTS, on the node's last GPU only: one bad GPU must fail the whole
+ * node), or one of the node's own: `replay` answers with the evidence of the node's previous
+ * challenge (NonceMismatch), `missing-gpu` leaves one GPU out (EvidenceIncomplete),
+ * `unreachable` does not answer (EvidenceUnavailable).
+ */
+export type TestbedNodeFault = TestbedFault | "replay" | "missing-gpu" | "unreachable";
+
+/** A GPU uuid in NVIDIA's shape, stable per node and index. */
+export function testbedGpuUuid(node: string, index: number): string {
+  const h = createHash("sha256").update(`sovereign-testbed/node/${node}/gpu/${index}`).digest("hex");
+  return `GPU-${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20, 32)}`;
+}
+
+export class TestbedEvidenceSource implements EvidenceSource {
+  readonly name = "testbed";
+  readonly #clock: Clock;
+  readonly #faults = new Map<string, TestbedNodeFault[]>();
+  readonly #previous = new Map<string, NodeEvidence>();
+  readonly #challenges = new Map<string, number>();
+
+  constructor(opts: { clock?: Clock } = {}) {
+    this.#clock = opts.clock ?? realClock;
+  }
+
+  /** Sets (or with no fault, clears) the faults of one node's next answers. */
+  setFault(node: string, fault?: TestbedNodeFault | readonly TestbedNodeFault[]): void {
+    if (fault === undefined || (Array.isArray(fault) && fault.length === 0)) this.#faults.delete(node);
+    else this.#faults.set(node, typeof fault === "string" ? [fault] : [...fault]);
+  }
+
+  /** How often the node was challenged: to see that the member spreads and repeats its challenges. */
+  challenges(node: string): number {
+    return this.#challenges.get(node) ?? 0;
+  }
+
+  async collect(request: EvidenceRequest): Promise<NodeEvidence> {
+    this.#challenges.set(request.node, this.challenges(request.node) + 1);
+    const faults = this.#faults.get(request.node) ?? [];
+    if (faults.includes("unreachable")) {
+      throw new EvidenceError(
+        "EvidenceUnavailable",
+        `the testbed agent on ${request.node} does not answer (fault injected)`,
+      );
+    }
+    if (faults.includes("replay")) {
+      const old = this.#previous.get(request.node);
+      if (old) return old;
+    }
+    const at = new Date(this.#clock.now());
+    const gpus = faults.includes("missing-gpu") ? Math.max(0, request.gpus - 1) : request.gpus;
+    const tamper = faults.filter((f): f is TestbedFault => f !== "replay" && f !== "missing-gpu");
+    // A replay with nothing recorded yet answers another challenge: evidence for a nonce of its own.
+    const nonce = faults.includes("replay")
+      ? new Uint8Array(createHash("sha256").update(request.nonce).update("replayed").digest())
+      : request.nonce;
+    const minted: MintedEvidence[] = await Promise.all(
+      Array.from({ length: gpus }, (_, i) =>
+        mintTestbedEvidence({
+          nonce,
+          at,
+          gpu: { uuid: testbedGpuUuid(request.node, i) },
+          ...(i === gpus - 1 && tamper.length > 0 ? { tamper } : {}),
+        }),
+      ),
+    );
+    const collectedAt = minted.map((m) => m.collectedAt).sort()[0];
+    const evidence: NodeEvidence = {
+      devices: minted.map((m) => m.device),
+      ...(collectedAt ? { collectedAt } : {}),
+    };
+    if (!faults.includes("replay")) this.#previous.set(request.node, evidence);
+    return evidence;
+  }
+}
