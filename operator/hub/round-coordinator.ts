@@ -71,7 +71,11 @@ export interface RoundSettings {
 }
 
 /** The key a learner's manifest must be signed with, or undefined when none is bound to it. */
-export type LearnerKeyResolver = (region: string, manifest: DeltaManifest) => KeyObject | undefined;
+export type LearnerKeyResolver = (
+  region: string,
+  manifest: DeltaManifest,
+  run: { namespace: string; name: string },
+) => KeyObject | undefined;
 
 export interface Refusal {
   region: string;
@@ -198,7 +202,10 @@ export class RoundCoordinator {
   }
 
   async #verify(arrival: ArrivedDelta, settings: RoundSettings): Promise<string> {
-    const key = this.#opts.keyFor(arrival.region, arrival.signed.manifest);
+    const key = this.#opts.keyFor(arrival.region, arrival.signed.manifest, {
+      namespace: arrival.address.namespace,
+      name: arrival.address.run,
+    });
     if (!key) {
       throw Object.assign(
         new Error(
@@ -323,7 +330,10 @@ export class RoundCoordinator {
     try {
       for (const region of contributing) {
         const accepted = await this.#acceptedDelta(ref, region, settings);
-        const key = this.#opts.keyFor(region, accepted.signed.manifest) as KeyObject;
+        const key = this.#opts.keyFor(region, accepted.signed.manifest, {
+          namespace: ref.namespace,
+          name: ref.run,
+        }) as KeyObject;
         const bytes = await arrivedDeltaBytes(this.#opts.nc, accepted, { maxBytes: settings.maxDeltaBytes });
         await addVerifiedDelta(accumulator, accepted.signed, key, bytes, {
           per: "region",
@@ -355,7 +365,10 @@ export class RoundCoordinator {
     });
     for (const region of contributing) {
       const accepted = await this.#acceptedDelta(ref, region, settings);
-      const key = this.#opts.keyFor(region, accepted.signed.manifest) as KeyObject;
+      const key = this.#opts.keyFor(region, accepted.signed.manifest, {
+        namespace: ref.namespace,
+        name: ref.run,
+      }) as KeyObject;
       const bytes = await arrivedDeltaBytes(this.#opts.nc, accepted, { maxBytes: settings.maxDeltaBytes });
       const stream = await openVerifiedDelta(accepted.signed, key, bytes, {
         maxDataBytes: settings.maxDeltaBytes,

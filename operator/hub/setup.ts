@@ -15,6 +15,8 @@ import type {
   SovereignNode,
 } from "../../crds/types.generated.ts";
 import { publicKeyFromField } from "../../deltas/mod.ts";
+// The binding's format is the member's (it writes it); the hub only reads it.
+import { learnerKeyBound, learnerKeyFromWork, learnerKeyValidAt } from "../member/attestation-keys.ts";
 import { HUB_FIELD_MANAGER, SOVEREIGN_API } from "../names.ts";
 import { type Clock, realClock } from "../runtime/clock.ts";
 import { Controller } from "../runtime/controller.ts";
@@ -39,12 +41,26 @@ export function refusalSubject(region: string, runKey: string): string {
 }
 
 /**
- * Which key a learner's delta must be signed with. Attested mode binds the key to the GPU's
- * evidence (the nonce commits to it); until the member reports those bindings, only the
- * development mode can accept deltas, and it trusts the key the manifest names.
+ * Which key a learner's delta must be signed with: the key the region's member listed in the
+ * run's RegionWork status after the learner's GPU node attested for it, provided the listed
+ * nonce commits to that key, run and round, and the key is not revoked (its node failed a
+ * later attestation) by the time the hub verifies the delta. Development mode
+ * (--insecure-skip-attestation) trusts the key the manifest names instead.
  */
-function learnerKeyResolver(trustManifestKeys: boolean): LearnerKeyResolver {
-  return (_region, manifest) => (trustManifestKeys ? publicKeyFromField(manifest.learnerKey) : undefined);
+function learnerKeyResolver(
+  trustManifestKeys: boolean,
+  workOf: (region: string, run: { namespace: string; name: string }) => RegionWork | undefined,
+  now: () => number,
+): LearnerKeyResolver {
+  return (region, manifest, run) => {
+    if (trustManifestKeys) return publicKeyFromField(manifest.learnerKey);
+    const work = workOf(region, run);
+    if (!work) return undefined;
+    const entry = learnerKeyFromWork(work, manifest.learner, manifest.learnerKey);
+    if (!entry || !learnerKeyValidAt(entry, now()) || !learnerKeyBound(entry, work.spec.run.uid))
+      return undefined;
+    return publicKeyFromField(entry.publicKey);
+  };
 }
 
 const G = SOVEREIGN_API;
@@ -155,7 +171,17 @@ export function hubControllers(opts: HubOptions) {
     ? new RoundCoordinator({
         nc: opts.nats,
         log: log.child("rounds"),
-        keyFor: learnerKeyResolver(opts.trustManifestKeys === true),
+        keyFor: learnerKeyResolver(
+          opts.trustManifestKeys === true,
+          (region, run) =>
+            (works.list() as RegionWork[]).find(
+              (w) =>
+                w.spec.region === region &&
+                w.spec.run.namespace === run.namespace &&
+                w.spec.run.name === run.name,
+            ),
+          () => clock.now(),
+        ),
         onProgress: (key) => runController.enqueue(key),
         onAccepted: (run, delta, digest) => {
           metrics.deltasAccepted.inc({ region: delta.region });

@@ -161,8 +161,11 @@ export function memberControllers(opts: MemberOptions) {
       const name = key.split("/")[1] ?? "";
       const pod = pods.get(name, LEARNER_NAMESPACE);
       const owner = pod?.metadata?.annotations?.["sovereign.ai/region-work"];
-      if (owner) workController.enqueue(owner.split("/")[1] ?? owner);
-      else for (const w of works.list()) workController.enqueue(w.metadata?.name ?? "");
+      // Another member may share this cluster (several regions on one cluster, or tests):
+      // its pods are none of this member's business, and must never look orphaned to it.
+      if (pod && owner) {
+        if (ownsPod(pod)) workController.enqueue(owner.split("/")[1] ?? owner);
+      } else for (const w of works.list()) workController.enqueue(w.metadata?.name ?? "");
       gateController?.enqueue(name);
     },
     metrics,
@@ -181,7 +184,8 @@ export function memberControllers(opts: MemberOptions) {
       regionKc: opts.regionKc,
       hubNamespace,
       getWork: (name) => works.get(name, hubNamespace) as RegionWork | undefined,
-      podsOf: (id) => pods.list(LEARNER_NAMESPACE).filter((p) => p.metadata?.labels?.[WORK_LABEL] === id),
+      podsOf: (id) =>
+        pods.list(LEARNER_NAMESPACE).filter((p) => p.metadata?.labels?.[WORK_LABEL] === id && ownsPod(p)),
       insecureSkipAttestation: opts.insecureSkipAttestation ?? false,
       nats: opts.nats,
       learnerNats: opts.learnerNats,
@@ -276,6 +280,7 @@ export function memberControllers(opts: MemberOptions) {
   // work id the pods carry; each maps back to a work name through its annotation.
   const sweep = () => {
     for (const p of pods.list(LEARNER_NAMESPACE)) {
+      if (!ownsPod(p)) continue;
       const owner = p.metadata?.annotations?.["sovereign.ai/region-work"];
       if (owner && workId(owner.split("/")[1] ?? "") === p.metadata?.labels?.[WORK_LABEL]) {
         workController.enqueue(owner.split("/")[1] ?? "");

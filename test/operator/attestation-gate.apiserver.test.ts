@@ -51,34 +51,11 @@ import {
 } from "../../operator/member/work-controller.ts";
 import { jsonLogger, silentLogger } from "../../operator/runtime/log.ts";
 import { OperatorMetrics } from "../../operator/runtime/metrics.ts";
-import { eventually, uniqueName, useTestbed } from "../testbed/harness.ts";
-import { withLock } from "../testbed/lock.ts";
-import { defaultStateDir, repoRoot } from "../testbed/topology.ts";
+import { eventually, holdGpuNodeLabels, uniqueName, useTestbed } from "../testbed/harness.ts";
+import { repoRoot } from "../testbed/topology.ts";
 
 const GROUP = { group: "sovereign.ai", version: "v1alpha1" };
 const merge = setHeaderOptions("Content-Type", PatchStrategy.MergePatch);
-/**
- * Held while the test writes `sovereign.ai/attested` on the shared GPU nodes: another test that
- * labels them (hub-member.apiserver.test.ts does) and takes the same lock never overlaps with it.
- */
-const GPU_NODE_LABELS_LOCK = join(defaultStateDir(), "locks", "gpu-node-labels");
-
-/** Takes the lock until the test's last teardown (teardowns run last-registered first). */
-async function holdLock(t: { teardown(fn: () => void): void }, dir: string): Promise<void> {
-  let release = () => {};
-  await new Promise<void>((held) => {
-    void withLock(
-      dir,
-      () =>
-        new Promise<void>((done) => {
-          release = done;
-          held();
-        }),
-    );
-  });
-  t.teardown(() => release());
-}
-
 /** A node attestation verifies 8 GPUs (about 2.5 s of CPU); under a loaded machine allow for several. */
 const SLOW = 60_000;
 
@@ -90,7 +67,7 @@ test.serial(
       if (process.env.DEBUG_GATE) console.error(`${((Date.now() - started) / 1000).toFixed(1)} s: ${what}`);
     };
     const tb = await useTestbed();
-    await holdLock(t, GPU_NODE_LABELS_LOCK);
+    await holdGpuNodeLabels(t);
     debug("holding the GPU node label lock");
     const admin = tb.kubeConfig("hub");
     await installCrds(admin);

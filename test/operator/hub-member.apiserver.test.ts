@@ -31,7 +31,7 @@ import { eventRecorder } from "../../operator/runtime/events.ts";
 import { SupervisedInformer } from "../../operator/runtime/informer.ts";
 import { silentLogger } from "../../operator/runtime/log.ts";
 import { OperatorMetrics } from "../../operator/runtime/metrics.ts";
-import { eventually, testNamespace, uniqueName, useTestbed } from "../testbed/harness.ts";
+import { eventually, holdGpuNodeLabels, testNamespace, uniqueName, useTestbed } from "../testbed/harness.ts";
 import { repoRoot } from "../testbed/topology.ts";
 import { makeRun } from "./builders.ts";
 
@@ -43,6 +43,7 @@ test.serial(
   "a member registers and heartbeats; the hub judges the region Ready, then stale when it goes quiet",
   async (t) => {
     const tb = await useTestbed();
+    await holdGpuNodeLabels(t);
     const admin = tb.kubeConfig("hub");
     await installCrds(admin);
     const region = uniqueName("reg");
@@ -237,6 +238,7 @@ test.serial(
   "a run placed on every region gets learner pods in each, status from each, and is cleaned up everywhere",
   async (t) => {
     const tb = await useTestbed();
+    await holdGpuNodeLabels(t);
     const admin = tb.kubeConfig("hub");
     await installCrds(admin);
     const custom = admin.makeApiClient(CustomObjectsApi);

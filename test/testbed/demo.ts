@@ -9,6 +9,7 @@
 //
 //   node test/testbed/demo.ts [--rounds=N] [--keep]     (--keep leaves the operators running)
 import { type ChildProcess, spawn } from "node:child_process";
+import { generateKeyPairSync } from "node:crypto";
 import { createWriteStream, existsSync, readFileSync } from "node:fs";
 import { mkdir, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { createServer } from "node:net";
@@ -22,6 +23,8 @@ import {
 } from "@kubernetes/client-node";
 import { connect } from "@nats-io/transport-node";
 import { parse, stringify } from "yaml";
+import { parseTrustedKeys, verifyAuditFile } from "../../attestation/audit/mod.ts";
+import { testbedAttestationPolicy } from "../../attestation/testbed/mod.ts";
 import { installCrds } from "../../crds/install.ts";
 import type { FederatedRun, SovereignNode } from "../../crds/types.generated.ts";
 import { issueRegionCredential } from "../../operator/hub/credentials.ts";
@@ -68,21 +71,39 @@ say(`testbed: hub + ${regions.join(", ")} (state ${tb.description.stateDir})`);
 say("preparing the learners' Python environment (first time: a minute or two)");
 const python = await sdkPython();
 
-// The API and the testbed attestation policy.
+// The API and the testbed attestation policy: as strict as a production one, but trusting the
+// testbed's own roots (the kwok GPUs' evidence is minted under them), which no production
+// policy does. Members read it from a file: their hub credential cannot read policies.
 await installCrds(hubKc);
-const policy = parse(readFileSync(join(repoRoot, "examples", "attestationpolicy-testbed.yaml"), "utf8"));
+const policy = testbedAttestationPolicy("testbed-demo");
+const policyFile = join(stateDir, "attestationpolicy.yaml");
+// JSON (valid YAML) so that values such as "On" stay strings for every YAML reader.
+await writeFile(policyFile, JSON.stringify(policy, null, 2));
 await custom
-  .createClusterCustomObject({ ...G, plural: "attestationpolicies", body: policy })
-  .catch((err: { code?: number }) => {
-    if (err.code !== 409) throw err;
-  });
+  .deleteClusterCustomObject({ ...G, plural: "attestationpolicies", name: policy.metadata.name as string })
+  .catch(() => undefined);
+await custom.createClusterCustomObject({ ...G, plural: "attestationpolicies", body: policy });
+// Audit trails (hub and members), checkpoints signed with a key kept for the auditor.
+const auditKey = generateKeyPairSync("ed25519");
+const auditKeyFile = join(stateDir, "audit-key.pem");
+const auditPublicKeyFile = join(stateDir, "audit-key.pub.pem");
+await writeFile(auditKeyFile, auditKey.privateKey.export({ format: "pem", type: "pkcs8" }) as string, {
+  mode: 0o600,
+});
+await writeFile(auditPublicKeyFile, auditKey.publicKey.export({ format: "pem", type: "spki" }) as string);
+const auditFlags = (who: string) => [
+  `--audit-log=${join(stateDir, `audit-${who}.jsonl`)}`,
+  `--audit-key=${auditKeyFile}`,
+];
 
 // A previous demo's run and its buckets go first, so the demo can be run again.
 const runDoc = parse(
   readFileSync(join(repoRoot, "examples", "demo", "federatedrun.yaml"), "utf8"),
 ) as FederatedRun;
 const runName = runDoc.metadata.name as string;
-const runNs = "default";
+// The demo's own namespace and regions: its hub never touches anything else on the testbed.
+const runNs = "sovereign-demo";
+const CONSORTIUM = "sovereign.ai/consortium=demo";
 if (flag("rounds")) runDoc.spec.rounds = Number(flag("rounds"));
 const hubNats = await connect({
   servers: nats.hub.url,
@@ -113,26 +134,33 @@ const startOperator = (name: string, argv: string[]) => {
   child.stdout?.pipe(log);
   child.stderr?.pipe(log);
   child.on("exit", (code) => {
-    if (!stopping) say(`operator ${name} exited (${code}); see ${join(logDir, `${name}.log`)}`);
+    if (stopping) return;
+    operatorFailed = `operator ${name} exited (${code}); see ${join(logDir, `${name}.log`)}`;
+    say(operatorFailed);
   });
   children.push(child);
 };
 let stopping = false;
+let operatorFailed = "";
 const hubMetricsPort = await freePort();
 const common = (metrics: number, probes: number) => [
   "--leader-elect=false",
   `--metrics-bind-address=127.0.0.1:${metrics}`,
   `--health-probe-bind-address=127.0.0.1:${probes}`,
-  // Until the attestation gate lands, the testbed's GPUs are released without evidence and
-  // every run records that it ran unattested.
-  "--insecure-skip-attestation",
 ];
+await hubKc
+  .makeApiClient(CoreV1Api)
+  .createNamespace({ body: { metadata: { name: runNs } } })
+  .catch(() => undefined);
 startOperator("hub", [
   "--mode=hub",
+  `--watch-namespace=${runNs}`,
+  `--region-selector=${CONSORTIUM}`,
   `--kubeconfig=${tb.cluster("hub").kubeconfig}`,
   `--nats-url=${nats.hub.url}`,
   `--nats-user=${nats.hub.admin.user}`,
   `--nats-password=${nats.hub.admin.password}`,
+  ...auditFlags("hub"),
   ...common(hubMetricsPort, await freePort()),
 ]);
 say(`hub operator started (metrics http://127.0.0.1:${hubMetricsPort}/metrics)`);
@@ -185,14 +213,21 @@ for (const [i, region] of regions.entries()) {
     `--nats-user=${r.member.user}`,
     `--nats-password=${r.member.password}`,
     "--learner-nats-secret=learner-nats",
+    // The gate: each kwok GPU node answers challenges with evidence minted in NVIDIA's format.
+    `--attestation-policy=${policyFile}`,
+    "--trust-anchors=testbed",
+    "--evidence-source=testbed",
+    ...auditFlags(region),
     ...common(await freePort(), await freePort()),
   ]);
-  // Insecure mode: mark the testbed's GPU nodes as attested, as the gate would after a verdict.
+  // A fresh start for the gate: no verdict from an earlier demo or test carries over.
   for (const node of tb.cluster(region).nodes.filter((n) => n.gpus > 0)) {
-    await core.patchNode(
-      { name: node.name, body: { metadata: { labels: { [ATTESTED_LABEL]: "true" } } } },
-      setHeaderOptions("Content-Type", PatchStrategy.MergePatch),
-    );
+    await core
+      .patchNode(
+        { name: node.name, body: { metadata: { labels: { [ATTESTED_LABEL]: null } } } },
+        setHeaderOptions("Content-Type", PatchStrategy.MergePatch),
+      )
+      .catch(() => undefined);
   }
 }
 say(`member operators started in ${regions.join(", ")}; each registers its region with the hub`);
@@ -261,6 +296,7 @@ const runner = new PodRunner({
 runner.start();
 
 runDoc.metadata.namespace = runNs;
+runDoc.spec.attestation = { policyRef: { name: policy.metadata.name as string } };
 await custom.createNamespacedCustomObject({ ...G, plural: "federatedruns", namespace: runNs, body: runDoc });
 say(
   `applied ${runNs}/${runName}: ${runDoc.spec.rounds} rounds of ${runDoc.spec.algorithm.type}, quorum ${runDoc.spec.quorum?.minRegions}, grace ${runDoc.spec.quorum?.graceWindowSeconds}s`,
@@ -311,7 +347,7 @@ async function learnerMetrics(round: number): Promise<string[]> {
         };
         if (m.round === round)
           out.push(
-            `${region}: loss ${m.loss_before?.toFixed(4)} → ${m.loss?.toFixed(4)}, accuracy ${((m.accuracy ?? 0) * 100).toFixed(1)}% on its own data (${m.tokens} samples)`,
+            `${region}: the global model scores loss ${m.loss_before?.toFixed(4)}, accuracy ${((m.accuracy ?? 0) * 100).toFixed(1)}% on this region's held-out data; local training on ${m.tokens} samples took it to ${m.loss?.toFixed(4)}`,
           );
       }
     }
@@ -322,7 +358,7 @@ async function learnerMetrics(round: number): Promise<string[]> {
 const timeoutMs = Number(flag("timeout") ?? 15 * 60) * 1000;
 let finished: FederatedRun | undefined;
 const deadline = Date.now() + timeoutMs;
-while (!finished && Date.now() < deadline) {
+while (!finished && !operatorFailed && Date.now() < deadline) {
   finished = await progress().catch(() => undefined);
   if (!finished) await new Promise((r) => setTimeout(r, 1000));
 }
@@ -343,14 +379,26 @@ if (finished?.status?.phase === "Succeeded") {
   say(`the run did not finish (${finished?.status?.phase ?? "timed out"}); see the logs in ${logDir}`);
 }
 if (bytes.length) say(`delta bytes received by the hub: ${bytes.join(", ")} (raw data sent: none)`);
+for (const who of ["hub", ...regions]) {
+  const file = join(stateDir, `audit-${who}.jsonl`);
+  if (!existsSync(file)) continue;
+  const report = await verifyAuditFile(file, {
+    trustedKeys: parseTrustedKeys(await readFile(auditPublicKeyFile, "utf8")),
+  });
+  const kinds = new Map<string, number>();
+  for (const e of report.entries) kinds.set(e.kind, (kinds.get(e.kind) ?? 0) + 1);
+  say(
+    `audit trail ${who}: ${report.ok ? "intact" : `BROKEN (${report.failure?.reason})`}, ${report.entriesVerified} entries (${[...kinds].map(([k, n]) => `${n} ${k}`).join(", ")})`,
+  );
+}
 console.log(`
 Where to look next:
-  kubectl --kubeconfig ${tb.cluster("hub").kubeconfig} get federatedruns,sovereignnodes
-  kubectl --kubeconfig ${tb.cluster("hub").kubeconfig} describe federatedrun ${runName}
+  kubectl --kubeconfig ${tb.cluster("hub").kubeconfig} -n ${runNs} get federatedruns,sovereignnodes
+  kubectl --kubeconfig ${tb.cluster("hub").kubeconfig} -n ${runNs} describe federatedrun ${runName}
   hub metrics:       http://127.0.0.1:${hubMetricsPort}/metrics (while --keep runs)
   operator logs:     ${logDir}
   learner logs:      ${join(logDir, "learners")}
-  audit trail:       node operator/cli.ts audit verify <export> --keys <key> (docs/audit.md)
+  audit trails:      node operator/cli.ts audit verify ${join(stateDir, "audit-hub.jsonl")} --keys ${auditPublicKeyFile}
   stop the testbed:  make testbed-down`);
 
 await hubNats.close();

@@ -2,7 +2,9 @@
 // testbed if it is not up (the start is locked, so parallel test workers wait for one
 // start); tests isolate themselves with unique names and namespaces they delete.
 import { randomBytes } from "node:crypto";
+import { join } from "node:path";
 import { KubeConfig } from "@kubernetes/client-node";
+import { withLock } from "./lock.ts";
 import {
   type ClusterDescription,
   healthy,
@@ -111,4 +113,24 @@ export async function eventually<T>(
     }
     await new Promise((r) => setTimeout(r, 100));
   }
+}
+
+/**
+ * Held while a test writes `sovereign.ai/attested` on the shared GPU nodes of the region
+ * clusters, across ava's worker processes: two such tests never overlap. Released when the
+ * test's teardowns run.
+ */
+export async function holdGpuNodeLabels(t: { teardown(fn: () => void): void }): Promise<void> {
+  let release = () => {};
+  await new Promise<void>((held) => {
+    void withLock(
+      join(defaultStateDir(), "locks", "gpu-node-labels"),
+      () =>
+        new Promise<void>((done) => {
+          release = done;
+          held();
+        }),
+    );
+  });
+  t.teardown(() => release());
 }
