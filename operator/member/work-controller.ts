@@ -46,6 +46,8 @@ import { GateReason } from "./attestation-rules.ts";
 export const LEARNER_NAMESPACE = "sovereign-learners";
 export const ATTESTATION_GATE = "sovereign.ai/attestation";
 export const WORK_LABEL = "sovereign.ai/work";
+/** The uid of the FederatedRun a learner pod belongs to. */
+export const RUN_UID_LABEL = "sovereign.ai/run-uid";
 export const FIELD_MANAGER = MEMBER_FIELD_MANAGER;
 
 /** A label-safe, stable name for one RegionWork (its `namespace.name` can exceed 63 characters). */
@@ -108,6 +110,7 @@ export function learnerPod(work: RegionWork, index: number, nats?: LearnerNatsAc
       labels: {
         [WORK_LABEL]: id,
         "sovereign.ai/run": s.run.name.slice(0, 63),
+        [RUN_UID_LABEL]: s.run.uid,
         "sovereign.ai/learner-index": String(index),
         "app.kubernetes.io/managed-by": "sovereign-operator",
       },
@@ -288,10 +291,25 @@ export function workReconciler(
       // Where learners publish, and the run's models fetched once into the region for all of them.
       await ensureRegionDeltaBucket(deps.nats, deps.region);
       const ref = { namespace: work.spec.run.namespace, run: work.spec.run.name };
+      // Mirrored afresh by each member process: a mirror left by an earlier run of the same
+      // name (or by a member that stopped without cleaning up) would still serve that run's
+      // models, and the hub's bucket behind it may have been recreated since.
+      await removeRunModelMirror(deps.nats, ref);
       await ensureRunModelMirror(deps.nats, work.spec.nats.jetStreamDomain, ref);
       modelMirrors.set(name, ref);
     }
     const desired = work.spec.workload.learnersPerRegion;
+    // A run deleted and created again under the same name gets a RegionWork of the same name:
+    // learners left from the old run (another uid) go, and the new run's are created next pass.
+    const stale = pods.filter((p) => (p.metadata?.labels?.[RUN_UID_LABEL] ?? "") !== work.spec.run.uid);
+    for (const p of stale) {
+      await core
+        .deleteNamespacedPod({ name: p.metadata?.name ?? "", namespace: LEARNER_NAMESPACE })
+        .catch((err: { code?: number }) => {
+          if (err.code !== 404) throw err;
+        });
+    }
+    if (stale.length > 0) return { requeueAfterMs: 1_000 };
     const existing = new Set(pods.map((p) => p.metadata?.name));
     let createError = "";
     /** Gated pods whose key Secret is in place: only those may be released. */

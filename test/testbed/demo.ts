@@ -59,6 +59,7 @@ const tb = await useTestbed();
 const stateDir = join(tb.description.stateDir, "demo");
 const logDir = join(tb.description.stateDir, "logs", "demo");
 await rm(stateDir, { recursive: true, force: true });
+await rm(logDir, { recursive: true, force: true });
 await mkdir(stateDir, { recursive: true });
 await mkdir(logDir, { recursive: true });
 const hubKc = tb.kubeConfig("hub");
@@ -100,7 +101,10 @@ const auditFlags = (who: string) => [
 const runDoc = parse(
   readFileSync(join(repoRoot, "examples", "demo", "federatedrun.yaml"), "utf8"),
 ) as FederatedRun;
-const runName = runDoc.metadata.name as string;
+// A fresh name per demo: re-creating a run under a name that just existed is not reliable yet
+// (see the issue notes), and the previous demo's runs are deleted below anyway.
+const runName = `${runDoc.metadata.name as string}-${Date.now().toString(36).slice(-5)}`;
+runDoc.metadata.name = runName;
 // The demo's own namespace and regions: its hub never touches anything else on the testbed.
 const runNs = "sovereign-demo";
 const CONSORTIUM = "sovereign.ai/consortium=demo";
@@ -110,17 +114,19 @@ const hubNats = await connect({
   user: nats.hub.admin.user,
   pass: nats.hub.admin.password,
 });
-const previous = await custom
-  .getNamespacedCustomObject({ ...G, plural: "federatedruns", namespace: runNs, name: runName })
-  .catch(() => undefined);
-if (previous) {
-  say(`removing the previous demo run ${runNs}/${runName}`);
-  await custom.deleteNamespacedCustomObject({
-    ...G,
-    plural: "federatedruns",
-    namespace: runNs,
-    name: runName,
-  });
+const previousRuns = (await custom
+  .listNamespacedCustomObject({ ...G, plural: "federatedruns", namespace: runNs })
+  .catch(() => ({ items: [] }))) as { items: FederatedRun[] };
+for (const previous of previousRuns.items) {
+  say(`removing the previous demo run ${runNs}/${previous.metadata.name}`);
+  await custom
+    .deleteNamespacedCustomObject({
+      ...G,
+      plural: "federatedruns",
+      namespace: runNs,
+      name: previous.metadata.name as string,
+    })
+    .catch(() => undefined);
 }
 
 // Operators: separate processes, as in production, each with only its own credentials.
