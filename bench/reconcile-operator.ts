@@ -6,23 +6,12 @@
 // Not part of the operator: leader election, the probe/metrics server and NATS are left
 // out (the hub places runs and the members create learner pods without them).
 //
-// The member is memberControllers (operator/member/setup.ts) with one change unless
-// `shipped` is set: it acts only on learner pods of its own region's work. As shipped, a
-// member treats every learner pod in its cluster's `sovereign-learners` as its own and
-// deletes those whose RegionWork it does not have, which on the shared testbed means other
-// sessions' members' pods (and theirs delete ours).
+// The member is memberControllers (operator/member/setup.ts) as shipped: it acts only on
+// learner pods of its own region's work, so members sharing a cluster leave each other alone.
 import { createWriteStream } from "node:fs";
-import { CoreV1Api, CustomObjectsApi, KubeConfig, type V1Pod } from "@kubernetes/client-node";
-import type { RegionWork } from "../crds/types.generated.ts";
-import { regionNamespace } from "../operator/hub/region-access.ts";
+import { KubeConfig } from "@kubernetes/client-node";
 import { hubControllers } from "../operator/hub/setup.ts";
-import { type Registration, registrationReconciler } from "../operator/member/registration.ts";
-import { type MemberOptions, memberControllers, REGISTRATION_KEY } from "../operator/member/setup.ts";
-import { LEARNER_NAMESPACE, WORK_LABEL, workId, workReconciler } from "../operator/member/work-controller.ts";
-import { SOVEREIGN_API } from "../operator/names.ts";
-import { realClock } from "../operator/runtime/clock.ts";
-import { Controller } from "../operator/runtime/controller.ts";
-import { SupervisedInformer } from "../operator/runtime/informer.ts";
+import { memberControllers } from "../operator/member/setup.ts";
 import { jsonLogger, type Logger } from "../operator/runtime/log.ts";
 import { OperatorMetrics } from "../operator/runtime/metrics.ts";
 
@@ -47,8 +36,6 @@ export type OperatorSpec =
       workers: number;
       insecureSkipAttestation: boolean;
       heartbeatIntervalMs: number;
-      /** memberControllers exactly as shipped (only on a testbed no other member uses). */
-      shipped: boolean;
       logFile: string;
     };
 
@@ -191,7 +178,7 @@ async function start(spec: OperatorSpec): Promise<() => Promise<void>> {
     regionKc.loadFromFile(spec.regionKubeconfig);
     const hubKc = new KubeConfig();
     hubKc.loadFromString(spec.hubKubeconfigYaml);
-    parts = (spec.shipped ? memberControllers : scopedMemberControllers)({
+    parts = memberControllers({
       region: spec.region,
       regionKc: counted(regionKc, "member→region"),
       hubKc: counted(hubKc, "member→hub"),
@@ -223,102 +210,6 @@ async function start(spec: OperatorSpec): Promise<() => Promise<void>> {
     await Promise.all(parts.informers.map((i) => i.stop()));
     await new Promise((r) => file.end(r));
   };
-}
-
-/**
- * memberControllers, line for line, except that pods whose `sovereign.ai/region-work`
- * annotation names another region's hub namespace are invisible to it: not enqueued, not
- * in podsOf, not swept. The informer still lists and caches every learner pod.
- */
-function scopedMemberControllers(opts: MemberOptions) {
-  const { metrics, log } = opts;
-  const clock = opts.clock ?? realClock;
-  const hubNamespace = regionNamespace(opts.region);
-  const hubApi = opts.hubKc.makeApiClient(CustomObjectsApi);
-  const core = opts.regionKc.makeApiClient(CoreV1Api);
-  const ours = (p: V1Pod | undefined) =>
-    p?.metadata?.annotations?.["sovereign.ai/region-work"]?.startsWith(`${hubNamespace}/`) === true;
-
-  const works = new SupervisedInformer<RegionWork>({
-    kc: opts.hubKc,
-    path: `/apis/sovereign.ai/v1alpha1/namespaces/${hubNamespace}/regionworks`,
-    list: () =>
-      hubApi.listNamespacedCustomObject({
-        ...SOVEREIGN_API,
-        plural: "regionworks",
-        namespace: hubNamespace,
-      }),
-    onKey: (key) => workController.enqueue(key.split("/")[1] ?? key),
-    metrics,
-    log: log.child("informer.regionworks"),
-  });
-  const pods = new SupervisedInformer<V1Pod>({
-    kc: opts.regionKc,
-    path: `/api/v1/namespaces/${LEARNER_NAMESPACE}/pods`,
-    list: () => core.listNamespacedPod({ namespace: LEARNER_NAMESPACE, labelSelector: WORK_LABEL }),
-    labelSelector: WORK_LABEL,
-    onKey: (key) => {
-      const pod = pods.get(key.split("/")[1] ?? "", LEARNER_NAMESPACE);
-      if (pod && !ours(pod)) return;
-      const owner = pod?.metadata?.annotations?.["sovereign.ai/region-work"];
-      if (owner) workController.enqueue(owner.split("/")[1] ?? owner);
-      else for (const w of works.list()) workController.enqueue(w.metadata?.name ?? "");
-    },
-    metrics,
-    log: log.child("informer.pods"),
-  });
-  const workController = new Controller({
-    name: "regionwork",
-    workers: opts.workers,
-    metrics,
-    log: log.child("regionwork"),
-    clock,
-    reconcile: workReconciler({
-      region: opts.region,
-      metrics,
-      hubKc: opts.hubKc,
-      regionKc: opts.regionKc,
-      hubNamespace,
-      getWork: (name) => works.get(name, hubNamespace) as RegionWork | undefined,
-      podsOf: (id) =>
-        pods.list(LEARNER_NAMESPACE).filter((p) => ours(p) && p.metadata?.labels?.[WORK_LABEL] === id),
-      insecureSkipAttestation: opts.insecureSkipAttestation ?? false,
-      nats: opts.nats,
-      learnerNats: opts.learnerNats,
-      now: () => clock.now(),
-    }),
-  });
-  const sweep = () => {
-    for (const p of pods.list(LEARNER_NAMESPACE)) {
-      if (!ours(p)) continue;
-      const owner = p.metadata?.annotations?.["sovereign.ai/region-work"];
-      if (owner && workId(owner.split("/")[1] ?? "") === p.metadata?.labels?.[WORK_LABEL]) {
-        workController.enqueue(owner.split("/")[1] ?? "");
-      }
-    }
-  };
-  const beat = registrationReconciler({
-    region: opts.region,
-    registration: opts.registration as Registration,
-    regionKc: opts.regionKc,
-    hubKc: opts.hubKc,
-    clock,
-    heartbeatIntervalMs: opts.heartbeatIntervalMs ?? 10_000,
-    labels: opts.labels,
-  });
-  const registrationController = new Controller({
-    name: "registration",
-    workers: 1,
-    metrics,
-    log: log.child("registration"),
-    clock,
-    reconcile: async () => {
-      sweep();
-      return beat();
-    },
-  });
-  registrationController.enqueue(REGISTRATION_KEY);
-  return { informers: [works, pods], controllers: [workController, registrationController] };
 }
 
 let stop: (() => Promise<void>) | undefined;

@@ -1,6 +1,6 @@
 // `node bench/reconcile.ts [--quick] [--runs 1000] [--nodes 500] [--workers 2] [--apply-concurrency 16]
 //   [--baseline-concurrency 2] [--attestation skip|gated] [--timeout-s 900] [--running-timeout-s 300]
-//   [--heartbeat-ms 10000] [--shipped-member] [--out NAME]`
+//   [--heartbeat-ms 10000] [--out NAME]`
 //
 // Reconcile throughput and latency on the testbed: N FederatedRuns (placement.minRegions 3,
 // learnersPerRegion 1) applied as fast as the hub API server takes them, against the hub
@@ -22,10 +22,8 @@
 // labelled or uniquely named and removed at the end, also on failure or Ctrl-C. If not every
 // run has its learners within --timeout-s, the runs that did are reported (complete: false).
 //
-// The members act only on their own region's learner pods (--shipped-member: memberControllers
-// unchanged, which deletes every learner pod in the cluster whose work it does not have: use it
-// only when no other member runs against the testbed). Pods of ours deleted by someone else
-// mid-run are counted under `interference`.
+// The members are memberControllers as shipped, which act only on their own region's learner
+// pods. Pods of ours deleted by someone else mid-run are counted under `interference`.
 //
 // Writes bench/results/reconcile.json (reconcile-quick.json with --quick; --out NAME → NAME.json).
 import { type ChildProcess, execFileSync, fork } from "node:child_process";
@@ -67,7 +65,6 @@ const { values: args } = parseArgs({
     "timeout-s": { type: "string" },
     "running-timeout-s": { type: "string", default: "300" },
     "heartbeat-ms": { type: "string", default: "10000" },
-    "shipped-member": { type: "boolean", default: false },
     out: { type: "string" },
   },
 });
@@ -82,7 +79,6 @@ if (!["skip", "gated"].includes(String(args.attestation))) throw new Error("--at
 const timeoutMs = Number(args["timeout-s"] ?? (quick ? 300 : 900)) * 1000;
 const runningTimeoutMs = Number(args["running-timeout-s"]) * 1000;
 const heartbeatMs = Number(args["heartbeat-ms"]);
-const shippedMember = args["shipped-member"] === true;
 for (const [k, v] of Object.entries({ N, totalNodes, workers, applyConcurrency, baselineConcurrency })) {
   if (!Number.isInteger(v) || v < 1) throw new Error(`${k} must be a positive whole number, not ${v}`);
 }
@@ -450,7 +446,6 @@ async function main(): Promise<Record<string, unknown>> {
         workers,
         insecureSkipAttestation: skipAttestation,
         heartbeatIntervalMs: heartbeatMs,
-        shipped: shippedMember,
         logFile: join(logDir, `${tag}-member-${r.cluster}.log`),
       }),
     );
@@ -728,7 +723,7 @@ async function main(): Promise<Record<string, unknown>> {
     progress,
     deletion,
     interference: {
-      note: "learner pods of other members seen in the regions' sovereign-learners during the run, and our learner pods deleted before we deleted the runs (a member as shipped deletes learner pods of work it does not have)",
+      note: "learner pods of other members seen in the regions' sovereign-learners during the run, and our learner pods deleted before we deleted the runs (members before 7a3ffcb deleted the learner pods of work they did not have)",
       foreignLearnerPodsSeen: foreignPods.size,
       ourPodsDeletedMidRun: deletedMidRun,
     },
@@ -990,9 +985,7 @@ function report(m: {
     },
     deletion: m.deletion,
     interference: m.interference,
-    member: shippedMember
-      ? "memberControllers as shipped"
-      : "memberControllers scoped to its own region's learner pods (bench/reconcile-operator.ts)",
+    member: "memberControllers as shipped",
     retries,
   };
 
