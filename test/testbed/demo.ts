@@ -272,16 +272,21 @@ await new Promise<void>((resolve, reject) => {
   });
   p.on("exit", (code) => (code === 0 ? resolve() : reject(new Error(`train.py --init exited ${code}`))));
 });
-await eventually(
-  async () =>
-    !(await custom
-      .getNamespacedCustomObject({ ...G, plural: "federatedruns", namespace: runNs, name: runName })
-      .then(() => true)
-      .catch(() => false)),
-  "the previous run gone",
-  60_000,
-);
-await removeRunBuckets(hubNats, { namespace: runNs, run: runName });
+// The run name is fresh, so there is nothing of it to wait for; the previous demos' model
+// buckets go once their runs are gone.
+for (const previous of previousRuns.items) {
+  const name = previous.metadata.name as string;
+  await eventually(
+    async () =>
+      !(await custom
+        .getNamespacedCustomObject({ ...G, plural: "federatedruns", namespace: runNs, name })
+        .then(() => true)
+        .catch(() => false)),
+    `the previous run ${name} gone`,
+    60_000,
+  );
+  await removeRunBuckets(hubNats, { namespace: runNs, run: name });
+}
 const initial = await publishGlobalModel(hubNats, { namespace: runNs, run: runName, round: 0 }, [
   await readFile(initialPath),
 ]);
