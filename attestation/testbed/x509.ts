@@ -196,7 +196,7 @@ export function issueCertificate(request: CertificateRequest, issuerKey: P384Key
   const algorithm = new AlgorithmIdentifier({ algorithm: OID_ECDSA_SHA384 });
   const tbs = new TBSCertificate({
     version: Version.v3,
-    serialNumber: request.serial.slice().buffer,
+    serialNumber: minimalPositiveInteger(request.serial).buffer as ArrayBuffer,
     signature: algorithm,
     issuer: buildName(request.issuer),
     validity: new Validity({ notBefore: request.notBefore, notAfter: request.notAfter }),
@@ -216,6 +216,18 @@ export function issueCertificate(request: CertificateRequest, issuerKey: P384Key
     ),
   );
   return { der, pem: toPem(der), x509: new X509Certificate(Buffer.from(der)) };
+}
+
+/**
+ * DER wants an INTEGER in its shortest form: leading zero bytes go unless the next byte has its
+ * top bit set (which would make the value negative). A serial taken from a key identifier with
+ * its top bit cleared can start with 0x00; encoded as is, X.509 parsers refuse the certificate.
+ */
+function minimalPositiveInteger(bytes: Uint8Array): Uint8Array {
+  let start = 0;
+  while (start < bytes.length - 1 && bytes[start] === 0 && ((bytes[start + 1] as number) & 0x80) === 0)
+    start++;
+  return bytes.slice(start);
 }
 
 /** A positive serial number of `bytes` bytes derived from a label (deterministic like the keys). */

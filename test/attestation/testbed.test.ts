@@ -184,6 +184,18 @@ test("faults combine, each adding its own reason", async (t) => {
   t.deepEqual(verdict.reasons, [Reason.CcModeOff, Reason.CertRevoked, Reason.NonceMismatch].sort());
 });
 
+test("a GPU whose leaf key identifier starts with a zero byte still gets a parseable certificate", async (t) => {
+  // fast-check found it: the leaf's serial is its key identifier with the top bit cleared, which
+  // can leave a leading 0x00 that DER forbids; the certificate must then drop it.
+  const minted = await mintTestbedEvidence({
+    nonce: new Uint8Array(32),
+    at: AT,
+    gpu: { index: 5, driverVersion: "400.0.00", vbiosVersion: "80.01.CF.02.9B" },
+  });
+  const chain = parsePemChain(minted.device.certificateChain, "chain");
+  t.true(verifyReportSignature(parseAttestationReport(minted.device.report), chain[0] as never));
+});
+
 test("the minted report parses with the parser for real reports and carries what was asked", async (t) => {
   await fc.assert(
     fc.asyncProperty(
