@@ -162,7 +162,7 @@ export interface Quorum {
 export interface DeltaEncoding {
   /** Element type of the transmitted delta: fp32 (lossless), bf16 or fp16 (half size), int8 (quarter size, block-scaled with error feedback). Default: bf16. */
   dtype: "fp32" | "bf16" | "fp16" | "int8";
-  /** Largest encoded delta a region may publish per round; larger deltas are rejected and the region is quarantined. MiB (2^20 bytes). Default: 4096. */
+  /** Largest encoded delta a region may publish per round; larger deltas are refused unread (DeltaTooLarge), audited, and the region's status in the run shows the refusal. MiB (2^20 bytes). Default: 4096. */
   maxSizeMiB: number;
 }
 
@@ -223,6 +223,8 @@ export interface RoundProgress {
   deliveredRegions?: string[];
   /** Times this round restarted after QuorumMissed. Count. */
   retries?: number;
+  /** When spec.suspend stopped this round's clock. On resume, startTime and quorumTime move forward by the pause, so a suspension never eats into the round's grace window or maxRoundSeconds. Unset while the run is not suspended. */
+  suspendTime?: string;
 }
 
 /** The run's state in one region. */
@@ -544,8 +546,8 @@ export interface LearnerKey {
 
 /** Observed state, written by the region's member operator through the status subresource. */
 export interface RegionWorkStatus {
-  /** Pending: learners are being created or wait for scheduling or attestation; Running: learners are training; Succeeded: the region finished spec.rounds rounds; Failed: the work cannot proceed, see conditions and message. */
-  phase?: "Pending" | "Running" | "Succeeded" | "Failed";
+  /** Pending: learners are being created or wait for scheduling or attestation; Running: learners are training; Suspended: spec.suspend is true and the member keeps no learners; Succeeded: the region finished spec.rounds rounds; Failed: the work cannot proceed, see conditions and message. */
+  phase?: "Pending" | "Running" | "Suspended" | "Succeeded" | "Failed";
   /** Learner pods the region should run (spec.workload.learnersPerRegion, or 0 while suspended). */
   learnersDesired?: number;
   /** Learner pods that exist and are bound to a node. */

@@ -39,6 +39,8 @@ export const federatedRunConditions = {
       RoundAggregated: "The last round reached quorum and its aggregate was published.",
       RunCompleted: "All spec.rounds rounds finished; phase is Succeeded.",
       RunFailed: "The run stopped; the message says why and phase is Failed.",
+      Suspended:
+        "spec.suspend is true: the regions' learners are stopped and the open round's clock is stopped until it is set back to false.",
     },
   },
   Degraded: {
@@ -125,6 +127,8 @@ export const regionWorkConditions = {
       AttestationPending:
         "Some learner pods wait behind the sovereign.ai/attestation scheduling gate until their GPU node is attested.",
       LearnersFailed: "A learner pod failed; the message names the pod and its exit reason.",
+      Suspended:
+        "spec.suspend is true: the member deleted the work's learner pods and creates none until it is false.",
       NoAttestedNode:
         "Learner pods are gated and no GPU node in the region is attested under the policy with enough free GPUs (all failed, are quarantined or could not be challenged); the message gives each node's reason.",
       PolicyMismatch:

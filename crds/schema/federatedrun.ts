@@ -368,7 +368,7 @@ export const deltaEncoding = obj(
       { enum: ["fp32", "bf16", "fp16", "int8"], default: "bf16" },
     ),
     maxSizeMiB: int(
-      "Largest encoded delta a region may publish per round; larger deltas are rejected and the region is quarantined. MiB (2^20 bytes).",
+      "Largest encoded delta a region may publish per round; larger deltas are refused unread (DeltaTooLarge), audited, and the region's status in the run shows the refusal. MiB (2^20 bytes).",
       { minimum: 1, maximum: 1048576, default: 4096 },
     ),
   },
@@ -547,6 +547,9 @@ const roundProgress = obj(
       { maxItems: MAX_REGIONS, "x-kubernetes-list-type": "set" },
     ),
     retries: int("Times this round restarted after QuorumMissed. Count.", { minimum: 0 }),
+    suspendTime: time(
+      "When spec.suspend stopped this round's clock. On resume, startTime and quorumTime move forward by the pause, so a suspension never eats into the round's grace window or maxRoundSeconds. Unset while the run is not suspended.",
+    ),
   },
   { required: ["round", "phase", "startTime"], tsName: "RoundProgress" },
 );

@@ -226,8 +226,8 @@ export const regionWorkStatus: Schema = obj(
   "Observed state, written by the region's member operator through the status subresource.",
   {
     phase: str(
-      "Pending: learners are being created or wait for scheduling or attestation; Running: learners are training; Succeeded: the region finished spec.rounds rounds; Failed: the work cannot proceed, see conditions and message.",
-      { enum: ["Pending", "Running", "Succeeded", "Failed"] },
+      "Pending: learners are being created or wait for scheduling or attestation; Running: learners are training; Suspended: spec.suspend is true and the member keeps no learners; Succeeded: the region finished spec.rounds rounds; Failed: the work cannot proceed, see conditions and message.",
+      { enum: ["Pending", "Running", "Suspended", "Succeeded", "Failed"] },
     ),
     learnersDesired: int(
       "Learner pods the region should run (spec.workload.learnersPerRegion, or 0 while suspended).",

@@ -21,9 +21,17 @@ import type { ReconcileResult } from "../runtime/controller.ts";
 import type { EventRecorder } from "../runtime/events.ts";
 import type { OperatorMetrics } from "../runtime/metrics.ts";
 import { decidePlacement, type PlacementDecision } from "./placement.ts";
+import { judgeRegionForRound } from "./quarantine.ts";
 import { regionNamespace } from "./region-access.ts";
 import type { RegionEndpoint, RoundCoordinator, RoundSettings } from "./round-coordinator.ts";
-import { afterPublish, decideRound, quorumSize, type RoundProgress } from "./rounds.ts";
+import {
+  afterPublish,
+  decideRound,
+  quorumSize,
+  type RoundProgress,
+  resumeRound,
+  suspendRound,
+} from "./rounds.ts";
 
 export const CONTROLLER_NAME = "federatedrun";
 export const FIELD_MANAGER = HUB_FIELD_MANAGER;
@@ -104,6 +112,8 @@ export function federatedRunReconciler(
     if (reported.size > 10_000) reported.delete(reported.values().next().value as string);
     return true;
   };
+  /** Rounds resumed after a suspension, by run uid and suspendTime: a stale read resumes the same way. */
+  const resumed = new Map<string, RoundProgress>();
 
   const setFinalizers = (run: FederatedRun, finalizers: string[]) =>
     api.patchNamespacedCustomObject(
@@ -135,9 +145,9 @@ export function federatedRunReconciler(
 
   return async (key) => {
     const [namespace, name] = key.split("/") as [string, string];
-    const run = deps.getRun(namespace, name);
+    let run = deps.getRun(namespace, name);
     if (!run) {
-      for (const state of ["placed", "ready"])
+      for (const state of ["placed", "ready", "quarantined"])
         deps.metrics?.runRegions.remove({ namespace, run: name, state });
       return undefined;
     }
@@ -174,6 +184,7 @@ export function federatedRunReconciler(
             outcome: "PolicyNotFound",
             chosen: [],
             rejected: [],
+            impaired: [],
             message: `AttestationPolicy ${policy} does not exist; create it or fix spec.attestation.policyRef`,
           };
     if (
@@ -186,6 +197,13 @@ export function federatedRunReconciler(
     const gen = run.metadata.generation;
     let conditions = run.status?.conditions;
     const regions: RegionRunStatus[] = [];
+
+    // The open round: what the hub refused of each region for it is shown on the region.
+    const openRound = (run.status?.roundProgress as RoundProgress | undefined)?.round;
+    const refused =
+      openRound !== undefined && deps.rounds
+        ? deps.rounds.refusedRegions({ namespace, run: name, round: openRound })
+        : new Map();
 
     if (decision.outcome === "RegionsSelected") {
       const work = deps.workOf(uid);
@@ -214,6 +232,14 @@ export function federatedRunReconciler(
           );
         }
         const reported = existing?.status;
+        const impaired = decision.impaired.find((r) => r.name === region);
+        const judged = impaired
+          ? {
+              quarantined: true,
+              reason: impaired.reason === "Quarantined" ? "RegionQuarantined" : `Region${impaired.reason}`,
+              message: `${impaired.message}; rounds go on without it until it recovers`,
+            }
+          : judgeRegionForRound(region, node, refused.get(region), openRound ?? 0);
         regions.push({
           name: region,
           jurisdiction: node?.spec.jurisdiction,
@@ -227,6 +253,9 @@ export function federatedRunReconciler(
             : "WorkSent",
           message:
             reported?.message ?? (reported ? "" : "waiting for the region's member operator to report"),
+          ...(judged
+            ? { quarantined: judged.quarantined, reason: judged.reason, message: judged.message }
+            : {}),
         });
       }
       // Work for regions no longer chosen (only if they were dropped while unplaced).
@@ -292,15 +321,89 @@ export function federatedRunReconciler(
     }
     deps.metrics?.runRegions.set({ namespace, run: name, state: "placed" }, placed.length);
     deps.metrics?.runRegions.set({ namespace, run: name, state: "ready" }, ready.length);
+    deps.metrics?.runRegions.set(
+      { namespace, run: name, state: "quarantined" },
+      placed.filter((r) => r.quarantined === true).length,
+    );
     const finished = run.status?.phase === "Succeeded" || run.status?.phase === "Failed";
+    const suspended = run.spec.suspend === true && placed.length > 0 && !finished;
+    const progressBefore = run.status?.roundProgress as RoundProgress | undefined;
+    let suspendedProgress: RoundProgress | undefined;
+    if (suspended) {
+      // Learners stop in every region (RegionWork.spec.suspend) and the round's clock stops.
+      suspendedProgress = progressBefore ? suspendRound(progressBefore, now.getTime()) : undefined;
+      conditions = setCondition(
+        conditions,
+        {
+          type: "Progressing",
+          status: "False",
+          reason: "Suspended",
+          message: progressBefore
+            ? `spec.suspend is true: learners are stopped and round ${progressBefore.round}'s clock stopped at ${suspendedProgress?.suspendTime}`
+            : "spec.suspend is true: learners are stopped",
+          observedGeneration: gen,
+        },
+        now,
+      );
+      if (once(`${uid}/suspended/${suspendedProgress?.suspendTime ?? run.metadata.generation}`))
+        await deps.events.record(run, "Normal", "Suspended", "spec.suspend is true: learners are stopped");
+    } else if (progressBefore?.suspendTime) {
+      const key = `${uid}/${progressBefore.suspendTime}`;
+      const progress = resumed.get(key) ?? resumeRound(progressBefore, now.getTime());
+      resumed.set(key, progress);
+      if (resumed.size > 1_000) resumed.delete(resumed.keys().next().value as string);
+      run = { ...run, status: { ...run.status, roundProgress: progress } };
+      if (once(`${key}/resumed`))
+        await deps.events.record(
+          run,
+          "Normal",
+          "Resumed",
+          `spec.suspend is false: round ${progress.round} resumes with its deadlines moved by the pause`,
+        );
+    }
     const rounds =
-      deps.rounds && placed.length > 0 && !finished && run.spec.suspend !== true
-        ? await advanceRound(run, deps.rounds, eligibleRegions(placed, nodes), now, conditions, {
-            ...deps,
-            once,
-          })
+      deps.rounds && placed.length > 0 && !finished && !suspended
+        ? await advanceRound(
+            run,
+            deps.rounds,
+            eligibleRegions(placed, nodes),
+            placed.map((r) => r.name),
+            now,
+            conditions,
+            { ...deps, once },
+          )
         : undefined;
     if (rounds) conditions = rounds.conditions;
+    const quarantined = placed.filter((r) => r.quarantined === true);
+    if (quarantined.length > 0) {
+      conditions = setCondition(
+        conditions,
+        {
+          type: "Degraded",
+          status: "True",
+          reason: "RegionQuarantined",
+          message: quarantined.map((r) => `${r.name}: ${r.message}`).join("; "),
+          observedGeneration: gen,
+        },
+        now,
+      );
+      for (const r of quarantined) {
+        if (once(`${uid}/quarantine/${r.name}/${r.message}`))
+          await deps.events.record(run, "Warning", "RegionQuarantined", r.message ?? r.name);
+      }
+    } else if (findCondition(conditions, "Degraded")?.reason === "RegionQuarantined") {
+      conditions = setCondition(
+        conditions,
+        {
+          type: "Degraded",
+          status: "False",
+          reason: "AsExpected",
+          message: "no region is quarantined",
+          observedGeneration: gen,
+        },
+        now,
+      );
+    }
     const phase: FederatedRunStatus["phase"] = finished
       ? run.status?.phase
       : rounds?.done
@@ -318,7 +421,13 @@ export function federatedRunReconciler(
       phase,
       currentRound,
       ...(rounds?.progress ??
-        (rounds ? {} : run.status?.roundProgress ? { roundProgress: run.status.roundProgress } : {})),
+        (rounds
+          ? {}
+          : suspendedProgress
+            ? { roundProgress: suspendedProgress }
+            : run.status?.roundProgress
+              ? { roundProgress: run.status.roundProgress }
+              : {})),
       regionsPlaced: placed.length,
       regionsReady: ready.length,
       startTime: run.status?.startTime ?? apiTime(now),
@@ -391,6 +500,8 @@ async function advanceRound(
   run: FederatedRun,
   coordinator: RoundCoordinator,
   endpoints: RegionEndpoint[],
+  /** Every placed region, quarantined ones included (they are late, not absent). */
+  placedNames: readonly string[],
   now: Date,
   conditionsIn: Condition[] | undefined,
   deps: Pick<FederatedRunReconcilerDeps, "events" | "metrics" | "audit"> & { once: (key: string) => boolean },
@@ -455,7 +566,7 @@ async function advanceRound(
       await deps.events.record(run, "Warning", aggregation.reason, aggregation.message);
       return { progress: {}, currentRound, history, conditions, failed: true };
     }
-    const late = eligible.filter((r) => !contributing.includes(r)).sort();
+    const late = placedNames.filter((r) => !contributing.includes(r)).sort();
     record({
       round: ref.round,
       outcome: late.length === 0 ? "AllRegionsReported" : "QuorumReached",
@@ -492,6 +603,7 @@ async function advanceRound(
     currentRound,
     progress: progressIn,
     eligibleRegions: eligible,
+    placedRegions: placedNames,
     delivered,
     baseModelReady,
     now: now.getTime(),

@@ -38,8 +38,21 @@ export interface PlacementDecision {
   /** Chosen region names, in ranking order. Empty unless outcome is RegionsSelected. */
   chosen: string[];
   rejected: RejectedRegion[];
+  /**
+   * Chosen regions, placed before, that fail a check they may recover from (NotReady,
+   * Quarantined, InsufficientAttestedGpus). They stay placed: the run's quorum rules decide
+   * without them, instead of the run being re-placed or stopped (operator/hub/quarantine.ts).
+   */
+  impaired: RejectedRegion[];
   message: string;
 }
+
+/** Failures a placed region keeps its place through: it may come back, and the run goes on meanwhile. */
+const RECOVERABLE: ReadonlySet<RegionRejection> = new Set([
+  "NotReady",
+  "Quarantined",
+  "InsufficientAttestedGpus",
+]);
 
 function condition(node: SovereignNode, type: string) {
   return node.status?.conditions?.find((c) => c.type === type);
@@ -120,12 +133,17 @@ export function decidePlacement(
 ): PlacementDecision {
   const { minRegions, maxRegions, requiredJurisdictions = [] } = run.spec.placement;
   const rejected: RejectedRegion[] = [];
+  const impaired: RejectedRegion[] = [];
   const eligible: SovereignNode[] = [];
   for (const node of [...nodes].sort((a, b) =>
     (a.metadata.name ?? "").localeCompare(b.metadata.name ?? ""),
   )) {
+    const name = node.metadata.name ?? "";
     const failure = eligibility.map((check) => check(run, node)).find((r) => r !== undefined);
-    if (failure) rejected.push({ name: node.metadata.name ?? "", ...failure });
+    if (failure && previouslyPlaced.includes(name) && RECOVERABLE.has(failure.reason)) {
+      impaired.push({ name, ...failure });
+      eligible.push(node);
+    } else if (failure) rejected.push({ name, ...failure });
     else eligible.push(node);
   }
 
@@ -167,6 +185,7 @@ export function decidePlacement(
       outcome: "RequiredJurisdictionUnavailable",
       chosen: [],
       rejected,
+      impaired: [],
       message: `no eligible region in required jurisdiction(s) ${missing.join(", ")}; placement is retried when regions change`,
     };
   }
@@ -175,6 +194,7 @@ export function decidePlacement(
       outcome: "NoMatchingRegions",
       chosen: [],
       rejected,
+      impaired: [],
       message:
         "no accepted, ready region matches the placement rules; see status.regions for each region's reason",
     };
@@ -184,8 +204,18 @@ export function decidePlacement(
       outcome: "TooFewRegions",
       chosen: [],
       rejected,
+      impaired: [],
       message: `${chosen.length} eligible region(s) (${names.join(", ")}), fewer than placement.minRegions ${minRegions}; placement is retried when regions change`,
     };
   }
-  return { outcome: "RegionsSelected", chosen: names, rejected, message: `placed on ${names.join(", ")}` };
+  const kept = impaired.filter((r) => names.includes(r.name));
+  return {
+    outcome: "RegionsSelected",
+    chosen: names,
+    rejected,
+    impaired: kept,
+    message:
+      `placed on ${names.join(", ")}` +
+      (kept.length > 0 ? `; ${kept.map((r) => `${r.name} stays placed while ${r.reason}`).join(", ")}` : ""),
+  };
 }

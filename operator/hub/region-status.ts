@@ -99,8 +99,20 @@ export function judgeRegion(
         )
       : cond("Degraded", false, "AsExpected", "nothing is degraded");
 
+  // Every GPU node failed and none passed: the member has revoked its learners' keys, so the
+  // region's deltas would all be refused; runs stop waiting for it (operator/hub/quarantine.ts).
+  const quarantinedC =
+    failing > 0 && attested === 0
+      ? cond(
+          "Quarantined",
+          true,
+          "AttestationRevoked",
+          `every GPU node failed attestation under ${policy}${node.status?.attestation?.lastFailureReason ? ` (last: ${node.status.attestation.lastFailureReason})` : ""}; runs exclude this region's deltas until a node attests again`,
+        )
+      : cond("Quarantined", false, "NotQuarantined", "the region's deltas are accepted");
+
   return {
-    conditions: [acceptedC, attestedC, degradedC, joinedC, readyC],
+    conditions: [acceptedC, attestedC, degradedC, joinedC, quarantinedC, readyC],
     recheckAfterMs: joined && fresh ? Math.max(1, ctx.heartbeatTimeoutMs - age + 1) : undefined,
   };
 }

@@ -124,6 +124,8 @@ export class RoundCoordinator {
   readonly #verifying = new Map<string, Promise<void>>();
   readonly #aggregations = new Map<string, AggregationState>();
   readonly #mirrored = new Set<string>();
+  /** runKey → round → region → the last refusal of a delta it delivered for that round. */
+  readonly #refused = new Map<string, Map<number, Map<string, Refusal>>>();
 
   constructor(opts: RoundCoordinatorOptions) {
     this.#opts = opts;
@@ -194,11 +196,23 @@ export class RoundCoordinator {
             message: messageOf(err),
           };
           this.#opts.log.warn("delta refused", { run: key, ...refusal });
+          const byRound = this.#refused.get(key) ?? new Map<number, Map<string, Refusal>>();
+          this.#refused.set(key, byRound);
+          byRound.set(ref.round, (byRound.get(ref.round) ?? new Map()).set(region, refusal));
+          changed = true;
           this.#opts.onRefused?.(key, refusal);
         }
       }
     }
     if (changed) this.#opts.onProgress(key);
+  }
+
+  /** Regions whose delivery for the round was refused and that have no accepted delta for it (yet). */
+  refusedRegions(ref: RoundRef): ReadonlyMap<string, Refusal> {
+    const key = `${ref.namespace}/${ref.run}`;
+    const accepted = this.#accepted.get(key)?.get(ref.round);
+    const refused = this.#refused.get(key)?.get(ref.round) ?? new Map<string, Refusal>();
+    return new Map([...refused].filter(([region]) => !accepted?.has(region)));
   }
 
   async #verify(arrival: ArrivedDelta, settings: RoundSettings): Promise<string> {
@@ -415,6 +429,7 @@ export class RoundCoordinator {
   /** Drops what is kept for a run (it finished or was deleted). */
   forget(runKey: string): void {
     this.#accepted.delete(runKey);
+    this.#refused.delete(runKey);
     for (const id of this.#aggregations.keys())
       if (id.startsWith(`${runKey}#`)) this.#aggregations.delete(id);
   }

@@ -22,6 +22,8 @@ export interface RoundProgress {
   deliveredRegions: string[];
   /** Attempts after QuorumMissed; 0 for the first. */
   retries: number;
+  /** RFC 3339: when spec.suspend stopped the round's clock; unset while running. */
+  suspendTime?: string;
 }
 
 export interface RoundInputs {
@@ -31,6 +33,8 @@ export interface RoundInputs {
   progress: RoundProgress | undefined;
   /** Placed regions whose deltas count (not quarantined). */
   eligibleRegions: readonly string[];
+  /** Every placed region, quarantined ones included: those are late, not "all reported". Default: eligibleRegions. */
+  placedRegions?: readonly string[];
   /** Regions with an accepted delta for progress.round, as the hub has verified them. */
   delivered: readonly string[];
   /** Whether the model the next round starts from exists (for round 1: the initial model). */
@@ -90,6 +94,7 @@ export function decideRound(input: RoundInputs): RoundStep {
   }
 
   const eligible = new Set(input.eligibleRegions);
+  const placed = new Set([...eligible, ...(input.placedRegions ?? [])]);
   const delivered = [...new Set(input.delivered)].filter((r) => eligible.has(r)).sort();
   const started = Date.parse(progress.startTime);
   const base = { ...progress, deliveredRegions: delivered };
@@ -100,13 +105,16 @@ export function decideRound(input: RoundInputs): RoundStep {
       round: progress.round,
       outcome,
       contributingRegions: delivered,
-      lateRegions: [...eligible].filter((r) => !delivered.includes(r)).sort(),
+      lateRegions: [...placed].filter((r) => !delivered.includes(r)).sort(),
       startTime: progress.startTime,
     },
   });
 
   if (delivered.length >= quorum) {
-    if (delivered.length === eligible.size) return closing("AllRegionsReported");
+    // Every eligible region is in: nothing left to wait for, though a quarantined one makes it
+    // a quorum round rather than one every placed region reported.
+    if (delivered.length === eligible.size)
+      return closing(delivered.length === placed.size ? "AllRegionsReported" : "QuorumReached");
     const quorumAt = progress.quorumTime ? Date.parse(progress.quorumTime) : now;
     const graceEnds = Math.min(quorumAt + graceMs, started + maxRoundMs);
     if (now >= graceEnds) return closing("QuorumReached");
@@ -154,4 +162,27 @@ export function afterPublish(
   return round >= spec.rounds
     ? { currentRound: round, done: true }
     : { currentRound: round + 1, done: false };
+}
+
+/** The open round while spec.suspend is true: its clock stops at the first suspended step. */
+export function suspendRound(progress: RoundProgress, now: number): RoundProgress {
+  return progress.suspendTime ? progress : { ...progress, suspendTime: iso(now) };
+}
+
+/**
+ * The open round once spec.suspend is false again: its deadlines move forward by the pause
+ * (the CRD promises a suspension stops the round's clock), and suspendTime is cleared. An
+ * aggregating round only loses the mark: its set is fixed and nothing waits on a deadline.
+ */
+export function resumeRound(progress: RoundProgress, now: number): RoundProgress {
+  if (!progress.suspendTime) return progress;
+  const { suspendTime, ...rest } = progress;
+  const pausedMs = Math.max(0, now - Date.parse(suspendTime));
+  if (rest.phase === "Aggregating" || rest.phase === "Publishing" || !Number.isFinite(pausedMs)) return rest;
+  const shift = (t: string) => iso(Date.parse(t) + pausedMs);
+  return {
+    ...rest,
+    startTime: shift(rest.startTime),
+    ...(rest.quorumTime ? { quorumTime: shift(rest.quorumTime) } : {}),
+  };
 }

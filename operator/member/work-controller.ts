@@ -298,7 +298,10 @@ export function workReconciler(
       await ensureRunModelMirror(deps.nats, work.spec.nats.jetStreamDomain, ref);
       modelMirrors.set(name, ref);
     }
-    const desired = work.spec.workload.learnersPerRegion;
+    // Suspended work keeps no learners: the loop below that removes learners beyond the desired
+    // count deletes them all, and their keys are revoked as gone pods (learnerKeysStatus).
+    const suspended = work.spec.suspend === true;
+    const desired = suspended ? 0 : work.spec.workload.learnersPerRegion;
     // A run deleted and created again under the same name gets a RegionWork of the same name:
     // learners left from the old run (another uid) go, and the new run's are created next pass.
     const stale = pods.filter((p) => (p.metadata?.labels?.[RUN_UID_LABEL] ?? "") !== work.spec.run.uid);
@@ -405,37 +408,45 @@ export function workReconciler(
     );
     conditions = setCondition(
       conditions,
-      failed > 0
+      suspended
         ? {
             type: "LearnersReady",
             status: "False",
-            reason: "LearnersFailed",
-            message: `${failed} learner pods failed`,
+            reason: "Suspended",
+            message: `the run is suspended: ${pods.length > 0 ? `stopping ${pods.length} learners` : "no learners run"}`,
             observedGeneration: gen,
           }
-        : ready >= desired
+        : failed > 0
           ? {
               type: "LearnersReady",
-              status: "True",
-              reason: "LearnersRunning",
-              message: `${ready}/${desired} learners running`,
+              status: "False",
+              reason: "LearnersFailed",
+              message: `${failed} learner pods failed`,
               observedGeneration: gen,
             }
-          : waiting > 0
+          : ready >= desired
             ? {
                 type: "LearnersReady",
-                status: "False",
-                reason: blocking ?? "AttestationPending",
-                message: `${waiting} learners wait for their GPU node's attestation${gateStatuses[0] ? `; ${gateStatuses[0].replace(/^[A-Za-z]+: /, "")}` : ""}`,
-                observedGeneration: gen,
-              }
-            : {
-                type: "LearnersReady",
-                status: "False",
-                reason: "LearnersPending",
+                status: "True",
+                reason: "LearnersRunning",
                 message: `${ready}/${desired} learners running`,
                 observedGeneration: gen,
-              },
+              }
+            : waiting > 0
+              ? {
+                  type: "LearnersReady",
+                  status: "False",
+                  reason: blocking ?? "AttestationPending",
+                  message: `${waiting} learners wait for their GPU node's attestation${gateStatuses[0] ? `; ${gateStatuses[0].replace(/^[A-Za-z]+: /, "")}` : ""}`,
+                  observedGeneration: gen,
+                }
+              : {
+                  type: "LearnersReady",
+                  status: "False",
+                  reason: "LearnersPending",
+                  message: `${ready}/${desired} learners running`,
+                  observedGeneration: gen,
+                },
       now,
     );
     const learnerKeys = learnerKeysStatus(
@@ -445,7 +456,7 @@ export function workReconciler(
       deps.now(),
     );
     const status: RegionWorkStatus = {
-      phase: failed > 0 ? "Failed" : ready >= desired ? "Running" : "Pending",
+      phase: suspended ? "Suspended" : failed > 0 ? "Failed" : ready >= desired ? "Running" : "Pending",
       learnersDesired: desired,
       learnersScheduled: scheduled,
       learnersReady: ready,

@@ -3,7 +3,13 @@
 // they share this file and run one after the other.
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
-import { CoreV1Api, CustomObjectsApi, KubeConfig } from "@kubernetes/client-node";
+import {
+  CoreV1Api,
+  CustomObjectsApi,
+  KubeConfig,
+  PatchStrategy,
+  setHeaderOptions,
+} from "@kubernetes/client-node";
 import test from "ava";
 import { parse } from "yaml";
 import { installCrds } from "../../crds/install.ts";
@@ -497,6 +503,31 @@ test.serial(
         `Ready changed during the restart: lastTransitionTime ${readySince} → ${readyAfter?.lastTransitionTime}`,
       );
     }
+
+    // Suspend the run: every member stops its learners and says so; resume: they come back.
+    const setSuspend = (suspend: boolean) =>
+      custom.patchNamespacedCustomObject(
+        { ...GROUP, plural: "federatedruns", namespace: ns, name: "train", body: { spec: { suspend } } },
+        setHeaderOptions("Content-Type", PatchStrategy.MergePatch),
+      );
+    await setSuspend(true);
+    await eventually(
+      async () => ((await learnerNames()).length === 0 ? true : undefined),
+      "every learner stopped while suspended",
+    );
+    const suspended = await eventually(async () => {
+      const r = await getRun();
+      return r.status?.phase === "Suspended" && r.status.regionsReady === 0 ? r : undefined;
+    }, "the run Suspended with no region ready");
+    t.is(suspended.status?.conditions?.find((c) => c.type === "Progressing")?.reason, "Suspended");
+    for (const r of regions)
+      t.is(suspended.status?.regions?.find((x) => x.name === r.name)?.reason, "Suspended");
+    await setSuspend(false);
+    await eventually(async () => {
+      const r = await getRun();
+      return r.status?.phase === "Running" && r.status.regionsReady === regions.length ? r : undefined;
+    }, "learners back in every region after resuming");
+    t.is((await learnerNames()).length, regions.length * 2);
 
     // Delete the run: its work goes from every region's hub namespace, its pods from every region.
     await custom.deleteNamespacedCustomObject({

@@ -126,6 +126,34 @@ test("regions already placed stay placed when a better-provisioned region appear
   t.deepEqual(d.chosen, ["old"]);
 });
 
+test("a placed region that stops being ready or attested stays placed, impaired: the run is not re-placed or stopped", (t) => {
+  const run = makeRun("r").placement({ minRegions: 3 }).obj();
+  const nodes = [
+    makeNode("a").attestedGpus(8).obj(),
+    makeNode("b").attestedGpus(8).obj(),
+    makeNode("c").attestedGpus(0).condition("Ready", "False", "HeartbeatMissed").obj(),
+  ];
+  const d = decidePlacement(run, nodes, ["a", "b", "c"]);
+  t.is(d.outcome, "RegionsSelected");
+  t.deepEqual([...d.chosen].sort(), ["a", "b", "c"]);
+  t.deepEqual(
+    d.impaired.map((r) => [r.name, r.reason]),
+    [["c", "NotReady"]],
+  );
+  // Not placed before: the same region is simply not eligible, and placement needs three.
+  const fresh = decidePlacement(run, nodes);
+  t.is(fresh.outcome, "TooFewRegions");
+  t.deepEqual(fresh.impaired, []);
+  // A region the hub administrator no longer accepts is dropped, placed or not.
+  const revoked = decidePlacement(
+    makeRun("r").placement({ minRegions: 2 }).obj(),
+    [...nodes.slice(0, 2), makeNode("c").accepted(false).obj()],
+    ["a", "b", "c"],
+  );
+  t.deepEqual([...revoked.chosen].sort(), ["a", "b"]);
+  t.like(revoked.rejected[0], { name: "c", reason: "NotAccepted" });
+});
+
 test("label selectors follow Kubernetes semantics", (t) => {
   const labels = { tier: "gold", zone: "eu-1" };
   t.true(selectorMatches(undefined, labels));

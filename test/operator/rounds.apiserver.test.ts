@@ -28,6 +28,7 @@ import {
   writeSafetensors,
 } from "../../deltas/mod.ts";
 import { ensureRegionAccess, revokeRegionAccess } from "../../operator/hub/credentials.ts";
+import { regionNamespace } from "../../operator/hub/region-access.ts";
 import { hubControllers } from "../../operator/hub/setup.ts";
 import { jsonLogger, silentLogger } from "../../operator/runtime/log.ts";
 import { OperatorMetrics } from "../../operator/runtime/metrics.ts";
@@ -446,4 +447,144 @@ test("a DiLoCo run with a coordinate-median aggregator applies the outer Nestero
     t.true(worst < 1e-5, `round ${round}: largest difference from the reference outer step: ${worst}`);
   }
   t.is((await getRun(runName)).status?.phase, "Succeeded");
+});
+
+test("a region whose GPUs all fail attestation is quarantined and the rounds go on without it; a suspension stops the round's clock", async (t) => {
+  t.timeout(4 * 60_000);
+  const { custom, ns, policy, regions, hubNc, metrics, startHub, publisher, getRun, admin } =
+    await federation(t);
+  await startHub();
+  const runName = uniqueName("quarantine");
+  const run = new RunBuilder(runName, ns).placement({ minRegions: 3 }).obj() as FederatedRun;
+  run.spec.attestation = { policyRef: { name: policy } };
+  run.spec.rounds = 2;
+  // A long grace window: the rounds below close early only because nothing is left to wait for.
+  run.spec.quorum = { minRegions: 2, graceWindowSeconds: 600, maxRoundSeconds: 1200, lateDeltas: "Discard" };
+  await custom.createNamespacedCustomObject({ ...GROUP, plural: "federatedruns", namespace: ns, body: run });
+  t.teardown(() => removeRunBuckets(hubNc, { namespace: ns, run: runName }));
+  await publishGlobalModel(
+    hubNc,
+    { namespace: ns, run: runName, round: 0 },
+    writeSafetensors([
+      { name: "w", dtype: "F32", shape: SHAPE, data: new Uint8Array(gaussian(ELEMENTS, 0.1, 3).buffer) },
+    ]),
+  );
+  const publish = publisher(runName);
+  const [a, b, c] = regions as [(typeof regions)[0], (typeof regions)[0], (typeof regions)[0]];
+  const setGpus = (gpuNodes: object, lastFailureReason?: string) =>
+    custom.patchClusterCustomObjectStatus(
+      {
+        ...GROUP,
+        plural: "sovereignnodes",
+        name: c.name,
+        body: { status: { gpuNodes, attestation: { policy, lastFailureReason: lastFailureReason ?? "" } } },
+      },
+      setHeaderOptions("Content-Type", PatchStrategy.MergePatch),
+    );
+  await eventually(
+    async () => ((await getRun(runName)).status?.roundProgress?.round === 1 ? true : undefined),
+    "round 1 open",
+  );
+
+  // Region c's GPUs all fail: it is quarantined, the run says so, and round 1 closes as soon
+  // as a and b are in, without waiting out the grace window for c.
+  await setGpus({ total: 2, attested: 0, failing: 2, totalGpus: 16, attestedGpus: 0 }, "MeasurementMismatch");
+  const degraded = await eventually(async () => {
+    const s = (await getRun(runName)).status;
+    return s?.regions?.find((r) => r.name === c.name)?.quarantined ? s : undefined;
+  }, "region c quarantined in the run's status");
+  t.like(
+    degraded.regions?.find((r) => r.name === c.name),
+    { reason: "RegionQuarantined" },
+  );
+  t.regex(degraded.regions?.find((r) => r.name === c.name)?.message ?? "", /MeasurementMismatch/);
+  t.is(degraded.conditions?.find((x) => x.type === "Degraded")?.reason, "RegionQuarantined");
+  t.regex(
+    await metrics.registry.metrics(),
+    new RegExp(`sovereign_run_regions\\{namespace="${ns}",run="${runName}",state="quarantined"\\} 1`),
+  );
+  const base0 = await fetchGlobalModel(hubNc, { namespace: ns, run: runName, round: 0 });
+  await collectBytes(base0.data);
+  const sent = Date.now();
+  await publish(a, 0, 1, 1000, base0.digest);
+  await publish(b, 1, 1, 1000, base0.digest);
+  const afterRound1 = await eventually(async () => {
+    const s = (await getRun(runName)).status;
+    return s?.rounds?.find((x) => x.round === 1) ? s : undefined;
+  }, "round 1 closed without the quarantined region");
+  t.true(Date.now() - sent < 60_000, "closed without waiting out the 600 s grace window");
+  t.like(
+    afterRound1.rounds?.find((x) => x.round === 1),
+    {
+      outcome: "QuorumReached",
+      contributingRegions: [a.name, b.name].sort(),
+      lateRegions: [c.name],
+    },
+  );
+
+  // Suspended in round 2: learners are told to stop everywhere, and the round's clock stops.
+  const open2 = await eventually(async () => {
+    const p = (await getRun(runName)).status?.roundProgress;
+    return p?.round === 2 ? p : undefined;
+  }, "round 2 open");
+  const setSuspend = (suspend: boolean) =>
+    custom.patchNamespacedCustomObject(
+      { ...GROUP, plural: "federatedruns", namespace: ns, name: runName, body: { spec: { suspend } } },
+      setHeaderOptions("Content-Type", PatchStrategy.MergePatch),
+    );
+  await setSuspend(true);
+  const suspended = await eventually(async () => {
+    const s = (await getRun(runName)).status;
+    return s?.phase === "Suspended" && s.roundProgress?.suspendTime ? s : undefined;
+  }, "the run suspended with its round's clock stopped");
+  t.is(suspended.conditions?.find((x) => x.type === "Progressing")?.reason, "Suspended");
+  for (const r of regions) {
+    const work = (await custom.getNamespacedCustomObject({
+      ...GROUP,
+      plural: "regionworks",
+      namespace: regionNamespace(r.name),
+      name: `${ns}.${runName}`,
+    })) as { spec: { suspend?: boolean } };
+    t.true(work.spec.suspend, `${r.name}'s work says suspend`);
+  }
+  await new Promise((resolve) => setTimeout(resolve, 4_000));
+  await setSuspend(false);
+  const resumed = await eventually(async () => {
+    const s = (await getRun(runName)).status;
+    return s?.phase === "Running" && s.roundProgress && !s.roundProgress.suspendTime ? s : undefined;
+  }, "the run resumed");
+  const moved = Date.parse(resumed.roundProgress?.startTime ?? "") - Date.parse(open2.startTime);
+  t.true(moved >= 4_000, `round 2's start moved by the pause (${moved} ms)`);
+  t.is(resumed.roundProgress?.round, 2);
+
+  // c attests again: it is back in the round, and round 2 waits for it.
+  await setGpus({ total: 2, attested: 2, failing: 0, totalGpus: 16, attestedGpus: 16 });
+  await eventually(async () => {
+    const s = (await getRun(runName)).status;
+    return s?.regions?.find((r) => r.name === c.name)?.quarantined ? undefined : s;
+  }, "region c no longer quarantined");
+  const base1 = await fetchGlobalModel(hubNc, { namespace: ns, run: runName, round: 1 });
+  await collectBytes(base1.data);
+  await publish(a, 0, 2, 1000, base1.digest);
+  await publish(b, 1, 2, 1000, base1.digest);
+  await eventually(
+    async () => ((await getRun(runName)).status?.roundProgress?.phase === "GraceWindow" ? true : undefined),
+    "round 2 waits for c in its grace window",
+  );
+  await publish(c, 2, 2, 1000, base1.digest);
+  const done = await eventually(async () => {
+    const s = (await getRun(runName)).status;
+    return s?.phase === "Succeeded" ? s : undefined;
+  }, "the run succeeded");
+  t.like(
+    done.rounds?.find((x) => x.round === 2),
+    { outcome: "AllRegionsReported", lateRegions: [] },
+  );
+  t.is(done.conditions?.find((x) => x.type === "Degraded")?.status, "False");
+  const events = await admin
+    .makeApiClient(CoreV1Api)
+    .listNamespacedEvent({ namespace: ns, fieldSelector: `involvedObject.name=${runName}` });
+  const reasons = events.items.map((e) => e.reason);
+  for (const reason of ["RegionQuarantined", "Suspended", "Resumed"])
+    t.true(reasons.includes(reason), `${reason} in ${reasons.join(", ")}`);
 });

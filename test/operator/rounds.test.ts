@@ -7,6 +7,8 @@ import {
   decideRound,
   type RoundInputs,
   type RoundProgress,
+  resumeRound,
+  suspendRound,
 } from "../../operator/hub/rounds.ts";
 
 const T0 = Date.parse("2026-11-24T06:00:00Z");
@@ -129,4 +131,68 @@ test("a restarted hub decides exactly what it would have decided: the step depen
       },
     ),
   );
+});
+
+test("a quarantined region is not waited for, but the round it misses is a quorum round with it late", (t) => {
+  const step = decideRound(
+    inputs({
+      eligibleRegions: ["region-a", "region-b"],
+      placedRegions: regions,
+      delivered: ["region-a", "region-b"],
+      now: T0 + 5_000,
+    }),
+  );
+  if (step.action !== "aggregate") return t.fail(step.action);
+  t.is(step.outcome.outcome, "QuorumReached");
+  t.deepEqual(step.outcome.contributingRegions, ["region-a", "region-b"]);
+  t.deepEqual(step.outcome.lateRegions, ["region-c"]);
+  // Its delta, should one verify, does not count while it is quarantined.
+  const without = decideRound(
+    inputs({ eligibleRegions: ["region-a", "region-b"], placedRegions: regions, delivered: ["region-c"] }),
+  );
+  t.is(without.action, "wait");
+});
+
+test("a suspension stops the round's clock: on resume its deadlines move by the pause, once", (t) => {
+  const inGrace: RoundProgress = {
+    ...open,
+    phase: "GraceWindow",
+    quorumTime: "2026-11-24T06:01:00Z",
+    deliveredRegions: ["region-a", "region-b"],
+  };
+  const suspended = suspendRound(inGrace, T0 + 70_000);
+  t.is(suspended.suspendTime, "2026-11-24T06:01:10Z");
+  // Suspended again later: the clock stopped at the first suspension, not the last.
+  t.is(suspendRound(suspended, T0 + 500_000).suspendTime, "2026-11-24T06:01:10Z");
+  const resumed = resumeRound(suspended, T0 + 70_000 + 3_600_000);
+  t.is(resumed.suspendTime, undefined);
+  t.is(resumed.startTime, "2026-11-24T07:00:00Z");
+  t.is(resumed.quorumTime, "2026-11-24T07:01:00Z");
+  // 10 s of the 60 s grace window had run before the pause: 50 s are left after it.
+  const step = decideRound(
+    inputs({ progress: resumed, delivered: ["region-a", "region-b"], now: T0 + 3_670_000 }),
+  );
+  t.like(step, { action: "wait", requeueAfterMs: 50_000 });
+  t.is(resumeRound(resumed, T0 + 9_999_999), resumed, "a round that is not suspended is left alone");
+  const aggregating = suspendRound({ ...inGrace, phase: "Aggregating" }, T0);
+  t.deepEqual(resumeRound(aggregating, T0 + 60_000), { ...inGrace, phase: "Aggregating" });
+});
+
+test("suspend and resume at any times never shorten a round (property)", (t) => {
+  fc.assert(
+    fc.property(
+      fc.integer({ min: 0, max: 600_000 }),
+      fc.integer({ min: 0, max: 10_000_000 }),
+      (before, pause) => {
+        const s = suspendRound(open, T0 + before);
+        const r = resumeRound(s, Date.parse(s.suspendTime as string) + pause);
+        // The time the round had run before the pause plus what is left after is never less than the full round.
+        const ranBefore = Date.parse(s.suspendTime as string) - Date.parse(open.startTime);
+        const resumedAt = Date.parse(s.suspendTime as string) + pause;
+        const leftAfter = Date.parse(r.startTime) + 600_000 - resumedAt;
+        return ranBefore + leftAfter >= 600_000;
+      },
+    ),
+  );
+  t.pass();
 });
