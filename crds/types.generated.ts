@@ -209,6 +209,14 @@ export interface FederatedRunSpec {
   suspend: boolean;
 }
 
+/** One late delta folded in. */
+export interface FoldedLateDelta {
+  /** SovereignNode name. */
+  region: string;
+  /** The round the delta was trained for (and closed without it). */
+  round: number;
+}
+
 /** The open round, as the hub records it so that a restarted hub resumes exactly where it was. Unset between rounds and once the run finished. */
 export interface RoundProgress {
   /** Round number, starting at 1. */
@@ -223,6 +231,8 @@ export interface RoundProgress {
   deliveredRegions?: string[];
   /** Times this round restarted after QuorumMissed. Count. */
   retries?: number;
+  /** Late deltas (quorum.lateDeltas: NextRound) folded into this round's aggregate: each one a region's delta for an earlier round that closed without it, weighted by its tokens × 1/(1 + rounds late). Each late delta is folded into one round at most. Unset when none. */
+  foldedLateDeltas?: FoldedLateDelta[];
   /** When spec.suspend stopped this round's clock. On resume, startTime and quorumTime move forward by the pause, so a suspension never eats into the round's grace window or maxRoundSeconds. Unset while the run is not suspended. */
   suspendTime?: string;
 }
@@ -261,6 +271,8 @@ export interface RoundOutcome {
   contributingRegions?: string[];
   /** Placed SovereignNodes whose deltas missed the round (handled per quorum.lateDeltas). */
   lateRegions?: string[];
+  /** Late deltas (quorum.lateDeltas: NextRound) folded into this round's aggregate: each one a region's delta for an earlier round that closed without it, weighted by its tokens × 1/(1 + rounds late). Each late delta is folded into one round at most. Unset when none. */
+  foldedLateDeltas?: FoldedLateDelta[];
   /** sha256:<hex> digest of the global model published by this round. Unset if nothing was aggregated. */
   aggregateDigest?: string;
   /** When the round opened. */

@@ -77,6 +77,8 @@ export interface RoundClosedBody {
   missing: string[];
   /** Digest of the aggregated model, when the quorum was met. */
   modelDigest?: string;
+  /** Late deltas of earlier rounds folded into the aggregate (lateDeltas: NextRound), as `region@round`. */
+  lateFolded?: string[];
 }
 
 /** What callers append. `LogOpened` and `Checkpoint` are written by the log itself. */

@@ -83,7 +83,11 @@ const summaries: ReadonlyMap<string, (body: Body) => string> = new Map([
       return (
         `run ${text(b, "run")} round ${text(b, "round")} closed: ${met ? "quorum met" : "quorum MISSED"} ` +
         `(required ${text(obj(b, "quorum"), "required")}); contributed: ${list(b, "contributed")}; ` +
-        `missing: ${list(b, "missing")}${optional(b, "modelDigest", "; model")}`
+        `missing: ${list(b, "missing")}` +
+        (Array.isArray(b.lateFolded) && b.lateFolded.length > 0
+          ? `; late deltas folded in: ${list(b, "lateFolded")}`
+          : "") +
+        `${optional(b, "modelDigest", "; model")}`
       );
     },
   ],

@@ -495,6 +495,19 @@ const regionStatus = obj(
   { required: ["name"], tsName: "RegionRunStatus" },
 );
 
+const foldedLateDeltas = list(
+  "Late deltas (quorum.lateDeltas: NextRound) folded into this round's aggregate: each one a region's delta for an earlier round that closed without it, weighted by its tokens × 1/(1 + rounds late). Each late delta is folded into one round at most. Unset when none.",
+  obj(
+    "One late delta folded in.",
+    {
+      region: objectName("SovereignNode name."),
+      round: int("The round the delta was trained for (and closed without it).", { minimum: 1 }),
+    },
+    { required: ["region", "round"], tsName: "FoldedLateDelta" },
+  ),
+  { maxItems: MAX_REGIONS, "x-kubernetes-list-type": "atomic" },
+);
+
 const roundStatus = obj(
   "Outcome of one closed round.",
   {
@@ -516,6 +529,7 @@ const roundStatus = obj(
       objectName("SovereignNode name."),
       { maxItems: MAX_REGIONS, "x-kubernetes-list-type": "set" },
     ),
+    foldedLateDeltas,
     aggregateDigest: str(
       "sha256:<hex> digest of the global model published by this round. Unset if nothing was aggregated.",
       {
@@ -547,6 +561,7 @@ const roundProgress = obj(
       { maxItems: MAX_REGIONS, "x-kubernetes-list-type": "set" },
     ),
     retries: int("Times this round restarted after QuorumMissed. Count.", { minimum: 0 }),
+    foldedLateDeltas,
     suspendTime: time(
       "When spec.suspend stopped this round's clock. On resume, startTime and quorumTime move forward by the pause, so a suspension never eats into the round's grace window or maxRoundSeconds. Unset while the run is not suspended.",
     ),

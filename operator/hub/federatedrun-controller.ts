@@ -8,6 +8,7 @@ import type {
   Condition,
   FederatedRun,
   FederatedRunStatus,
+  FoldedLateDelta,
   RegionRunStatus,
   RegionWork,
   RoundOutcome,
@@ -27,6 +28,7 @@ import type { RegionEndpoint, RoundCoordinator, RoundSettings } from "./round-co
 import {
   afterPublish,
   decideRound,
+  lateDeltaCandidates,
   quorumSize,
   type RoundProgress,
   resumeRound,
@@ -550,13 +552,21 @@ async function advanceRound(
         contributed: outcome.contributingRegions ?? [],
         missing: outcome.lateRegions ?? [],
         ...(outcome.aggregateDigest ? { modelDigest: outcome.aggregateDigest } : {}),
+        ...(outcome.foldedLateDeltas?.length
+          ? { lateFolded: outcome.foldedLateDeltas.map((f) => `${f.region}@${f.round}`) }
+          : {}),
       }),
     );
   };
 
   if (progressIn && (progressIn.phase === "Aggregating" || progressIn.phase === "Publishing")) {
     const ref = { namespace, run: name, round: progressIn.round };
-    const aggregation = coordinator.aggregation(ref, progressIn.deliveredRegions ?? [], settings);
+    const aggregation = coordinator.aggregation(
+      ref,
+      progressIn.deliveredRegions ?? [],
+      settings,
+      progressIn.foldedLateDeltas ?? [],
+    );
     const contributing = [...aggregation.contributing];
     if (aggregation.state === "running") {
       return { progress: { roundProgress: progressIn }, currentRound, history, conditions };
@@ -572,6 +582,7 @@ async function advanceRound(
       outcome: late.length === 0 ? "AllRegionsReported" : "QuorumReached",
       contributingRegions: [...contributing].sort(),
       lateRegions: late,
+      ...(aggregation.late.length > 0 ? { foldedLateDeltas: [...aggregation.late] } : {}),
       aggregateDigest: aggregation.digest,
       startTime: progressIn.startTime,
       completionTime: apiTime(now),
@@ -598,6 +609,24 @@ async function advanceRound(
   const ref = { namespace, run: name, round };
   const delivered = coordinator.delivered(ref, endpoints, settings, progressIn?.deliveredRegions ?? []);
   const baseModelReady = progressIn ? true : (await coordinator.baseModelDigest(ref)) !== undefined;
+  // lateDeltas: NextRound: the late deltas of earlier rounds are verified while this round is
+  // open, and those verified when it closes are folded in. A robust rule ignores token weights,
+  // so it could not down-weight a stale delta: with one, late deltas are discarded.
+  const lateVerified: FoldedLateDelta[] = [];
+  if (run.spec.quorum?.lateDeltas === "NextRound" && !run.spec.algorithm.robustAggregator && progressIn) {
+    const candidates = lateDeltaCandidates(history, round);
+    for (const r of new Set(candidates.map((c) => c.round))) {
+      const regionsLate = candidates.filter((c) => c.round === r).map((c) => c.region);
+      const found = coordinator.delivered(
+        { ...ref, round: r },
+        endpoints.filter((e) => regionsLate.includes(e.name)),
+        settings,
+      );
+      lateVerified.push(
+        ...found.filter((region) => regionsLate.includes(region)).map((region) => ({ region, round: r })),
+      );
+    }
+  }
   const step = decideRound({
     spec: run.spec,
     currentRound,
@@ -653,9 +682,15 @@ async function advanceRound(
         );
       }
       // The set is fixed by the first decision, even if a stale read decides again with more.
-      const fixed = coordinator.aggregation(ref, step.progress.deliveredRegions, settings).contributing;
+      const fixed = coordinator.aggregation(ref, step.progress.deliveredRegions, settings, lateVerified);
       return {
-        progress: { roundProgress: { ...step.progress, deliveredRegions: [...fixed] } },
+        progress: {
+          roundProgress: {
+            ...step.progress,
+            deliveredRegions: [...fixed.contributing],
+            ...(fixed.late.length > 0 ? { foldedLateDeltas: [...fixed.late] } : {}),
+          },
+        },
         currentRound,
         history,
         conditions,

@@ -9,7 +9,7 @@
 // out, and no delta is counted twice (one per region and round, by construction).
 import type { KeyObject } from "node:crypto";
 import type { NatsConnection } from "@nats-io/transport-node";
-import type { Algorithm } from "../../crds/types.generated.ts";
+import type { Algorithm, FoldedLateDelta } from "../../crds/types.generated.ts";
 import {
   Accumulator,
   addVerifiedDelta,
@@ -20,6 +20,7 @@ import {
   type ModelLayout,
   OuterOptimizer,
   outerConfig,
+  stalenessFactor,
   trimCount,
   trimmedMean,
 } from "../../deltas/aggregate/mod.ts";
@@ -89,7 +90,7 @@ export interface Refusal {
 }
 
 /** An aggregation and the set it aggregates: fixed by the first call for the round. */
-export type AggregationState = { contributing: readonly string[] } & (
+export type AggregationState = { contributing: readonly string[]; late: readonly FoldedLateDelta[] } & (
   | { state: "running" }
   | { state: "done"; digest: string; bytes: number }
   | { state: "failed"; reason: string; message: string }
@@ -143,16 +144,17 @@ export class RoundCoordinator {
     recorded: readonly string[] = [],
   ): string[] {
     const key = `${ref.namespace}/${ref.run}`;
-    if (!this.#verifying.has(key)) {
-      const job = this.#verifyNew(ref, regions, settings, new Set(recorded))
+    const job = `${key}#${ref.round}`;
+    if (!this.#verifying.has(job)) {
+      const verifying = this.#verifyNew(ref, regions, settings, new Set(recorded))
         .catch((err) =>
           this.#opts.log.warn("listing deltas failed; retrying on the next reconcile", {
             run: key,
             error: messageOf(err),
           }),
         )
-        .finally(() => this.#verifying.delete(key));
-      this.#verifying.set(key, job);
+        .finally(() => this.#verifying.delete(job));
+      this.#verifying.set(job, verifying);
     }
     return [...(this.#accepted.get(key)?.get(ref.round)?.keys() ?? [])];
   }
@@ -254,21 +256,33 @@ export class RoundCoordinator {
    * The aggregation of a round from exactly `contributing`, in that order: started on the
    * first call, reported on the next ones.
    */
-  aggregation(ref: RoundRef, contributing: readonly string[], settings: RoundSettings): AggregationState {
+  aggregation(
+    ref: RoundRef,
+    contributing: readonly string[],
+    settings: RoundSettings,
+    /** Late deltas of earlier rounds to fold in, each weighted by its staleness (lateDeltas: NextRound). */
+    late: readonly FoldedLateDelta[] = [],
+  ): AggregationState {
     const id = `${ref.namespace}/${ref.run}#${ref.round}`;
     const known = this.#aggregations.get(id);
     if (known) return known;
-    const running: AggregationState = { state: "running", contributing: [...contributing] };
+    const running: AggregationState = { state: "running", contributing: [...contributing], late: [...late] };
     this.#aggregations.set(id, running);
-    this.#aggregate(ref, contributing, settings)
+    this.#aggregate(ref, contributing, settings, late)
       .then(
         (result) =>
-          this.#aggregations.set(id, { state: "done", contributing: running.contributing, ...result }),
+          this.#aggregations.set(id, {
+            state: "done",
+            contributing: running.contributing,
+            late: running.late,
+            ...result,
+          }),
         (err) => {
           this.#opts.log.error("aggregation failed", { round: id, error: messageOf(err) });
           this.#aggregations.set(id, {
             state: "failed",
             contributing: running.contributing,
+            late: running.late,
             reason: reasonOf(err),
             message: messageOf(err),
           });
@@ -282,6 +296,7 @@ export class RoundCoordinator {
     ref: RoundRef,
     contributing: readonly string[],
     settings: RoundSettings,
+    late: readonly FoldedLateDelta[],
   ): Promise<{ digest: string; bytes: number }> {
     const run = { namespace: ref.namespace, run: ref.run };
     const base = await fetchGlobalModel(this.#opts.nc, { ...run, round: ref.round - 1 });
@@ -303,7 +318,7 @@ export class RoundCoordinator {
 
     const update = settings.algorithm.robustAggregator
       ? await this.#robustUpdate(ref, contributing, settings, layout)
-      : await this.#meanUpdate(ref, contributing, settings, layout);
+      : await this.#meanUpdate(ref, contributing, settings, layout, late);
     // The outer step (FedAvg: θ + mean Δ; DiLoCo: Nesterov on −mean Δ). The momentum is saved
     // per round, so a repeated aggregation after a restart starts from the same state.
     const config = outerConfig(settings.algorithm);
@@ -339,11 +354,17 @@ export class RoundCoordinator {
     contributing: readonly string[],
     settings: RoundSettings,
     layout: ModelLayout,
+    late: readonly FoldedLateDelta[],
   ): Promise<ReadonlyMap<string, Float32Array>> {
     const accumulator = new Accumulator(layout);
     try {
-      for (const region of contributing) {
-        const accepted = await this.#acceptedDelta(ref, region, settings);
+      // This round's deltas at full weight, then late ones down-weighted by how late they are.
+      const deliveries = [
+        ...contributing.map((region) => ({ region, round: ref.round })),
+        ...late.map((l) => ({ region: l.region, round: l.round })),
+      ];
+      for (const { region, round } of deliveries) {
+        const accepted = await this.#acceptedDelta({ ...ref, round }, region, settings);
         const key = this.#opts.keyFor(region, accepted.signed.manifest, {
           namespace: ref.namespace,
           name: ref.run,
@@ -351,6 +372,7 @@ export class RoundCoordinator {
         const bytes = await arrivedDeltaBytes(this.#opts.nc, accepted, { maxBytes: settings.maxDeltaBytes });
         await addVerifiedDelta(accumulator, accepted.signed, key, bytes, {
           per: "region",
+          weightFactor: stalenessFactor(ref.round - round),
           read: { maxDataBytes: settings.maxDeltaBytes, expectedTotalBytes: accepted.size },
         });
       }

@@ -6,7 +6,7 @@
 //   (no round) ──open──▶ WaitingForDeltas ──quorum──▶ GraceWindow ──grace over / all in──▶ Aggregating
 //        ▲                      │ maxRoundSeconds without quorum: QuorumMissed, the round restarts
 //        └──── next round ◀── Publishing ◀──────────────────────────────────────────────────┘
-import type { FederatedRunSpec, RoundOutcome } from "../../crds/types.generated.ts";
+import type { FederatedRunSpec, FoldedLateDelta, RoundOutcome } from "../../crds/types.generated.ts";
 
 export type RoundPhase = "WaitingForDeltas" | "GraceWindow" | "Aggregating" | "Publishing";
 
@@ -24,6 +24,8 @@ export interface RoundProgress {
   retries: number;
   /** RFC 3339: when spec.suspend stopped the round's clock; unset while running. */
   suspendTime?: string;
+  /** Late deltas of earlier rounds folded into this one (lateDeltas: NextRound). Fixed once Aggregating. */
+  foldedLateDeltas?: FoldedLateDelta[];
 }
 
 export interface RoundInputs {
@@ -185,4 +187,28 @@ export function resumeRound(progress: RoundProgress, now: number): RoundProgress
     startTime: shift(rest.startTime),
     ...(rest.quorumTime ? { quorumTime: shift(rest.quorumTime) } : {}),
   };
+}
+
+/** How many rounds late a delta may be and still be folded in (deltas/aggregate/staleness.ts). */
+export const MAX_ROUNDS_LATE = 3;
+
+/**
+ * Late deltas round `round` may fold in under `quorum.lateDeltas: NextRound`: for each of the
+ * last MAX_ROUNDS_LATE rounds that closed without some regions, those regions, unless an
+ * earlier round already folded that region's delta for it (each late delta counts once).
+ */
+export function lateDeltaCandidates(
+  history: readonly RoundOutcome[] | undefined,
+  round: number,
+): FoldedLateDelta[] {
+  const folded = new Set(
+    (history ?? []).flatMap((h) => (h.foldedLateDeltas ?? []).map((f) => `${f.region}@${f.round}`)),
+  );
+  const out: FoldedLateDelta[] = [];
+  for (const h of history ?? []) {
+    if (h.round >= round || h.round < round - MAX_ROUNDS_LATE || h.outcome === "QuorumMissed") continue;
+    for (const region of h.lateRegions ?? [])
+      if (!folded.has(`${region}@${h.round}`)) out.push({ region, round: h.round });
+  }
+  return out.sort((a, b) => a.round - b.round || a.region.localeCompare(b.region));
 }

@@ -588,3 +588,71 @@ test("a region whose GPUs all fail attestation is quarantined and the rounds go 
   for (const reason of ["RegionQuarantined", "Suspended", "Resumed"])
     t.true(reasons.includes(reason), `${reason} in ${reasons.join(", ")}`);
 });
+
+test("lateDeltas NextRound: a region's delta that missed its round is folded into the next one, weighted by half its tokens, once", async (t) => {
+  t.timeout(4 * 60_000);
+  const { custom, ns, policy, regions, hubNc, startHub, publisher, deltaOf, getRun } = await federation(t);
+  await startHub();
+  const runName = uniqueName("late");
+  const run = new RunBuilder(runName, ns).placement({ minRegions: 3 }).obj() as FederatedRun;
+  run.spec.attestation = { policyRef: { name: policy } };
+  run.spec.rounds = 2;
+  run.spec.quorum = { minRegions: 2, graceWindowSeconds: 3, maxRoundSeconds: 120, lateDeltas: "NextRound" };
+  await custom.createNamespacedCustomObject({ ...GROUP, plural: "federatedruns", namespace: ns, body: run });
+  t.teardown(() => removeRunBuckets(hubNc, { namespace: ns, run: runName }));
+  const initial = gaussian(ELEMENTS, 0.1, 4);
+  await publishGlobalModel(
+    hubNc,
+    { namespace: ns, run: runName, round: 0 },
+    writeSafetensors([{ name: "w", dtype: "F32", shape: SHAPE, data: new Uint8Array(initial.buffer) }]),
+  );
+  const publish = publisher(runName);
+  const [a, b, c] = regions as [(typeof regions)[0], (typeof regions)[0], (typeof regions)[0]];
+  await eventually(
+    async () => ((await getRun(runName)).status?.roundProgress?.round === 1 ? true : undefined),
+    "round 1 open",
+  );
+  const base0 = await fetchGlobalModel(hubNc, { namespace: ns, run: runName, round: 0 });
+  await collectBytes(base0.data);
+  await publish(a, 0, 1, 1000, base0.digest);
+  await publish(b, 1, 1, 1000, base0.digest);
+  await eventually(async () => {
+    const s = (await getRun(runName)).status;
+    return s?.rounds?.find((x) => x.round === 1 && x.lateRegions?.includes(c.name)) ? s : undefined;
+  }, "round 1 closed without c");
+
+  // c's round-1 delta arrives during round 2; c sends nothing for round 2.
+  await eventually(
+    async () => ((await getRun(runName)).status?.roundProgress?.round === 2 ? true : undefined),
+    "round 2 open",
+  );
+  await publish(c, 2, 1, 2000, base0.digest);
+  const model1 = await fetchGlobalModel(hubNc, { namespace: ns, run: runName, round: 1 });
+  const theta1 = new Float32Array(
+    new Uint8Array((await readSafetensors(model1.data)).tensors.get("w")?.bytes ?? []).buffer,
+  );
+  await publish(a, 0, 2, 1000, model1.digest);
+  await publish(b, 1, 2, 3000, model1.digest);
+  const done = await eventually(async () => {
+    const s = (await getRun(runName)).status;
+    return s?.phase === "Succeeded" ? s : undefined;
+  }, "the run succeeded");
+  const r2 = done.rounds?.find((x) => x.round === 2);
+  t.like(r2, { outcome: "QuorumReached", contributingRegions: [a.name, b.name].sort() });
+  t.deepEqual(r2?.foldedLateDeltas, [{ region: c.name, round: 1 }]);
+
+  // round-2 = θ1 + (1000·Δa2 + 3000·Δb2 + ½·2000·Δc1) / (1000 + 3000 + ½·2000), computed here.
+  const model2 = await fetchGlobalModel(hubNc, { namespace: ns, run: runName, round: 2 });
+  const published = new Float32Array(
+    new Uint8Array((await readSafetensors(model2.data)).tensors.get("w")?.bytes ?? []).buffer,
+  );
+  const [da, db, dc] = [deltaOf(0, 2), deltaOf(1, 2), deltaOf(2, 1)];
+  let worst = 0;
+  for (let i = 0; i < ELEMENTS; i++) {
+    const expected =
+      (theta1[i] as number) +
+      (1000 * (da[i] as number) + 3000 * (db[i] as number) + 1000 * (dc[i] as number)) / 5000;
+    worst = Math.max(worst, Math.abs((published[i] as number) - expected));
+  }
+  t.true(worst < 1e-6, `largest difference from the reference with the late delta at half weight: ${worst}`);
+});

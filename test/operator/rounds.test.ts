@@ -5,6 +5,7 @@ import fc from "fast-check";
 import {
   afterPublish,
   decideRound,
+  lateDeltaCandidates,
   type RoundInputs,
   type RoundProgress,
   resumeRound,
@@ -195,4 +196,28 @@ test("suspend and resume at any times never shorten a round (property)", (t) => 
     ),
   );
   t.pass();
+});
+
+test("late deltas a round may fold in: late regions of the last three closed rounds, each folded once", (t) => {
+  const history = [
+    { round: 1, outcome: "QuorumReached" as const, lateRegions: ["region-c"] },
+    {
+      round: 2,
+      outcome: "QuorumReached" as const,
+      lateRegions: ["region-b", "region-c"],
+      foldedLateDeltas: [{ region: "region-c", round: 1 }],
+    },
+    { round: 3, outcome: "AllRegionsReported" as const, lateRegions: [] },
+    { round: 4, outcome: "QuorumMissed" as const, lateRegions: ["region-a"] },
+  ];
+  // Round 5 may fold region-b and region-c of round 2 (round 1's region-c is already folded, and
+  // a QuorumMissed attempt is not a closed round).
+  t.deepEqual(lateDeltaCandidates(history, 5), [
+    { region: "region-b", round: 2 },
+    { region: "region-c", round: 2 },
+  ]);
+  // Round 6 is four rounds after round 2: too stale.
+  t.deepEqual(lateDeltaCandidates(history, 6), []);
+  t.deepEqual(lateDeltaCandidates(undefined, 2), []);
+  t.deepEqual(lateDeltaCandidates(history, 1), [], "nothing from the round itself or later ones");
 });
