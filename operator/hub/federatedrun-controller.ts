@@ -157,6 +157,7 @@ export function federatedRunReconciler(
     const finalizers = run.metadata.finalizers ?? [];
 
     if (run.metadata.deletionTimestamp) {
+      deps.rounds?.forget({ namespace, run: name, uid });
       const work = deps.workOf(uid);
       if (work.length > 0) {
         await deleteWork(work);
@@ -204,7 +205,7 @@ export function federatedRunReconciler(
     const openRound = (run.status?.roundProgress as RoundProgress | undefined)?.round;
     const refused =
       openRound !== undefined && deps.rounds
-        ? deps.rounds.refusedRegions({ namespace, run: name, round: openRound })
+        ? deps.rounds.refusedRegions({ namespace, run: name, round: openRound, uid })
         : new Map();
 
     if (decision.outcome === "RegionsSelected") {
@@ -235,13 +236,18 @@ export function federatedRunReconciler(
         }
         const reported = existing?.status;
         const impaired = decision.impaired.find((r) => r.name === region);
-        const judged = impaired
-          ? {
-              quarantined: true,
-              reason: impaired.reason === "Quarantined" ? "RegionQuarantined" : `Region${impaired.reason}`,
-              message: `${impaired.message}; rounds go on without it until it recovers`,
-            }
-          : judgeRegionForRound(region, node, refused.get(region), openRound ?? 0);
+        // Failed attestation is the most specific cause: say so even while placement still
+        // sees it as another failure (the region's Quarantined condition lags its GPU counts).
+        const attestationFailed = judgeRegionForRound(region, node, undefined, openRound ?? 0);
+        const judged =
+          attestationFailed ??
+          (impaired
+            ? {
+                quarantined: true,
+                reason: impaired.reason === "Quarantined" ? "RegionQuarantined" : `Region${impaired.reason}`,
+                message: `${impaired.message}; rounds go on without it until it recovers`,
+              }
+            : judgeRegionForRound(region, node, refused.get(region), openRound ?? 0));
         regions.push({
           name: region,
           jurisdiction: node?.spec.jurisdiction,
@@ -560,7 +566,7 @@ async function advanceRound(
   };
 
   if (progressIn && (progressIn.phase === "Aggregating" || progressIn.phase === "Publishing")) {
-    const ref = { namespace, run: name, round: progressIn.round };
+    const ref = { namespace, run: name, round: progressIn.round, uid: run.metadata.uid ?? "" };
     const aggregation = coordinator.aggregation(
       ref,
       progressIn.deliveredRegions ?? [],
@@ -606,7 +612,7 @@ async function advanceRound(
   }
 
   const round = progressIn?.round ?? Math.max(1, currentRound);
-  const ref = { namespace, run: name, round };
+  const ref = { namespace, run: name, round, uid: run.metadata.uid ?? "" };
   const delivered = coordinator.delivered(ref, endpoints, settings, progressIn?.deliveredRegions ?? []);
   const baseModelReady = progressIn ? true : (await coordinator.baseModelDigest(ref)) !== undefined;
   // lateDeltas: NextRound: the late deltas of earlier rounds are verified while this round is

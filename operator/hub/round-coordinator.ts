@@ -50,7 +50,19 @@ export interface RoundRef {
   namespace: string;
   run: string;
   round: number;
+  /**
+   * The FederatedRun's uid. What the coordinator keeps is per run instance: a run deleted and
+   * created again under its name starts from nothing, never from the old run's deltas or
+   * aggregations.
+   */
+  uid: string;
 }
+
+/** What the coordinator keeps a run's state under: one run instance. */
+const stateKey = (ref: Pick<RoundRef, "namespace" | "run" | "uid">) =>
+  `${ref.namespace}/${ref.run}@${ref.uid}`;
+/** The run's key as reconcilers and callbacks know it. */
+const runKeyOf = (ref: Pick<RoundRef, "namespace" | "run">) => `${ref.namespace}/${ref.run}`;
 
 /** A placed region and its JetStream domain (SovereignNode spec.jetStreamDomain). */
 export interface RegionEndpoint {
@@ -75,7 +87,7 @@ export interface RoundSettings {
 export type LearnerKeyResolver = (
   region: string,
   manifest: DeltaManifest,
-  run: { namespace: string; name: string },
+  run: { namespace: string; name: string; uid: string },
 ) => KeyObject | undefined;
 
 export interface Refusal {
@@ -125,6 +137,8 @@ export class RoundCoordinator {
   readonly #verifying = new Map<string, Promise<void>>();
   readonly #aggregations = new Map<string, AggregationState>();
   readonly #mirrored = new Set<string>();
+  /** Digest of the model each round starts from (stateKey#round), once read: published models never change. */
+  readonly #baseDigests = new Map<string, string>();
   /** runKey → round → region → the last refusal of a delta it delivered for that round. */
   readonly #refused = new Map<string, Map<number, Map<string, Refusal>>>();
 
@@ -143,13 +157,13 @@ export class RoundCoordinator {
     /** Regions the run's status already records as delivered: re-verified after a restart, not reported (audited, counted) again. */
     recorded: readonly string[] = [],
   ): string[] {
-    const key = `${ref.namespace}/${ref.run}`;
+    const key = stateKey(ref);
     const job = `${key}#${ref.round}`;
     if (!this.#verifying.has(job)) {
       const verifying = this.#verifyNew(ref, regions, settings, new Set(recorded))
         .catch((err) =>
           this.#opts.log.warn("listing deltas failed; retrying on the next reconcile", {
-            run: key,
+            run: runKeyOf(ref),
             error: messageOf(err),
           }),
         )
@@ -165,7 +179,8 @@ export class RoundCoordinator {
     settings: RoundSettings,
     recorded: ReadonlySet<string>,
   ): Promise<void> {
-    const key = `${ref.namespace}/${ref.run}`;
+    const key = stateKey(ref);
+    const runKey = runKeyOf(ref);
     let changed = false;
     for (const { name: region, domain } of regions) {
       if (!this.#mirrored.has(region)) {
@@ -175,15 +190,19 @@ export class RoundCoordinator {
       const round = this.#round(key, ref.round);
       if (round.has(region)) continue;
       for (const arrival of await listRegionDeltas(this.#opts.nc, region, ref)) {
-        const id = `${region}/${arrival.name}@${arrival.delta?.revision ?? "?"}`;
+        // One version of the object: the object store's listing carries no revision, and a
+        // learner that publishes again under its name (after a refusal, or a run re-created
+        // under its name) writes a different signed manifest.
+        const version = arrival.delta ? manifestDigest(arrival.delta.signed.manifest) : "unreadable";
+        const id = `${key} ${region}/${arrival.name}@${version}`;
         if (this.#seen.has(id)) continue;
         this.#seen.add(id);
         try {
           if (!arrival.delta) throw arrival.error;
-          const digest = await this.#verify(arrival.delta, settings);
+          const digest = await this.#verify(arrival.delta, settings, ref);
           if (!round.has(region)) {
             round.set(region, { arrival: arrival.delta, digest });
-            if (!recorded.has(region)) this.#opts.onAccepted?.(key, arrival.delta, digest);
+            if (!recorded.has(region)) this.#opts.onAccepted?.(runKey, arrival.delta, digest);
             changed = true;
           }
           break; // one delta per region and round
@@ -197,30 +216,47 @@ export class RoundCoordinator {
             reason: reasonOf(err),
             message: messageOf(err),
           };
-          this.#opts.log.warn("delta refused", { run: key, ...refusal });
+          this.#opts.log.warn("delta refused", { run: runKey, ...refusal });
           const byRound = this.#refused.get(key) ?? new Map<number, Map<string, Refusal>>();
           this.#refused.set(key, byRound);
           byRound.set(ref.round, (byRound.get(ref.round) ?? new Map()).set(region, refusal));
           changed = true;
-          this.#opts.onRefused?.(key, refusal);
+          this.#opts.onRefused?.(runKey, refusal);
         }
       }
     }
-    if (changed) this.#opts.onProgress(key);
+    if (changed) this.#opts.onProgress(runKey);
   }
 
   /** Regions whose delivery for the round was refused and that have no accepted delta for it (yet). */
   refusedRegions(ref: RoundRef): ReadonlyMap<string, Refusal> {
-    const key = `${ref.namespace}/${ref.run}`;
+    const key = stateKey(ref);
     const accepted = this.#accepted.get(key)?.get(ref.round);
     const refused = this.#refused.get(key)?.get(ref.round) ?? new Map<string, Refusal>();
     return new Map([...refused].filter(([region]) => !accepted?.has(region)));
   }
 
-  async #verify(arrival: ArrivedDelta, settings: RoundSettings): Promise<string> {
+  async #verify(arrival: ArrivedDelta, settings: RoundSettings, ref: RoundRef): Promise<string> {
+    // Trained from the model its round starts from, or it is not a delta of this run's round:
+    // a stale model, another run of the same name, or a learner that skipped a fetch.
+    const round = arrival.signed.manifest.round;
+    const baseKey = `${stateKey(ref)}#${round - 1}`;
+    const base =
+      this.#baseDigests.get(baseKey) ??
+      (await globalModelDigest(this.#opts.nc, { namespace: ref.namespace, run: ref.run, round: round - 1 }));
+    if (base) this.#baseDigests.set(baseKey, base);
+    if (arrival.signed.manifest.baseModel !== base) {
+      throw Object.assign(
+        new Error(
+          `the delta was trained from ${arrival.signed.manifest.baseModel}, but round ${round} starts from ${base ?? "a model that is not published"}; the learner must fetch round-${round - 1} of the run's model bucket and train again`,
+        ),
+        { reason: "DeltaBaseModelMismatch" },
+      );
+    }
     const key = this.#opts.keyFor(arrival.region, arrival.signed.manifest, {
       namespace: arrival.address.namespace,
       name: arrival.address.run,
+      uid: ref.uid,
     });
     if (!key) {
       throw Object.assign(
@@ -263,7 +299,7 @@ export class RoundCoordinator {
     /** Late deltas of earlier rounds to fold in, each weighted by its staleness (lateDeltas: NextRound). */
     late: readonly FoldedLateDelta[] = [],
   ): AggregationState {
-    const id = `${ref.namespace}/${ref.run}#${ref.round}`;
+    const id = `${stateKey(ref)}#${ref.round}`;
     const known = this.#aggregations.get(id);
     if (known) return known;
     const running: AggregationState = { state: "running", contributing: [...contributing], late: [...late] };
@@ -368,6 +404,7 @@ export class RoundCoordinator {
         const key = this.#opts.keyFor(region, accepted.signed.manifest, {
           namespace: ref.namespace,
           name: ref.run,
+          uid: ref.uid,
         }) as KeyObject;
         const bytes = await arrivedDeltaBytes(this.#opts.nc, accepted, { maxBytes: settings.maxDeltaBytes });
         await addVerifiedDelta(accumulator, accepted.signed, key, bytes, {
@@ -404,6 +441,7 @@ export class RoundCoordinator {
       const key = this.#opts.keyFor(region, accepted.signed.manifest, {
         namespace: ref.namespace,
         name: ref.run,
+        uid: ref.uid,
       }) as KeyObject;
       const bytes = await arrivedDeltaBytes(this.#opts.nc, accepted, { maxBytes: settings.maxDeltaBytes });
       const stream = await openVerifiedDelta(accepted.signed, key, bytes, {
@@ -428,13 +466,12 @@ export class RoundCoordinator {
 
   /** The delta accepted for a region: from memory, or found again in the mirror after a restart. */
   async #acceptedDelta(ref: RoundRef, region: string, settings: RoundSettings): Promise<ArrivedDelta> {
-    const key = `${ref.namespace}/${ref.run}`;
-    const known = this.#accepted.get(key)?.get(ref.round)?.get(region);
+    const known = this.#accepted.get(stateKey(ref))?.get(ref.round)?.get(region);
     if (known) return known.arrival;
     for (const arrival of await listRegionDeltas(this.#opts.nc, region, ref)) {
       if (!arrival.delta) continue;
       try {
-        await this.#verify(arrival.delta, settings);
+        await this.#verify(arrival.delta, settings, ref);
         return arrival.delta;
       } catch {
         // refused before; the next candidate
@@ -449,9 +486,12 @@ export class RoundCoordinator {
   }
 
   /** Drops what is kept for a run (it finished or was deleted). */
-  forget(runKey: string): void {
+  forget(ref: Pick<RoundRef, "namespace" | "run" | "uid">): void {
+    const runKey = stateKey(ref);
     this.#accepted.delete(runKey);
     this.#refused.delete(runKey);
+    for (const k of this.#baseDigests.keys()) if (k.startsWith(`${runKey}#`)) this.#baseDigests.delete(k);
+    for (const id of this.#seen) if (id.startsWith(`${runKey} `)) this.#seen.delete(id);
     for (const id of this.#aggregations.keys())
       if (id.startsWith(`${runKey}#`)) this.#aggregations.delete(id);
   }

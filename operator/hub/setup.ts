@@ -49,7 +49,7 @@ export function refusalSubject(region: string, runKey: string): string {
  */
 function learnerKeyResolver(
   trustManifestKeys: boolean,
-  workOf: (region: string, run: { namespace: string; name: string }) => RegionWork | undefined,
+  workOf: (region: string, run: { namespace: string; name: string; uid: string }) => RegionWork | undefined,
   now: () => number,
 ): LearnerKeyResolver {
   return (region, manifest, run) => {
@@ -178,7 +178,9 @@ export function hubControllers(opts: HubOptions) {
               (w) =>
                 w.spec.region === region &&
                 w.spec.run.namespace === run.namespace &&
-                w.spec.run.name === run.name,
+                w.spec.run.name === run.name &&
+                // Not the work of an earlier run of the same name, still being deleted.
+                w.spec.run.uid === run.uid,
             ),
           () => clock.now(),
         ),

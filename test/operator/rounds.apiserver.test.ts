@@ -656,3 +656,93 @@ test("lateDeltas NextRound: a region's delta that missed its round is folded int
   }
   t.true(worst < 1e-6, `largest difference from the reference with the late delta at half weight: ${worst}`);
 });
+
+test("a run deleted and created again under its name starts afresh: the old run's deltas and aggregate are never used", async (t) => {
+  t.timeout(4 * 60_000);
+  const { custom, ns, policy, regions, hubNc, metrics, startHub, publisher, deltaOf, getRun } =
+    await federation(t);
+  await startHub();
+  const runName = uniqueName("again");
+  const create = async (seed: number) => {
+    const run = new RunBuilder(runName, ns).placement({ minRegions: 3 }).obj() as FederatedRun;
+    run.spec.attestation = { policyRef: { name: policy } };
+    run.spec.rounds = 1;
+    run.spec.quorum = { minRegions: 3, graceWindowSeconds: 0, maxRoundSeconds: 120, lateDeltas: "Discard" };
+    await custom.createNamespacedCustomObject({
+      ...GROUP,
+      plural: "federatedruns",
+      namespace: ns,
+      body: run,
+    });
+    const initial = gaussian(ELEMENTS, 0.1, seed);
+    await publishGlobalModel(
+      hubNc,
+      { namespace: ns, run: runName, round: 0 },
+      writeSafetensors([{ name: "w", dtype: "F32", shape: SHAPE, data: new Uint8Array(initial.buffer) }]),
+    );
+    await eventually(
+      async () => ((await getRun(runName)).status?.roundProgress?.round === 1 ? true : undefined),
+      "round 1 open",
+    );
+    return initial;
+  };
+  t.teardown(() => removeRunBuckets(hubNc, { namespace: ns, run: runName }));
+  const publish = publisher(runName);
+  await create(5);
+  const old = await fetchGlobalModel(hubNc, { namespace: ns, run: runName, round: 0 });
+  await collectBytes(old.data);
+  for (const [i, r] of regions.entries()) await publish(r, i, 1, 1000, old.digest);
+  await eventually(async () => {
+    const s = (await getRun(runName)).status;
+    return s?.phase === "Succeeded" ? s : undefined;
+  }, "the first run succeeded");
+
+  // Deleted (as a user would, with its buckets) and created again under the same name. The old
+  // run's round-1 deltas are still in the regions' buckets, under the same object names.
+  await custom.deleteNamespacedCustomObject({
+    ...GROUP,
+    plural: "federatedruns",
+    namespace: ns,
+    name: runName,
+  });
+  await eventually(async () => {
+    try {
+      await getRun(runName);
+      return undefined;
+    } catch (err) {
+      return (err as { code?: number }).code === 404 ? true : undefined;
+    }
+  }, "the first run gone");
+  await removeRunBuckets(hubNc, { namespace: ns, run: runName });
+  const initial = await create(6);
+  // The old deltas were trained from another model: refused, not counted towards round 1.
+  await eventually(async () => {
+    const text = await metrics.registry.metrics();
+    return /sovereign_deltas_refused_total\{region="[^"]+",reason="DeltaBaseModelMismatch"\} 1/.test(text)
+      ? true
+      : undefined;
+  }, "the old run's deltas refused as DeltaBaseModelMismatch");
+  const p = (await getRun(runName)).status?.roundProgress;
+  t.deepEqual(p?.deliveredRegions ?? [], [], "nothing delivered by the old run's deltas");
+  t.is((await getRun(runName)).status?.phase, "Running");
+
+  const fresh = await fetchGlobalModel(hubNc, { namespace: ns, run: runName, round: 0 });
+  await collectBytes(fresh.data);
+  for (const [i, r] of regions.entries()) await publish(r, i, 1, 1000, fresh.digest);
+  const done = await eventually(async () => {
+    const s = (await getRun(runName)).status;
+    return s?.phase === "Succeeded" ? s : undefined;
+  }, "the second run succeeded");
+  const model = await fetchGlobalModel(hubNc, { namespace: ns, run: runName, round: 1 });
+  t.is(done.rounds?.find((r) => r.round === 1)?.aggregateDigest, model.digest);
+  const published = new Float32Array(
+    new Uint8Array((await readSafetensors(model.data)).tensors.get("w")?.bytes ?? []).buffer,
+  );
+  const deltas = [0, 1, 2].map((i) => deltaOf(i, 1));
+  let worst = 0;
+  for (let k = 0; k < ELEMENTS; k++) {
+    const mean = deltas.reduce((sum, d) => sum + (d[k] as number), 0) / 3;
+    worst = Math.max(worst, Math.abs((published[k] as number) - ((initial[k] as number) + mean)));
+  }
+  t.true(worst < 1e-6, `the second run's model is its own initial model + the mean of its deltas (${worst})`);
+});
