@@ -257,7 +257,7 @@ async function run(argv: string[]): Promise<number> {
       },
     );
   }
-  const manager = new Manager({ config, kc, metrics, log, identity, ...parts });
+  const manager = new Manager({ config, kc, metrics, log, identity, auditStore: audit?.store, ...parts });
 
   const shutdown = new AbortController();
   for (const sig of ["SIGTERM", "SIGINT"] as const) {

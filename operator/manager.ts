@@ -2,6 +2,7 @@
 // the controllers (only while leading) and a graceful shutdown that lets in-flight
 // reconciles finish and hands the Lease over.
 import type { KubeConfig } from "@kubernetes/client-node";
+import { type AuditStore, exportAuditLog } from "../attestation/audit/mod.ts";
 import type { OperatorConfig } from "./config.ts";
 import type { Controller } from "./runtime/controller.ts";
 import type { SupervisedInformer } from "./runtime/informer.ts";
@@ -19,6 +20,8 @@ export interface ManagerParts {
   // biome-ignore lint/suspicious/noExplicitAny: informers of any resource type
   informers: SupervisedInformer<any>[];
   controllers: Controller[];
+  /** Served read-only at /audit/export on the metrics address. */
+  auditStore?: AuditStore;
 }
 
 export class Manager {
@@ -52,7 +55,9 @@ export class Manager {
     };
     const metricsAddr = config.metricsBindAddress;
     const probeAddr = config.healthProbeBindAddress;
-    this.probes.push(await startProbeServer({ ...metricsAddr, metrics, healthz, readyz }));
+    const { auditStore } = this.parts;
+    const auditExport = auditStore ? () => exportAuditLog(auditStore) : undefined;
+    this.probes.push(await startProbeServer({ ...metricsAddr, metrics, healthz, readyz, auditExport }));
     if (probeAddr.port !== metricsAddr.port || probeAddr.host !== metricsAddr.host) {
       this.probes.push(await startProbeServer({ ...probeAddr, metrics, healthz, readyz }));
     }

@@ -1,7 +1,9 @@
 // The operator's HTTP endpoints: /metrics (Prometheus text), /healthz (the process
 // is alive and its loops turn) and /readyz (caches synced; a follower is ready too, so
-// a rolling update does not wait for leadership).
-import { createServer, type Server } from "node:http";
+// a rolling update does not wait for leadership), and /audit/export, the audit log as
+// JSON lines, because the file lives on the operator's volume and an auditor has no
+// other way to it (kubectl sovereign audit export reads it through the service proxy).
+import { createServer, type Server, type ServerResponse } from "node:http";
 import type { OperatorMetrics } from "./metrics.ts";
 
 export type Check = () => { ok: boolean; reason?: string };
@@ -18,6 +20,8 @@ export async function startProbeServer(opts: {
   metrics: OperatorMetrics;
   healthz: Record<string, Check>;
   readyz: Record<string, Check>;
+  /** The audit log's export lines; without it /audit/export answers 404 AuditLogNotConfigured. */
+  auditExport?: () => AsyncIterable<string>;
 }): Promise<ProbeServer> {
   const report = (checks: Record<string, Check>) => {
     const lines: string[] = [];
@@ -47,6 +51,18 @@ export async function startProbeServer(opts: {
       res.writeHead(ok ? 200 : 503, { "content-type": "text/plain" }).end(body);
       return;
     }
+    if (path === "/audit/export") {
+      if (!opts.auditExport) {
+        res
+          .writeHead(404, { "content-type": "text/plain" })
+          .end(
+            "AuditLogNotConfigured: this operator keeps no audit store it can export; start it with --audit-log <file>\n",
+          );
+        return;
+      }
+      void streamExport(res, opts.auditExport(), req.method === "HEAD");
+      return;
+    }
     res.writeHead(404).end();
   });
   await new Promise<void>((resolve, reject) => {
@@ -60,4 +76,25 @@ export async function startProbeServer(opts: {
     port,
     close: () => new Promise((resolve) => server.close(() => resolve())),
   };
+}
+
+/**
+ * Chunked, so a log read failure mid-way aborts the response instead of ending it: an export
+ * that stops at a line boundary would otherwise look complete to the client.
+ */
+async function streamExport(res: ServerResponse, lines: AsyncIterable<string>, headOnly: boolean) {
+  res.writeHead(200, { "content-type": "application/jsonl; charset=utf-8", "cache-control": "no-store" });
+  if (headOnly) {
+    res.end();
+    return;
+  }
+  try {
+    for await (const line of lines) {
+      if (res.destroyed) return;
+      if (!res.write(line)) await new Promise((resolve) => res.once("drain", resolve));
+    }
+    res.end();
+  } catch {
+    res.destroy();
+  }
 }
