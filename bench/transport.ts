@@ -3,12 +3,19 @@
 //
 //   learner put       publishDelta into the region's bucket   vs  nats bench js pub async (region server)
 //   across the link   put start → hub mirror complete          vs  nats bench js ordered from the hub, --js-domain region-a
-//   end to end        put start → verified at the hub          vs  the same ordered-consumer baseline
+//   end to end        put start → verified at the hub          vs  the same ordered-consumer baseline, and vs
+//                                                                  raw publish then raw consume across (the
+//                                                                  same two steps, done by nats bench)
+//
+// Like for like: the raw runs use messages of the object store's chunk size, the region's
+// server, file storage, JetStream publishes with acks, and a consumer across the leaf link.
+// nats bench keeps up to --batch (500) publishes unacknowledged, i.e. the whole 256 MiB here;
+// the learner keeps DEFAULT_PUT_WINDOW chunks. The load average is recorded with the figures.
 //
 // Prints ratios and writes bench/results/transport.json. Starts the testbed if it is down.
 import { execFile } from "node:child_process";
 import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { loadavg, tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { promisify } from "node:util";
 import { connect } from "@nats-io/transport-node";
@@ -16,6 +23,7 @@ import { collectBytes, writeDelta } from "../deltas/mod.ts";
 import { uniqueName, useTestbed } from "../test/testbed/harness.ts";
 import { generatedTensors, learnerKeys, signedStreamedDelta } from "../test/transport/fixtures.ts";
 import {
+  DEFAULT_PUT_WINDOW,
   ensureRegionDeltaBucket,
   ensureRegionDeltaMirror,
   openArrivedDelta,
@@ -35,6 +43,7 @@ const r = regions[region];
 if (!r) throw new Error(`no ${region} in the testbed`);
 const natsCli = join(tb.description.binDir, "nats");
 
+const loadBefore = loadavg();
 // Raw JetStream, same servers, 1 MiB messages (the object store's chunk size here).
 async function natsBench(args: string[]): Promise<number> {
   const csv = join(tmpdir(), `sovereign-bench-${process.pid}-${Date.now()}.csv`);
@@ -124,10 +133,19 @@ const endToEndSeconds = (performance.now() - t0) / 1000;
 const mirrored = (await regionDeltaMirrorProgress(hub, region)).bytes - mirrorBefore.bytes;
 
 const mib = file.byteLength / MiB;
+// Publishing then consuming across, one after the other, as a delta's bytes must go.
+const rawTransfer = 1 / (1 / rawPub + 1 / rawAcross);
 const result = {
   bench: "transport",
   sizeMiB: mib,
-  baselines: { natsBenchJsPubAsyncMiBps: rawPub, natsBenchJsOrderedAcrossLeafMiBps: rawAcross },
+  chunkBytes: MiB,
+  putWindow: DEFAULT_PUT_WINDOW,
+  load: { before: loadBefore, after: loadavg() },
+  baselines: {
+    natsBenchJsPubAsyncMiBps: rawPub,
+    natsBenchJsOrderedAcrossLeafMiBps: rawAcross,
+    natsBenchPubThenOrderedMiBps: rawTransfer,
+  },
   learnerPut: { seconds: putSeconds, MiBps: mib / putSeconds, ratioToRawPub: mib / putSeconds / rawPub },
   acrossLink: {
     seconds: acrossSeconds,
@@ -138,6 +156,7 @@ const result = {
     seconds: endToEndSeconds,
     MiBps: mib / endToEndSeconds,
     ratioToRawAcross: mib / endToEndSeconds / rawAcross,
+    ratioToRawPubThenAcross: mib / endToEndSeconds / rawTransfer,
   },
   mirroredBytes: mirrored,
 };
@@ -151,7 +170,10 @@ console.log(
   `  in the hub's mirror    ${result.acrossLink.MiBps.toFixed(0)} MiB/s  ×${result.acrossLink.ratioToRawAcross.toFixed(2)} of raw across (put included)`,
 );
 console.log(
-  `  verified at the hub    ${result.endToEnd.MiBps.toFixed(0)} MiB/s  ×${result.endToEnd.ratioToRawAcross.toFixed(2)} of raw across (put and verify included)`,
+  `  verified at the hub    ${result.endToEnd.MiBps.toFixed(0)} MiB/s  ×${result.endToEnd.ratioToRawAcross.toFixed(2)} of raw across (put and verify included), ×${result.endToEnd.ratioToRawPubThenAcross.toFixed(2)} of raw pub then across (${rawTransfer.toFixed(0)} MiB/s)`,
+);
+console.log(
+  `  load average ${loadBefore.map((l) => l.toFixed(1)).join(" ")} before, ${result.load.after.map((l) => l.toFixed(1)).join(" ")} after`,
 );
 
 const jsm = await (await import("@nats-io/jetstream")).jetstreamManager(member);

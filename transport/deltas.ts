@@ -29,12 +29,13 @@ import {
   ensureMirror,
   ensureObjectStore,
   isObjectStoreNotFound,
+  isStreamNotFound,
   type MirrorProgress,
   mirrorProgress,
-  objectBytes,
+  objectChunks,
   objectStoreStream,
   openObjectStore,
-  readableFrom,
+  putObject,
 } from "./objects.ts";
 
 /** Member, in its region: the bucket its learners publish into. */
@@ -78,6 +79,8 @@ export interface PublishDeltaInput {
   /** The delta file's bytes, the same ones the manifest's digests were computed over. */
   source: ByteSource;
   chunkBytes?: number;
+  /** Unacknowledged chunks at most; bounds what the learner holds in flight (window × chunk). */
+  window?: number;
 }
 
 export interface PublishedDelta {
@@ -103,14 +106,16 @@ export async function publishDelta(
     );
   }
   const name = deltaObjectName(addressOf(input.namespace, manifest));
-  const store = await openObjectStore(regionNc, regionDeltaBucket(input.region));
-  const info = await store.put(
+  const info = await putObject(
+    regionNc,
+    regionDeltaBucket(input.region),
     {
       name,
       metadata: { [MANIFEST_METADATA]: new TextDecoder().decode(serializeSignedManifest(input.signed)) },
-      options: { max_chunk_size: input.chunkBytes ?? DEFAULT_CHUNK_BYTES },
+      chunkBytes: input.chunkBytes ?? DEFAULT_CHUNK_BYTES,
+      ...(input.window ? { window: input.window } : {}),
     },
-    readableFrom(input.source),
+    input.source,
   );
   if (info.size !== manifest.size) {
     throw new TransportError(
@@ -247,15 +252,18 @@ export async function arrivedDeltaBytes(
       `delta '${arrival.name}' from ${arrival.region} is ${arrival.size} bytes, over the limit of ${options.maxBytes}; raise the run's delta size limit or publish a smaller encoding`,
     );
   }
-  const store = await openObjectStore(hubNc, regionDeltaBucket(arrival.region));
-  const result = await store.get(arrival.name);
-  if (!result) {
+  const bucket = regionDeltaBucket(arrival.region);
+  const store = await openObjectStore(hubNc, bucket);
+  const info = await store.info(arrival.name);
+  if (!info || info.deleted) {
     throw new TransportError(
       "DeltaObjectMissing",
       `delta '${arrival.name}' is not (or no longer) in ${arrival.region}'s mirror`,
     );
   }
-  return objectBytes(result);
+  // Every byte is checked against the signed manifest by the caller, so the read skips the
+  // object store client's own hash of the whole object (objectChunks says why and how much).
+  return objectChunks(hubNc, bucket, info);
 }
 
 /**
@@ -283,4 +291,106 @@ export async function listRegionDeltas(
     }
   }
   return out.sort((a, b) => (a.delta?.revision ?? 0) - (b.delta?.revision ?? 0));
+}
+
+export interface PurgeDeltasRef {
+  namespace: string;
+  run: string;
+  /** Deltas of rounds strictly before this one are removed. */
+  beforeRound: number;
+}
+
+export interface PurgedDeltas {
+  /** Object names removed. */
+  objects: string[];
+  /** Stream messages (chunks and metas) removed. */
+  messages: number;
+}
+
+function purgeable(ref: PurgeDeltasRef): (name: string) => boolean {
+  if (!Number.isSafeInteger(ref.beforeRound) || ref.beforeRound < 0) {
+    throw new RangeError(`round ${ref.beforeRound} is not a count`);
+  }
+  return (name) => {
+    const a = parseDeltaObjectName(name);
+    return a !== undefined && a.namespace === ref.namespace && a.run === ref.run && a.round < ref.beforeRound;
+  };
+}
+
+/**
+ * Member, in its region: removes a run's deltas of rounds before `beforeRound` from the
+ * region's bucket. Each object is deleted the object store's way (a `deleted` meta, then its
+ * chunks purged), so standard clients see it gone, and the delete marker crosses to the hub.
+ *
+ * The hub's mirror does NOT follow: a mirror applies neither the origin's purges nor the
+ * marker's rollup (checked on nats-server 2.14: after the delete the mirror still held the
+ * object's chunks and its old meta, plus the marker). It reports the object as deleted, but
+ * keeps its bytes until the hub runs purgeMirroredDeltas.
+ */
+export async function purgeRegionDeltas(
+  regionNc: NatsConnection,
+  region: string,
+  ref: PurgeDeltasRef,
+): Promise<PurgedDeltas> {
+  const match = purgeable(ref);
+  const store = await openObjectStore(regionNc, regionDeltaBucket(region)).catch((err: unknown) => {
+    if (isObjectStoreNotFound(err)) return undefined;
+    throw err;
+  });
+  if (!store) return { objects: [], messages: 0 };
+  const out: PurgedDeltas = { objects: [], messages: 0 };
+  for (const info of await store.list()) {
+    if (info.deleted || !match(info.name)) continue;
+    const purged = await store.delete(info.name);
+    out.objects.push(info.name);
+    out.messages += purged.purged;
+  }
+  return out;
+}
+
+/**
+ * Hub: removes a run's deltas of rounds before `beforeRound` from its mirror of a region's
+ * bucket, deleted at the origin or not: every chunk of every version the mirror holds (a
+ * mirror keeps replaced versions too, see purgeRegionDeltas) and the object's metas, so the
+ * hub no longer lists it. A delete marker that crosses later is a `deleted` meta, which
+ * watchRegionDeltas and listRegionDeltas skip.
+ */
+export async function purgeMirroredDeltas(
+  hubNc: NatsConnection,
+  region: string,
+  ref: PurgeDeltasRef,
+): Promise<PurgedDeltas> {
+  const match = purgeable(ref);
+  const bucket = regionDeltaBucket(region);
+  const stream = objectStoreStream(bucket);
+  const jsm = await jetstreamManager(hubNc);
+  // Every object the mirror has a meta for, deleted ones included (the store's list skips
+  // those, and an object deleted at the origin is exactly what is left to purge here).
+  const info = await jsm.streams
+    .info(stream, { subjects_filter: `$O.${bucket}.M.>` })
+    .catch((err: unknown) => {
+      if (isStreamNotFound(err)) return undefined;
+      throw err;
+    });
+  if (!info) return { objects: [], messages: 0 };
+  const out: PurgedDeltas = { objects: [], messages: 0 };
+  for (const metaSubject of Object.keys(info.state.subjects ?? {})) {
+    const name = Buffer.from(metaSubject.slice(`$O.${bucket}.M.`.length), "base64url").toString("utf8");
+    if (!match(name)) continue;
+    // Every version's chunks: the nuids of all metas the mirror holds for the name.
+    const nuids = new Set<string>();
+    for (let seq = 1; ; ) {
+      const m = await jsm.direct.getMessage(stream, { seq, next_by_subj: metaSubject });
+      if (!m) break;
+      const nuid = (m.json() as { nuid?: unknown }).nuid;
+      if (typeof nuid === "string" && nuid.length > 0) nuids.add(nuid);
+      seq = m.seq + 1;
+    }
+    for (const nuid of nuids) {
+      out.messages += (await jsm.streams.purge(stream, { filter: `$O.${bucket}.C.${nuid}` })).purged;
+    }
+    out.messages += (await jsm.streams.purge(stream, { filter: metaSubject })).purged;
+    out.objects.push(name);
+  }
+  return out;
 }

@@ -18,6 +18,8 @@ export type TransportReason =
   | "ModelObjectMissing"
   /** The global model's bytes do not hash to the digest the hub recorded. */
   | "ModelDigestMismatch"
+  /** A put did not store every chunk and its meta (JetStream refused or timed out); nothing became visible. */
+  | "ObjectPutFailed"
   /** A mirror stream exists under the name but mirrors something else. */
   | "MirrorMisconfigured";
 

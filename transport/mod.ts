@@ -10,7 +10,11 @@ export {
   openArrivedDelta,
   type PublishDeltaInput,
   type PublishedDelta,
+  type PurgeDeltasRef,
+  type PurgedDeltas,
   publishDelta,
+  purgeMirroredDeltas,
+  purgeRegionDeltas,
   regionDeltaMirrorProgress,
   type WatchedArrival,
   watchRegionDeltas,
@@ -32,4 +36,12 @@ export {
   verifyModelBytes,
 } from "./models.ts";
 export * from "./names.ts";
-export type { BucketOptions, MirrorProgress } from "./objects.ts";
+export {
+  type BucketOptions,
+  DEFAULT_PUT_WINDOW,
+  type MirrorProgress,
+  objectChunks,
+  type PutObjectInput,
+  type PutObjectResult,
+  putObject,
+} from "./objects.ts";

@@ -1,8 +1,22 @@
 // Shared plumbing for the two directions: object stores, mirrors across a leaf link, and
 // reading an object as a stream of bytes.
-import { type JetStreamManager, jetstreamManager, type StreamConfig } from "@nats-io/jetstream";
-import { type ObjectResult, type ObjectStore, Objm, setSha256Backend } from "@nats-io/obj";
-import type { NatsConnection } from "@nats-io/transport-node";
+import { createHash } from "node:crypto";
+import {
+  type JetStreamManager,
+  JsHeaders,
+  jetstream,
+  jetstreamManager,
+  type StreamConfig,
+} from "@nats-io/jetstream";
+import {
+  Base64UrlPaddedCodec,
+  type ObjectInfo,
+  type ObjectResult,
+  type ObjectStore,
+  Objm,
+  setSha256Backend,
+} from "@nats-io/obj";
+import { headers, type NatsConnection, nuid } from "@nats-io/transport-node";
 import { TransportError } from "./errors.ts";
 
 // The object store hashes every chunk; its default pure-JS SHA-256 caps a put or get near
@@ -156,4 +170,252 @@ export function readableFrom(
       await iterator.return?.();
     },
   });
+}
+
+/**
+ * Chunks a pipelined put keeps unacknowledged. With 1 MiB chunks the learner holds at most
+ * this many MiB beyond the piece its source is producing. Measured (docs/deltas.md, transport):
+ * 8 reaches the throughput of 32 on the testbed, 1 (the library's put) about half of it.
+ */
+export const DEFAULT_PUT_WINDOW = 8;
+
+export interface PutObjectInput {
+  name: string;
+  /** String metadata stored in the object's meta, as the object store's own `metadata`. */
+  metadata?: Record<string, string>;
+  /** Largest chunk; clamped to the server's max_payload. */
+  chunkBytes?: number;
+  /** Unacknowledged chunks at most (≥ 1). */
+  window?: number;
+  /** Per-publish ack timeout (ms); the connection's JetStream default when unset. */
+  timeoutMs?: number;
+}
+
+export interface PutObjectResult {
+  name: string;
+  size: number;
+  chunks: number;
+  nuid: string;
+  /** Stream sequence of the object's meta, the object store's `revision`. */
+  revision: number;
+}
+
+/**
+ * Puts an object into an object store, writing exactly what `@nats-io/obj`'s put writes
+ * (chunks on `$O.<bucket>.C.<nuid>`, then the JSON meta on `$O.<bucket>.M.<name>` with a
+ * subject rollup, the SHA-256 of the whole object in `digest`), so `nats object get`, the
+ * library's `get` and the Python SDK read it unchanged.
+ *
+ * Why not the library's put: it awaits each chunk's ack before sending the next, so one
+ * round trip per chunk plus a copy of every chunk in its buffer. Here up to `window` chunks
+ * are in flight (each still a JetStream publish with an ack, all acks checked), and chunks
+ * are slices of the source's pieces where they line up. Measured on the testbed
+ * (docs/deltas.md): about 2× the library's put; its fast-ingest mode (undocumented, needs
+ * `allow_batched` on the bucket's stream) reached about 1.3×.
+ *
+ * The meta is written only after every chunk is acknowledged: a put that fails leaves no
+ * visible object. Its chunks are purged when the caller may purge (learners may not; the
+ * member's purge of old rounds and the bucket's max age collect them).
+ */
+export async function putObject(
+  nc: NatsConnection,
+  bucket: string,
+  input: PutObjectInput,
+  source: AsyncIterable<Uint8Array> | Iterable<Uint8Array>,
+): Promise<PutObjectResult> {
+  if (input.name.length === 0) throw new RangeError("an object needs a name");
+  const maxPayload = nc.info?.max_payload ?? 1024 * 1024;
+  const chunkBytes = Math.max(1, Math.min(input.chunkBytes ?? DEFAULT_CHUNK_BYTES, maxPayload));
+  const window = Math.max(1, Math.floor(input.window ?? DEFAULT_PUT_WINDOW));
+  const js = jetstream(nc);
+  const store = await openObjectStore(nc, bucket);
+  const old = await store.info(input.name);
+  const id = nuid.next();
+  const chunkSubject = `$O.${bucket}.C.${id}`;
+  const publishOptions = input.timeoutMs ? { timeout: input.timeoutMs } : {};
+  const sha = createHash("sha256");
+  const inflight = new Set<Promise<void>>();
+  let failure: unknown;
+  let size = 0;
+  let chunks = 0;
+
+  const send = async (chunk: Uint8Array): Promise<void> => {
+    sha.update(chunk);
+    size += chunk.byteLength;
+    chunks++;
+    const acked: Promise<void> = js.publish(chunkSubject, chunk, publishOptions).then(
+      () => {
+        inflight.delete(acked);
+      },
+      (err: unknown) => {
+        inflight.delete(acked);
+        failure ??= err;
+      },
+    );
+    inflight.add(acked);
+    while (inflight.size >= window && failure === undefined) await Promise.race(inflight);
+    if (failure !== undefined) throw failure;
+  };
+
+  try {
+    // Pieces are sent as they are when they are chunk-sized; smaller or straddling pieces
+    // are gathered into a fresh buffer (never reused: a chunk may still be in flight).
+    let partial: Uint8Array | undefined;
+    let filled = 0;
+    for await (const piece of source as AsyncIterable<Uint8Array>) {
+      if (!(piece instanceof Uint8Array))
+        throw new TypeError("an object's source must yield Uint8Array pieces");
+      let at = 0;
+      while (at < piece.byteLength) {
+        if (filled === 0 && piece.byteLength - at >= chunkBytes) {
+          await send(piece.subarray(at, at + chunkBytes));
+          at += chunkBytes;
+          continue;
+        }
+        partial ??= new Uint8Array(chunkBytes);
+        const n = Math.min(chunkBytes - filled, piece.byteLength - at);
+        partial.set(piece.subarray(at, at + n), filled);
+        filled += n;
+        at += n;
+        if (filled === chunkBytes) {
+          await send(partial);
+          partial = undefined;
+          filled = 0;
+        }
+      }
+    }
+    if (partial && filled > 0) await send(partial.subarray(0, filled));
+    while (inflight.size > 0) await Promise.race(inflight);
+    if (failure !== undefined) throw failure;
+  } catch (err) {
+    await Promise.allSettled(inflight);
+    await purgeSubject(nc, bucket, chunkSubject);
+    throw new TransportError(
+      "ObjectPutFailed",
+      `putting '${input.name}' into ${bucket} failed after ${size} bytes: ${err instanceof Error ? err.message : String(err)}`,
+      { cause: err },
+    );
+  }
+
+  // The same meta, field for field, as the library's put.
+  const meta = {
+    bucket,
+    nuid: id,
+    size,
+    chunks,
+    name: input.name,
+    description: "",
+    options: { max_chunk_size: chunkBytes },
+    metadata: input.metadata ?? {},
+    mtime: new Date().toISOString(),
+    digest: `SHA-256=${Base64UrlPaddedCodec.encode(new Uint8Array(sha.digest()))}`,
+    deleted: false,
+  };
+  const h = headers();
+  h.set(JsHeaders.RollupHdr, JsHeaders.RollupValueSubject);
+  let revision: number;
+  try {
+    const ack = await js.publish(
+      `$O.${bucket}.M.${Base64UrlPaddedCodec.encode(input.name)}`,
+      JSON.stringify(meta),
+      {
+        ...publishOptions,
+        headers: h,
+      },
+    );
+    revision = ack.seq;
+  } catch (err) {
+    await purgeSubject(nc, bucket, chunkSubject);
+    throw new TransportError(
+      "ObjectPutFailed",
+      `putting '${input.name}' into ${bucket}: its ${chunks} chunks are stored but its meta was not: ${err instanceof Error ? err.message : String(err)}`,
+      { cause: err },
+    );
+  }
+  // The replaced object's chunks, as the library does; a learner may not purge, then the
+  // member's purge of old rounds collects them.
+  if (old && !old.deleted && old.nuid !== id) await purgeSubject(nc, bucket, `$O.${bucket}.C.${old.nuid}`);
+  return { name: input.name, size, chunks, nuid: id, revision };
+}
+
+/** Best effort: a connection without purge rights (a learner) leaves the subject as it is. */
+async function purgeSubject(nc: NatsConnection, bucket: string, subject: string): Promise<number> {
+  try {
+    const jsm = await jetstreamManager(nc);
+    return (await jsm.streams.purge(objectStoreStream(bucket), { filter: subject })).purged;
+  } catch {
+    return 0;
+  }
+}
+
+/** Client-side buffer of a chunk read: a few chunks ahead of the reader, not the object. */
+const READ_BUFFER_BYTES = 32 * 1024 * 1024;
+/** A read that receives nothing for this long has lost its object (replaced or removed). */
+const READ_STALL_MS = 30_000;
+
+/**
+ * An object's bytes, chunk by chunk, through an ordered consumer on its chunk subject,
+ * without the object store client's SHA-256 over the whole object. For readers that verify
+ * every byte themselves (deltas against their signed manifest): the library's `get` hashes
+ * again and reads through a push consumer with flow control; measured on the testbed
+ * (docs/deltas.md) this read is faster by about the cost of that hash.
+ *
+ * Ends with a `DeltaObjectMissing` TransportError when the object's chunks stop short of
+ * its meta (the object was replaced or removed while being read).
+ */
+export async function* objectChunks(
+  nc: NatsConnection,
+  bucket: string,
+  info: Pick<ObjectInfo, "name" | "nuid" | "size" | "chunks">,
+): AsyncGenerator<Uint8Array> {
+  if (info.chunks === 0) return;
+  const js = jetstream(nc);
+  const chunkSubject = `$O.${bucket}.C.${info.nuid}`;
+  // Chunks already gone (the object was replaced or removed since its meta was read) fail
+  // now, not after the stall timeout.
+  const stored = await (await jetstreamManager(nc)).streams.info(objectStoreStream(bucket), {
+    subjects_filter: chunkSubject,
+  });
+  if ((stored.state.subjects?.[chunkSubject] ?? 0) < info.chunks) {
+    throw new TransportError(
+      "DeltaObjectMissing",
+      `object '${info.name}' in ${bucket} has ${stored.state.subjects?.[chunkSubject] ?? 0} of its ${info.chunks} chunks; it was replaced or removed`,
+    );
+  }
+  const consumer = await js.consumers.get(objectStoreStream(bucket), { filter_subjects: chunkSubject });
+  const maxChunk = nc.info?.max_payload ?? DEFAULT_CHUNK_BYTES;
+  const messages = await consumer.consume({ max_bytes: Math.max(READ_BUFFER_BYTES, 4 * maxChunk) });
+  let stalled = false;
+  let timer = setTimeout(() => {
+    stalled = true;
+    messages.stop();
+  }, READ_STALL_MS);
+  let chunks = 0;
+  let bytes = 0;
+  const missing = (why: string) =>
+    new TransportError(
+      "DeltaObjectMissing",
+      `object '${info.name}' in ${bucket} ${why} after ${chunks} of ${info.chunks} chunks; it was replaced or removed while being read`,
+    );
+  try {
+    for await (const m of messages) {
+      clearTimeout(timer);
+      chunks++;
+      bytes += m.data.byteLength;
+      if (bytes > info.size) throw missing(`holds more than its ${info.size} bytes`);
+      if (m.data.byteLength > 0) yield m.data;
+      if (chunks === info.chunks) break;
+      if (m.info.pending === 0) throw missing("ends");
+      timer = setTimeout(() => {
+        stalled = true;
+        messages.stop();
+      }, READ_STALL_MS);
+    }
+    if (stalled) throw missing(`sent nothing for ${READ_STALL_MS / 1000} s`);
+    if (chunks !== info.chunks || bytes !== info.size)
+      throw missing(`ended at ${bytes} of ${info.size} bytes`);
+  } finally {
+    clearTimeout(timer);
+    messages.stop();
+  }
 }
