@@ -42,9 +42,11 @@ import {
   loadRunState,
   openArrivedDelta,
   publishGlobalModel,
+  purgeMirroredDeltas,
   saveRunState,
 } from "../../transport/mod.ts";
 import type { Logger } from "../runtime/log.ts";
+import { MAX_ROUNDS_LATE } from "./rounds.ts";
 
 export interface RoundRef {
   namespace: string;
@@ -139,6 +141,8 @@ export class RoundCoordinator {
   readonly #mirrored = new Set<string>();
   /** Digest of the model each round starts from (stateKey#round), once read: published models never change. */
   readonly #baseDigests = new Map<string, string>();
+  /** Runs (stateKey) forgotten after deletion, so their deltas are purged once. */
+  readonly #forgotten = new Set<string>();
   /** runKey → round → region → the last refusal of a delta it delivered for that round. */
   readonly #refused = new Map<string, Map<number, Map<string, Refusal>>>();
 
@@ -306,13 +310,17 @@ export class RoundCoordinator {
     this.#aggregations.set(id, running);
     this.#aggregate(ref, contributing, settings, late)
       .then(
-        (result) =>
+        (result) => {
           this.#aggregations.set(id, {
             state: "done",
             contributing: running.contributing,
             late: running.late,
             ...result,
-          }),
+          });
+          // The next round may still fold late deltas of the last MAX_ROUNDS_LATE rounds; older
+          // ones can go (an interrupted aggregation re-reads only its own round's deltas).
+          this.#purge(ref, ref.round + 1 - MAX_ROUNDS_LATE);
+        },
         (err) => {
           this.#opts.log.error("aggregation failed", { round: id, error: messageOf(err) });
           this.#aggregations.set(id, {
@@ -485,8 +493,33 @@ export class RoundCoordinator {
     );
   }
 
-  /** Drops what is kept for a run (it finished or was deleted). */
+  /** Removes the run's deltas of rounds before `beforeRound` from the hub's mirrors, in the background. */
+  #purge(ref: Pick<RoundRef, "namespace" | "run">, beforeRound: number): void {
+    if (beforeRound <= 1) return;
+    for (const region of this.#mirrored) {
+      purgeMirroredDeltas(this.#opts.nc, region, {
+        namespace: ref.namespace,
+        run: ref.run,
+        beforeRound,
+      }).catch((err: unknown) =>
+        this.#opts.log.warn("purging old deltas from the hub's mirror failed; they stay until its max age", {
+          run: runKeyOf(ref),
+          region,
+          error: messageOf(err),
+        }),
+      );
+    }
+  }
+
+  /** Drops what is kept for a run that was deleted, and its deltas in the hub's mirrors. */
   forget(ref: Pick<RoundRef, "namespace" | "run" | "uid">): void {
+    // Called on every reconcile of a run being deleted: its deltas are purged once.
+    if (!this.#forgotten.has(stateKey(ref))) {
+      this.#forgotten.add(stateKey(ref));
+      if (this.#forgotten.size > 10_000)
+        this.#forgotten.delete(this.#forgotten.values().next().value as string);
+      this.#purge(ref, Number.MAX_SAFE_INTEGER);
+    }
     const runKey = stateKey(ref);
     this.#accepted.delete(runKey);
     this.#refused.delete(runKey);

@@ -25,7 +25,12 @@ import {
 import type { NatsConnection } from "@nats-io/transport-node";
 import type { RegionWork, RegionWorkStatus } from "../../crds/types.generated.ts";
 import { parseRegionWorkSpec } from "../../crds/validate.ts";
-import { ensureRegionDeltaBucket, ensureRunModelMirror, removeRunModelMirror } from "../../transport/mod.ts";
+import {
+  ensureRegionDeltaBucket,
+  ensureRunModelMirror,
+  purgeRegionDeltas,
+  removeRunModelMirror,
+} from "../../transport/mod.ts";
 import { MEMBER_FIELD_MANAGER, SOVEREIGN_API } from "../names.ts";
 import { sameContent } from "../runtime/canonical.ts";
 import { findCondition, setCondition } from "../runtime/conditions.ts";
@@ -185,6 +190,8 @@ export function workReconciler(
   let namespaceReady = false;
   /** RegionWork name → the run whose model bucket this member mirrors for it. */
   const modelMirrors = new Map<string, { namespace: string; run: string }>();
+  /** RegionWork name → rounds before this one purged from the region's bucket. */
+  const purgedBefore = new Map<string, number>();
 
   const ensureNamespace = async () => {
     if (namespaceReady) return;
@@ -254,8 +261,14 @@ export function workReconciler(
       const mirrored = modelMirrors.get(name);
       if (mirrored && deps.nats) {
         await removeRunModelMirror(deps.nats, mirrored);
+        // The run is gone (or left this region): its deltas need not wait for the bucket's max age.
+        await purgeRegionDeltas(deps.nats, deps.region, {
+          ...mirrored,
+          beforeRound: Number.MAX_SAFE_INTEGER,
+        });
         modelMirrors.delete(name);
       }
+      purgedBefore.delete(name);
       // The hub withdrew the work (run deleted or region unplaced): remove its learners.
       for (const p of pods) {
         await core
@@ -302,6 +315,16 @@ export function workReconciler(
     // count deletes them all, and their keys are revoked as gone pods (learnerKeysStatus).
     const suspended = work.spec.suspend === true;
     const desired = suspended ? 0 : work.spec.workload.learnersPerRegion;
+    // Deltas of rounds the hub can no longer use (it folds late deltas at most 3 rounds back).
+    const round = work.spec.round ?? 0;
+    if (deps.nats && round - 3 > (purgedBefore.get(name) ?? 1)) {
+      await purgeRegionDeltas(deps.nats, deps.region, {
+        namespace: work.spec.run.namespace,
+        run: work.spec.run.name,
+        beforeRound: round - 3,
+      });
+      purgedBefore.set(name, round - 3);
+    }
     // A run deleted and created again under the same name gets a RegionWork of the same name:
     // learners left from the old run (another uid) go, and the new run's are created next pass.
     const stale = pods.filter((p) => (p.metadata?.labels?.[RUN_UID_LABEL] ?? "") !== work.spec.run.uid);
