@@ -65,6 +65,26 @@ function learnerKeyResolver(
 
 const G = SOVEREIGN_API;
 
+/**
+ * Everything of a SovereignNode that a run's reconcile reads (placement, quarantine, the
+ * region's JetStream domain): not the heartbeat time, which changes on every heartbeat. Runs
+ * are re-queued only when this changes; with 1,000 runs, re-queueing every run on every
+ * heartbeat of every region was most of the hub's work.
+ */
+export function placementView(node: SovereignNode): unknown {
+  const conditions = (node.status?.conditions ?? [])
+    .map((c) => [c.type, c.status, c.reason])
+    .sort((a, b) => String(a[0]).localeCompare(String(b[0])));
+  const { lastHeartbeatTime: _beat, conditions: _c, attestation, ...status } = node.status ?? {};
+  return {
+    labels: node.metadata.labels ?? {},
+    spec: node.spec,
+    status,
+    lastFailureReason: attestation?.lastFailureReason,
+    conditions,
+  };
+}
+
 export interface HubOptions {
   kc: KubeConfig;
   metrics: OperatorMetrics;
@@ -117,10 +137,17 @@ export function hubControllers(opts: HubOptions) {
       log: log.child(`informer.${plural}`),
     });
 
+  /** What runs see of each region (placementView); a heartbeat that changes nothing else re-queues no run. */
+  const seenByRuns = new Map<string, string>();
   const nodes = informer<SovereignNode>(
     "sovereignnodes",
     (key) => {
       nodeController.enqueue(key);
+      const node = nodes.get(key) as SovereignNode | undefined;
+      const view = node ? JSON.stringify(placementView(node)) : "";
+      if (seenByRuns.get(key) === view) return;
+      if (node) seenByRuns.set(key, view);
+      else seenByRuns.delete(key);
       for (const r of runs.list()) runController.enqueue(objectKey(r));
     },
     { labelSelector: opts.nodeLabelSelector },

@@ -1,5 +1,7 @@
 import test from "ava";
+import type { SovereignNode } from "../../crds/types.generated.ts";
 import { judgeRegion } from "../../operator/hub/region-status.ts";
+import { placementView } from "../../operator/hub/setup.ts";
 import { findCondition, sameConditions, setCondition } from "../../operator/runtime/conditions.ts";
 import { makeNode } from "./builders.ts";
 
@@ -166,4 +168,31 @@ test("sameConditions ignores key order, as the API server returns its own", (t) 
   t.notDeepEqual(JSON.stringify(fromServer), JSON.stringify(mine), "the serialisations really differ");
   t.true(sameConditions(mine, fromServer));
   t.false(sameConditions(mine, [{ ...(fromServer[0] as (typeof mine)[number]), message: "other" }]));
+});
+
+test("a heartbeat alone does not change what runs see of a region; a change runs act on does", (t) => {
+  const base = makeNode("region-a").attestedGpus(8).obj() as SovereignNode;
+  const beat = (node: SovereignNode, time: string, message = "last heartbeat 1s ago") =>
+    ({
+      ...node,
+      status: {
+        ...node.status,
+        lastHeartbeatTime: time,
+        attestation: { ...node.status?.attestation, lastVerifiedTime: time, oldestEvidenceAgeSeconds: 7 },
+        conditions: (node.status?.conditions ?? []).map((c) => ({ ...c, message, lastTransitionTime: time })),
+      },
+    }) as SovereignNode;
+  const a = placementView(beat(base, "2026-11-24T10:00:00Z"));
+  t.deepEqual(placementView(beat(base, "2026-11-24T10:00:10Z", "last heartbeat 9s ago")), a);
+  const failing = beat(base, "2026-11-24T10:00:10Z");
+  failing.status = { ...failing.status, gpuNodes: { ...failing.status?.gpuNodes, attested: 0, failing: 2 } };
+  t.notDeepEqual(placementView(failing), a);
+  const notReady = beat(base, "2026-11-24T10:00:10Z");
+  notReady.status = {
+    ...notReady.status,
+    conditions: (notReady.status?.conditions ?? []).map((c) =>
+      c.type === "Ready" ? { ...c, status: "False", reason: "HeartbeatMissed" } : c,
+    ),
+  };
+  t.notDeepEqual(placementView(notReady), a);
 });
