@@ -520,8 +520,15 @@ test.serial(
       return r.status?.phase === "Suspended" && r.status.regionsReady === 0 ? r : undefined;
     }, "the run Suspended with no region ready");
     t.is(suspended.status?.conditions?.find((c) => c.type === "Progressing")?.reason, "Suspended");
-    for (const r of regions)
-      t.is(suspended.status?.regions?.find((x) => x.name === r.name)?.reason, "Suspended");
+    for (const r of regions) {
+      const work = (await custom.getNamespacedCustomObject({
+        ...GROUP,
+        plural: "regionworks",
+        namespace: regionNamespace(r.name),
+        name: `${ns}.train`,
+      })) as { status?: { phase?: string; learnersDesired?: number } };
+      t.like(work.status, { phase: "Suspended", learnersDesired: 0 }, `${r.name} reports its work suspended`);
+    }
     await setSuspend(false);
     await eventually(async () => {
       const r = await getRun();
