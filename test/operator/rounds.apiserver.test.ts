@@ -1,221 +1,23 @@
-// Rounds end to end on the testbed: the hub operator (in process, with its NATS connection)
-// places a run on three regions, opens round 1 once the initial model is published, closes
-// it on quorum after the grace window without the silent region, publishes the FedAvg of the
-// deltas that arrived, survives a restart in the middle of round 2, and finishes. The test
-// plays the regions' learners: it publishes signed deltas into each region's own JetStream
-// domain; the hub only ever reads its mirrors.
-import { generateKeyPairSync } from "node:crypto";
-import { CoreV1Api, CustomObjectsApi, PatchStrategy, setHeaderOptions } from "@kubernetes/client-node";
-import { connect, type NatsConnection } from "@nats-io/transport-node";
-import test, { type ExecutionContext } from "ava";
-import {
-  AuditLog,
-  ed25519CheckpointSigner,
-  exportAuditLog,
-  MemoryAuditStore,
-  trustedKey,
-  verifyAuditExport,
-} from "../../attestation/audit/mod.ts";
-import { installCrds } from "../../crds/install.ts";
-import type { FederatedRun, SovereignNode } from "../../crds/types.generated.ts";
-import {
-  collectBytes,
-  describeDelta,
-  publicKeyField,
-  readSafetensors,
-  signManifest,
-  writeDelta,
-  writeSafetensors,
-} from "../../deltas/mod.ts";
-import { ensureRegionAccess, revokeRegionAccess } from "../../operator/hub/credentials.ts";
+// Rounds end to end on the testbed (federation.ts): the hub places a run on three regions, opens
+// round 1 once the initial model is published, closes rounds on quorum after the grace window,
+// publishes the aggregate, survives a restart, quarantines and suspends, folds late deltas,
+// and starts afresh when a run is re-created under its name.
+import { CoreV1Api, PatchStrategy, setHeaderOptions } from "@kubernetes/client-node";
+import test from "ava";
+import { exportAuditLog, trustedKey, verifyAuditExport } from "../../attestation/audit/mod.ts";
+import type { FederatedRun } from "../../crds/types.generated.ts";
+import { collectBytes, readSafetensors, writeSafetensors } from "../../deltas/mod.ts";
 import { regionNamespace } from "../../operator/hub/region-access.ts";
-import { hubControllers } from "../../operator/hub/setup.ts";
-import { jsonLogger, silentLogger } from "../../operator/runtime/log.ts";
-import { OperatorMetrics } from "../../operator/runtime/metrics.ts";
 import {
-  ensureRegionDeltaBucket,
   fetchGlobalModel,
   listRegionDeltas,
-  publishDelta,
   publishGlobalModel,
   removeRunBuckets,
 } from "../../transport/mod.ts";
 import { gaussian } from "../deltas/helpers.ts";
-import { eventually, testNamespace, uniqueName, useTestbed } from "../testbed/harness.ts";
-import { NodeBuilder, RunBuilder } from "./builders.ts";
-
-const GROUP = { group: "sovereign.ai", version: "v1alpha1" };
-const FLEET_LABEL = "sovereign.ai/test-fleet";
-const SHAPE = [8, 16];
-const ELEMENTS = 128;
-
-/** A hub (in process) and three accepted regions on the testbed, each region with its member NATS connection. */
-async function federation(t: ExecutionContext) {
-  const tb = await useTestbed();
-  const admin = tb.kubeConfig("hub");
-  await installCrds(admin);
-  const custom = admin.makeApiClient(CustomObjectsApi);
-  const ns = await testNamespace(t, tb, "hub", "rounds");
-  const tag = uniqueName("fleet");
-  const regions = tb.regions.map((cluster) => ({ cluster, name: uniqueName(cluster) }));
-  const { hub: hubNats, regions: natsRegions } = tb.description.nats;
-  const hubNc = await connect({
-    servers: hubNats.url,
-    user: hubNats.admin.user,
-    pass: hubNats.admin.password,
-  });
-  const members: Record<string, NatsConnection> = {};
-  for (const r of regions) {
-    const d = natsRegions[r.cluster];
-    if (!d) throw new Error(`no NATS for ${r.cluster}`);
-    members[r.name] = await connect({ servers: d.url, user: d.member.user, pass: d.member.password });
-    await ensureRegionDeltaBucket(members[r.name] as NatsConnection, r.name);
-  }
-  const metrics = new OperatorMetrics({ defaultMetrics: false });
-  // The hub's audit trail, which the auditor checks at the end.
-  const auditKey = generateKeyPairSync("ed25519").privateKey;
-  const auditStore = new MemoryAuditStore();
-  const audit = await AuditLog.open(auditStore, {
-    logId: `hub-${tag}`,
-    signer: ed25519CheckpointSigner(auditKey),
-    clock: () => new Date(),
-  });
-  const cleanup: (() => Promise<unknown>)[] = [];
-  t.teardown(async () => {
-    for (const c of cleanup.reverse()) await c().catch(() => undefined);
-    await Promise.all([hubNc, ...Object.values(members)].map((nc) => nc.close()));
-  });
-
-  // The hub operator, seeing only this test's namespace and regions.
-  const startHub = async () => {
-    const parts = hubControllers({
-      kc: admin,
-      metrics,
-      log: process.env.DEBUG_ROUNDS ? jsonLogger({ level: "debug" }) : silentLogger,
-      heartbeatTimeoutMs: 3_600_000,
-      watchNamespace: ns,
-      nodeLabelSelector: `${FLEET_LABEL}=${tag}`,
-      nats: hubNc,
-      trustManifestKeys: true,
-      audit,
-    });
-    const abort = new AbortController();
-    for (const i of parts.informers) await i.start();
-    const running = parts.controllers.map((c) => c.run(abort.signal));
-    const stop = async () => {
-      abort.abort();
-      await Promise.all([...running, ...parts.informers.map((i) => i.stop())]);
-    };
-    cleanup.push(stop);
-    return stop;
-  };
-
-  const policy = uniqueName("policy");
-  await custom.createClusterCustomObject({
-    ...GROUP,
-    plural: "attestationpolicies",
-    body: {
-      apiVersion: "sovereign.ai/v1alpha1",
-      kind: "AttestationPolicy",
-      metadata: { name: policy },
-      spec: { verification: { mode: "Local" } },
-    },
-  });
-  cleanup.push(() =>
-    custom.deleteClusterCustomObject({ ...GROUP, plural: "attestationpolicies", name: policy }),
-  );
-  // Three accepted regions that heartbeat (written directly: this test is about rounds).
-  for (const r of regions) {
-    const node = new NodeBuilder(r.name).labels({ [FLEET_LABEL]: tag }).obj() as SovereignNode;
-    node.spec.jetStreamDomain = r.cluster;
-    node.spec.attestationPolicyRef = { name: policy };
-    const status = node.status;
-    delete node.status;
-    await ensureRegionAccess(admin, r.name); // the namespace the region's work goes to
-    await custom.createClusterCustomObject({ ...GROUP, plural: "sovereignnodes", body: node });
-    cleanup.push(async () => {
-      await custom.deleteClusterCustomObject({ ...GROUP, plural: "sovereignnodes", name: r.name });
-      await revokeRegionAccess(admin, r.name);
-    });
-    await custom.patchClusterCustomObjectStatus(
-      {
-        ...GROUP,
-        plural: "sovereignnodes",
-        name: r.name,
-        body: {
-          status: {
-            ...status,
-            conditions: [],
-            lastHeartbeatTime: new Date().toISOString().replace(/\.\d+Z$/, "Z"),
-          },
-        },
-      },
-      setHeaderOptions("Content-Type", PatchStrategy.MergePatch),
-    );
-  }
-  const keys = generateKeyPairSync("ed25519");
-  const deltaOf = (region: number, round: number) => gaussian(ELEMENTS, 0.01, 100 * round + region);
-  /** A learner of region `r` publishes its delta for a round of `runName` (signed; `tamper` flips a byte after signing). */
-  const publisher =
-    (runName: string) =>
-    async (r: { name: string }, i: number, round: number, tokens: number, base: string, tamper = false) => {
-      const file = await collectBytes(
-        writeDelta([{ name: "w", shape: SHAPE, values: deltaOf(i, round) }], "fp32"),
-      );
-      const described = await describeDelta([file]);
-      const signed = signManifest(
-        {
-          version: 1,
-          run: runName,
-          round,
-          region: r.name,
-          learner: tamper ? "learner-tampered" : "learner-0",
-          learnerKey: publicKeyField(keys.publicKey),
-          baseModel: base,
-          encoding: described.encoding,
-          tokens,
-          innerSteps: 10,
-          createdAt: "2026-11-24T07:00:00Z",
-          size: described.size,
-          tensors: described.tensors,
-        },
-        keys.privateKey,
-      );
-      const bytes = tamper ? file.slice() : file;
-      if (tamper) bytes[bytes.length - 1] = (bytes[bytes.length - 1] as number) ^ 1;
-      await publishDelta(members[r.name] as NatsConnection, {
-        region: r.name,
-        namespace: ns,
-        signed,
-        source: [bytes],
-      });
-    };
-  const getRun = async (runName: string) =>
-    (await custom.getNamespacedCustomObject({
-      ...GROUP,
-      plural: "federatedruns",
-      namespace: ns,
-      name: runName,
-    })) as FederatedRun;
-  return {
-    tb,
-    admin,
-    policy,
-    custom,
-    ns,
-    regions,
-    hubNc,
-    metrics,
-    audit,
-    auditStore,
-    auditKey,
-    cleanup,
-    startHub,
-    publisher,
-    deltaOf,
-    getRun,
-  };
-}
+import { eventually, uniqueName } from "../testbed/harness.ts";
+import { RunBuilder } from "./builders.ts";
+import { ELEMENTS, federation, GROUP, SHAPE } from "./federation.ts";
 
 test("rounds close on quorum after the grace window, publish the token-weighted FedAvg, survive a hub restart and finish", async (t) => {
   t.timeout(4 * 60_000);
