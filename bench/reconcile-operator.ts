@@ -12,6 +12,7 @@ import { createWriteStream } from "node:fs";
 import { KubeConfig } from "@kubernetes/client-node";
 import { hubControllers } from "../operator/hub/setup.ts";
 import { memberControllers } from "../operator/member/setup.ts";
+import { reuseConnections } from "../operator/runtime/kubeconfig.ts";
 import { jsonLogger, type Logger } from "../operator/runtime/log.ts";
 import { OperatorMetrics } from "../operator/runtime/metrics.ts";
 
@@ -166,7 +167,7 @@ async function start(spec: OperatorSpec): Promise<() => Promise<void>> {
     const kc = new KubeConfig();
     kc.loadFromFile(spec.kubeconfig);
     parts = hubControllers({
-      kc: counted(kc, "hub"),
+      kc: counted(reuseConnections(kc), "hub"),
       metrics,
       log,
       workers: spec.workers,
@@ -180,8 +181,8 @@ async function start(spec: OperatorSpec): Promise<() => Promise<void>> {
     hubKc.loadFromString(spec.hubKubeconfigYaml);
     parts = memberControllers({
       region: spec.region,
-      regionKc: counted(regionKc, "member→region"),
-      hubKc: counted(hubKc, "member→hub"),
+      regionKc: counted(reuseConnections(regionKc), "member→region"),
+      hubKc: counted(reuseConnections(hubKc), "member→hub"),
       metrics,
       log,
       workers: spec.workers,

@@ -23,6 +23,7 @@ import { Manager } from "./manager.ts";
 import { AgentEvidenceSource, type EvidenceSource } from "./member/evidence-source.ts";
 import type { Registration } from "./member/registration.ts";
 import { type MemberAttestation, type MemberAudit, memberControllers } from "./member/setup.ts";
+import { reuseConnections } from "./runtime/kubeconfig.ts";
 import { jsonLogger, type Logger } from "./runtime/log.ts";
 import { OperatorMetrics } from "./runtime/metrics.ts";
 
@@ -37,7 +38,7 @@ function loadKubeConfig(flag: string, path: string): KubeConfig {
       `cannot load ${path || "the in-cluster configuration"}: ${(err as Error).message}`,
     );
   }
-  return kc;
+  return reuseConnections(kc);
 }
 
 /** The member's registration file: a SovereignNode spec without `accepted`, plus optional labels. */
