@@ -16,7 +16,7 @@ import type {
 } from "../../crds/types.generated.ts";
 import { publicKeyFromField } from "../../deltas/mod.ts";
 // The binding's format is the member's (it writes it); the hub only reads it.
-import { learnerKeyBound, learnerKeyFromWork, learnerKeyValidAt } from "../member/attestation-keys.ts";
+import { learnerKeyBound, learnerKeyFromWork, learnerKeyValidAt } from "../learner-keys.ts";
 import { HUB_FIELD_MANAGER, SOVEREIGN_API } from "../names.ts";
 import { type Clock, realClock } from "../runtime/clock.ts";
 import { Controller } from "../runtime/controller.ts";

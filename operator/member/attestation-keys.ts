@@ -5,8 +5,8 @@
 // what the hub checks a delta's signature against. Pure except for key generation.
 import { createPrivateKey, createPublicKey, generateKeyPairSync } from "node:crypto";
 import type { V1Pod, V1Secret } from "@kubernetes/client-node";
-import { type NonceBinding, nonceBindsKey } from "../../attestation/mod.ts";
-import type { LearnerKey, RegionWork } from "../../crds/types.generated.ts";
+import type { LearnerKey } from "../../crds/types.generated.ts";
+import { LEARNER_KEY_PREFIX } from "../learner-keys.ts";
 import { apiTime } from "../runtime/conditions.ts";
 import { ATTESTED_NODE_ANNOTATION } from "./attestation-rules.ts";
 
@@ -30,7 +30,6 @@ export const POD_ANNOTATIONS = {
   gateStatus: "sovereign.ai/gate-status",
 } as const;
 
-const KEY_PREFIX = "ed25519:";
 /** Revoked keys kept in the status beyond the live ones, newest first. */
 export const MAX_REVOKED_KEYS = 64;
 
@@ -51,7 +50,7 @@ const rawOf = (publicKey: ReturnType<typeof createPublicKey>): Uint8Array => {
 };
 
 export const publicKeyField = (raw: Uint8Array): string =>
-  `${KEY_PREFIX}${Buffer.from(raw).toString("base64url")}`;
+  `${LEARNER_KEY_PREFIX}${Buffer.from(raw).toString("base64url")}`;
 
 export function generateLearnerKey(): LearnerKeyPair {
   const { privateKey, publicKey } = generateKeyPairSync("ed25519");
@@ -206,44 +205,3 @@ export function learnerKeysStatus(
     (a, b) => a.learner.localeCompare(b.learner) || a.attestedAt.localeCompare(b.attestedAt),
   );
 }
-
-// ---------------------------------------------------------------------------------------------
-// The hub's side: what a delta's signature is checked against.
-
-/**
- * The key binding the region lists for `learner`: the one with `publicKey` when given (a
- * delta's manifest names its key), else the newest unrevoked one. Undefined when the region
- * lists none: such a delta is refused.
- */
-export function learnerKeyFromWork(
-  work: Pick<RegionWork, "status">,
-  learner: string,
-  publicKey?: string,
-): LearnerKey | undefined {
-  const entries = (work.status?.learnerKeys ?? []).filter((k) => k.learner === learner);
-  if (publicKey !== undefined) return entries.find((k) => k.publicKey === publicKey);
-  return entries.filter((k) => !k.revokedAt).sort((a, b) => b.attestedAt.localeCompare(a.attestedAt))[0];
-}
-
-/**
- * Whether a delta received at `at` (the hub's own clock or the stream's timestamp, never the
- * learner's manifest time, which the learner writes itself) may count under this binding.
- */
-export function learnerKeyValidAt(entry: LearnerKey, at: Date | number): boolean {
-  const t = typeof at === "number" ? at : at.getTime();
-  return entry.revokedAt === undefined || t < Date.parse(entry.revokedAt);
-}
-
-/** The nonce binding of a listed key, for `nonceBindsKey` (runId is the run's uid, spec.run.uid). */
-export function bindingOf(entry: LearnerKey, runUid: string): NonceBinding {
-  return {
-    hubChallenge: new Uint8Array(Buffer.from(entry.challenge, "base64url")),
-    runId: runUid,
-    round: entry.round,
-    learnerPublicKey: new Uint8Array(Buffer.from(entry.publicKey.slice(KEY_PREFIX.length), "base64url")),
-  };
-}
-
-/** The listed nonce commits to the listed key, run and round (what the hub checks before trusting the entry). */
-export const learnerKeyBound = (entry: LearnerKey, runUid: string): boolean =>
-  nonceBindsKey(new Uint8Array(Buffer.from(entry.nonce, "hex")), bindingOf(entry, runUid));

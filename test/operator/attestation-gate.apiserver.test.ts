@@ -31,10 +31,10 @@ import { installCrds } from "../../crds/install.ts";
 import type { LearnerKey, RegionWork, SovereignNode } from "../../crds/types.generated.ts";
 import { issueRegionCredential, revokeRegionAccess } from "../../operator/hub/credentials.ts";
 import { regionNamespace } from "../../operator/hub/region-access.ts";
+import { learnerKeyBound } from "../../operator/learner-keys.ts";
 import {
   LEARNER_KEY_FILE,
   LEARNER_KEY_MOUNT,
-  learnerKeyBound,
   learnerKeySecretName,
   POD_ANNOTATIONS,
   publicKeyOfSecret,

@@ -5,6 +5,7 @@ import test from "ava";
 import { deriveAttestationNonce } from "../../attestation/mod.ts";
 import { TESTBED_POLICY_SPEC } from "../../attestation/testbed/mod.ts";
 import type { AttestationPolicySpec, LearnerKey } from "../../crds/types.generated.ts";
+import { learnerKeyBound, learnerKeyFromWork, learnerKeyValidAt } from "../../operator/learner-keys.ts";
 import type { AttestOutcome, MemberPolicy, NodeRecord } from "../../operator/member/attestation-attester.ts";
 import {
   type NodeAttesterApi,
@@ -13,10 +14,7 @@ import {
 import {
   admissionAnnotations,
   generateLearnerKey,
-  learnerKeyBound,
-  learnerKeyFromWork,
   learnerKeysStatus,
-  learnerKeyValidAt,
   MAX_REVOKED_KEYS,
 } from "../../operator/member/attestation-keys.ts";
 import {
