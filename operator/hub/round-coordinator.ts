@@ -90,6 +90,12 @@ export type LearnerKeyResolver = (
   region: string,
   manifest: DeltaManifest,
   run: { namespace: string; name: string; uid: string },
+  /**
+   * The delta was accepted before (the run's status records its region as delivered): the
+   * binding must still hold, but a revocation since (its node quarantined later) does not
+   * undo a delta that arrived while the key was valid.
+   */
+  opts?: { acceptedBefore?: boolean },
 ) => KeyObject | undefined;
 
 export interface Refusal {
@@ -113,6 +119,8 @@ export type AggregationState = { contributing: readonly string[]; late: readonly
 interface Accepted {
   arrival: ArrivedDelta;
   digest: string;
+  /** The key it verified under, kept: a revocation after the delta arrived does not undo it. */
+  key: KeyObject;
 }
 
 export interface RoundCoordinatorOptions {
@@ -203,9 +211,14 @@ export class RoundCoordinator {
         this.#seen.add(id);
         try {
           if (!arrival.delta) throw arrival.error;
-          const digest = await this.#verify(arrival.delta, settings, ref);
+          const { digest, key: verifiedKey } = await this.#verify(
+            arrival.delta,
+            settings,
+            ref,
+            recorded.has(region),
+          );
           if (!round.has(region)) {
-            round.set(region, { arrival: arrival.delta, digest });
+            round.set(region, { arrival: arrival.delta, digest, key: verifiedKey });
             if (!recorded.has(region)) this.#opts.onAccepted?.(runKey, arrival.delta, digest);
             changed = true;
           }
@@ -240,7 +253,12 @@ export class RoundCoordinator {
     return new Map([...refused].filter(([region]) => !accepted?.has(region)));
   }
 
-  async #verify(arrival: ArrivedDelta, settings: RoundSettings, ref: RoundRef): Promise<string> {
+  async #verify(
+    arrival: ArrivedDelta,
+    settings: RoundSettings,
+    ref: RoundRef,
+    acceptedBefore = false,
+  ): Promise<{ digest: string; key: KeyObject }> {
     // Trained from the model its round starts from, or it is not a delta of this run's round:
     // a stale model, another run of the same name, or a learner that skipped a fetch.
     const round = arrival.signed.manifest.round;
@@ -257,11 +275,12 @@ export class RoundCoordinator {
         { reason: "DeltaBaseModelMismatch" },
       );
     }
-    const key = this.#opts.keyFor(arrival.region, arrival.signed.manifest, {
-      namespace: arrival.address.namespace,
-      name: arrival.address.run,
-      uid: ref.uid,
-    });
+    const key = this.#opts.keyFor(
+      arrival.region,
+      arrival.signed.manifest,
+      { namespace: arrival.address.namespace, name: arrival.address.run, uid: ref.uid },
+      { acceptedBefore },
+    );
     if (!key) {
       throw Object.assign(
         new Error(
@@ -276,7 +295,7 @@ export class RoundCoordinator {
     for await (const _chunk of stream.chunks()) {
       // draining is the check: every tensor's digest against the signed manifest
     }
-    return manifestDigest(arrival.signed.manifest);
+    return { digest: manifestDigest(arrival.signed.manifest), key };
   }
 
   #round(key: string, round: number): Map<string, Accepted> {
@@ -408,12 +427,7 @@ export class RoundCoordinator {
         ...late.map((l) => ({ region: l.region, round: l.round })),
       ];
       for (const { region, round } of deliveries) {
-        const accepted = await this.#acceptedDelta({ ...ref, round }, region, settings);
-        const key = this.#opts.keyFor(region, accepted.signed.manifest, {
-          namespace: ref.namespace,
-          name: ref.run,
-          uid: ref.uid,
-        }) as KeyObject;
+        const { arrival: accepted, key } = await this.#acceptedDelta({ ...ref, round }, region, settings);
         const bytes = await arrivedDeltaBytes(this.#opts.nc, accepted, { maxBytes: settings.maxDeltaBytes });
         await addVerifiedDelta(accumulator, accepted.signed, key, bytes, {
           per: "region",
@@ -445,12 +459,7 @@ export class RoundCoordinator {
       maxBytes: settings.maxRobustBytes ?? DEFAULT_ROBUST_BYTES,
     });
     for (const region of contributing) {
-      const accepted = await this.#acceptedDelta(ref, region, settings);
-      const key = this.#opts.keyFor(region, accepted.signed.manifest, {
-        namespace: ref.namespace,
-        name: ref.run,
-        uid: ref.uid,
-      }) as KeyObject;
+      const { arrival: accepted, key } = await this.#acceptedDelta(ref, region, settings);
       const bytes = await arrivedDeltaBytes(this.#opts.nc, accepted, { maxBytes: settings.maxDeltaBytes });
       const stream = await openVerifiedDelta(accepted.signed, key, bytes, {
         maxDataBytes: settings.maxDeltaBytes,
@@ -473,14 +482,20 @@ export class RoundCoordinator {
   }
 
   /** The delta accepted for a region: from memory, or found again in the mirror after a restart. */
-  async #acceptedDelta(ref: RoundRef, region: string, settings: RoundSettings): Promise<ArrivedDelta> {
+  async #acceptedDelta(
+    ref: RoundRef,
+    region: string,
+    settings: RoundSettings,
+  ): Promise<{ arrival: ArrivedDelta; key: KeyObject }> {
     const known = this.#accepted.get(stateKey(ref))?.get(ref.round)?.get(region);
-    if (known) return known.arrival;
+    if (known) return known;
+    // Only regions the run's status fixed as contributing (or late ones verified before) get
+    // here: accepted before, so a key revoked since still counts for it.
     for (const arrival of await listRegionDeltas(this.#opts.nc, region, ref)) {
       if (!arrival.delta) continue;
       try {
-        await this.#verify(arrival.delta, settings, ref);
-        return arrival.delta;
+        const { key } = await this.#verify(arrival.delta, settings, ref, true);
+        return { arrival: arrival.delta, key };
       } catch {
         // refused before; the next candidate
       }

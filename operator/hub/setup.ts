@@ -47,18 +47,18 @@ export function refusalSubject(region: string, runKey: string): string {
  * later attestation) by the time the hub verifies the delta. Development mode
  * (--insecure-skip-attestation) trusts the key the manifest names instead.
  */
-function learnerKeyResolver(
+export function learnerKeyResolver(
   trustManifestKeys: boolean,
   workOf: (region: string, run: { namespace: string; name: string; uid: string }) => RegionWork | undefined,
   now: () => number,
 ): LearnerKeyResolver {
-  return (region, manifest, run) => {
+  return (region, manifest, run, opts) => {
     if (trustManifestKeys) return publicKeyFromField(manifest.learnerKey);
     const work = workOf(region, run);
     if (!work) return undefined;
     const entry = learnerKeyFromWork(work, manifest.learner, manifest.learnerKey);
-    if (!entry || !learnerKeyValidAt(entry, now()) || !learnerKeyBound(entry, work.spec.run.uid))
-      return undefined;
+    if (!entry || !learnerKeyBound(entry, work.spec.run.uid)) return undefined;
+    if (!opts?.acceptedBefore && !learnerKeyValidAt(entry, now())) return undefined;
     return publicKeyFromField(entry.publicKey);
   };
 }

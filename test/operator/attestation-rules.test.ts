@@ -4,7 +4,9 @@ import type { V1Node, V1Pod } from "@kubernetes/client-node";
 import test from "ava";
 import { deriveAttestationNonce } from "../../attestation/mod.ts";
 import { TESTBED_POLICY_SPEC } from "../../attestation/testbed/mod.ts";
-import type { AttestationPolicySpec, LearnerKey } from "../../crds/types.generated.ts";
+import type { AttestationPolicySpec, LearnerKey, RegionWork } from "../../crds/types.generated.ts";
+import type { DeltaManifest } from "../../deltas/mod.ts";
+import { learnerKeyResolver } from "../../operator/hub/setup.ts";
 import { learnerKeyBound, learnerKeyFromWork, learnerKeyValidAt } from "../../operator/learner-keys.ts";
 import type { AttestOutcome, MemberPolicy, NodeRecord } from "../../operator/member/attestation-attester.ts";
 import {
@@ -568,6 +570,27 @@ test("learner keys: listed on admission, revoked from the quarantine or when the
   t.true(learnerKeyValidAt(revoked, T0 + 299_000), "a delta that arrived before the failure still counts");
   t.false(learnerKeyValidAt(revoked, T0 + 300_000), "one after it does not");
   t.true(learnerKeyValidAt(keys.find((k) => k.learner === "learner-1") as LearnerKey, T0 + 10_000_000));
+
+  // The hub's resolver: a delta not yet accepted needs a key valid now; one accepted before the
+  // revocation (its region recorded as delivered) keeps counting when the round is aggregated.
+  const quarantinedWork = {
+    spec: { region: "region-a", run: { namespace: "ns", name: "run", uid } },
+    status: { learnerKeys: keys },
+  } as unknown as RegionWork;
+  const resolve = learnerKeyResolver(
+    false,
+    (_region, r) => (r.uid === uid ? quarantinedWork : undefined),
+    () => T0 + 310_000,
+  );
+  const manifest = { learner: "learner-0", learnerKey: a.key.publicKey } as DeltaManifest;
+  const run = { namespace: "ns", name: "run", uid };
+  t.is(resolve("region-a", manifest, run), undefined, "a new delta under a revoked key is refused");
+  t.truthy(resolve("region-a", manifest, run, { acceptedBefore: true }), "an accepted one still aggregates");
+  t.is(
+    resolve("region-a", manifest, { ...run, uid: "another-run" }, { acceptedBefore: true }),
+    undefined,
+    "nor for another run of the same name",
+  );
 
   // …and stays revoked (with the quarantine's time) after the pod is deleted; the pod of the
   // same name comes back on gpu-b with a new key, admitted after the quarantine: valid.
