@@ -71,6 +71,7 @@ async function loadAttestation(
   config: OperatorConfig,
   policyName: string,
   log: Logger,
+  regionKc: KubeConfig,
 ): Promise<MemberAttestation | undefined> {
   if (!config.attestationPolicyFile) return undefined;
   let doc: { metadata?: { name?: string; generation?: number }; spec?: unknown };
@@ -130,7 +131,8 @@ async function loadAttestation(
   }
   if (config.evidenceSource === "testbed") {
     const { TestbedEvidenceSource } = await import("./member/attestation-testbed-source.ts");
-    source = new TestbedEvidenceSource();
+    // Testbed only: faults can be injected into a running member through a node annotation.
+    source = new TestbedEvidenceSource({ faultsFromNodes: regionKc });
   } else source = new AgentEvidenceSource({ port: config.attestationAgentPort });
   return { policy: { name, generation: doc.metadata?.generation ?? 0, spec }, anchors, source };
 }
@@ -199,7 +201,7 @@ async function run(argv: string[]): Promise<number> {
   const hubKc = config.mode === "member" ? loadKubeConfig("hub-kubeconfig", config.hubKubeconfig) : undefined;
   const attestation =
     registration && !config.insecureSkipAttestation
-      ? await loadAttestation(config, registration.registration.attestationPolicyRef.name, log)
+      ? await loadAttestation(config, registration.registration.attestationPolicyRef.name, log, kc)
       : undefined;
   const audit = await loadAudit(config, log);
   const nats = config.nats ? await connectNats(config.nats, `sovereign-${config.mode}`) : undefined;

@@ -3,8 +3,15 @@
 // PKI that only testbedTrustAnchors() trusts. Faults are set per node, so a test can make one
 // node's evidence go bad while the others stay good. Never use it outside the testbed: anyone can
 // mint evidence under the testbed roots (main.ts loads it only for --evidence-source=testbed).
+//
+// Testbed only, for a member running as its own process: given the region's KubeConfig, a fault
+// can also be set on the node itself, as the annotation `testbed.sovereign.ai/evidence-fault`
+// (comma-separated fault names; remove it to heal the node). `make demo --fail-attestation`
+// uses it; add `sovereign.ai/reattest` to have the node challenged at once.
 import { createHash } from "node:crypto";
+import { CoreV1Api, type KubeConfig } from "@kubernetes/client-node";
 import {
+  isTestbedFault,
   type MintedEvidence,
   mintTestbedEvidence,
   type TestbedFault,
@@ -25,6 +32,12 @@ import {
  */
 export type TestbedNodeFault = TestbedFault | "replay" | "missing-gpu" | "unreachable";
 
+/** Testbed only: the node annotation a running member reads its evidence faults from. */
+export const EVIDENCE_FAULT_ANNOTATION = "testbed.sovereign.ai/evidence-fault";
+
+const isNodeFault = (f: string): f is TestbedNodeFault =>
+  isTestbedFault(f) || f === "replay" || f === "missing-gpu" || f === "unreachable";
+
 /** A GPU uuid in NVIDIA's shape, stable per node and index. */
 export function testbedGpuUuid(node: string, index: number): string {
   const h = createHash("sha256").update(`sovereign-testbed/node/${node}/gpu/${index}`).digest("hex");
@@ -37,9 +50,23 @@ export class TestbedEvidenceSource implements EvidenceSource {
   readonly #faults = new Map<string, TestbedNodeFault[]>();
   readonly #previous = new Map<string, NodeEvidence>();
   readonly #challenges = new Map<string, number>();
+  readonly #core: CoreV1Api | undefined;
 
-  constructor(opts: { clock?: Clock } = {}) {
+  /** With `faultsFromNodes` (the region's cluster), faults are also read from each node's annotation. */
+  constructor(opts: { clock?: Clock; faultsFromNodes?: KubeConfig } = {}) {
     this.#clock = opts.clock ?? realClock;
+    this.#core = opts.faultsFromNodes?.makeApiClient(CoreV1Api);
+  }
+
+  /** The faults the node's EVIDENCE_FAULT_ANNOTATION names (unknown names are ignored). */
+  async #annotated(node: string): Promise<TestbedNodeFault[]> {
+    if (!this.#core) return [];
+    const n = await this.#core.readNode({ name: node }).catch(() => undefined);
+    const value = n?.metadata?.annotations?.[EVIDENCE_FAULT_ANNOTATION] ?? "";
+    return value
+      .split(",")
+      .map((f) => f.trim())
+      .filter(isNodeFault);
   }
 
   /** Sets (or with no fault, clears) the faults of one node's next answers. */
@@ -55,7 +82,7 @@ export class TestbedEvidenceSource implements EvidenceSource {
 
   async collect(request: EvidenceRequest): Promise<NodeEvidence> {
     this.#challenges.set(request.node, this.challenges(request.node) + 1);
-    const faults = this.#faults.get(request.node) ?? [];
+    const faults = this.#faults.get(request.node) ?? (await this.#annotated(request.node));
     if (faults.includes("unreachable")) {
       throw new EvidenceError(
         "EvidenceUnavailable",

@@ -76,6 +76,57 @@ async function install(): Promise<string> {
   }
 }
 
+const demoRequirements = join(root, "examples", "demo", "requirements.txt");
+const demoReady = join(venv, ".installed-demo");
+let demoCached: Promise<string> | undefined;
+
+/**
+ * The venv with the demo's packages too (examples/demo/requirements.txt: scikit-learn, for its
+ * bundled digits data set, and what it pulls in, at exact pins), installed on top of the SDK's on
+ * first use; reinstalled when those pins change.
+ */
+export function demoPython(): Promise<string> {
+  demoCached ??= installDemo();
+  return demoCached;
+}
+
+async function installDemo(): Promise<string> {
+  const py = await sdkPython();
+  const digest = createHash("sha256").update(readFileSync(demoRequirements)).digest("hex");
+  const done = () => existsSync(demoReady) && readFileSync(demoReady, "utf8").trim() === digest;
+  if (done()) return py;
+  try {
+    return await withLock(
+      join(root, ".venv-sdk.lock"),
+      async () => {
+        if (done()) return py;
+        await run(
+          py,
+          [
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--timeout",
+            "20",
+            "-r",
+            demoRequirements,
+          ],
+          { timeout: 300_000 },
+        );
+        await run(py, ["-c", "from sklearn.datasets import load_digits; load_digits()"]);
+        await writeFile(demoReady, `${digest}\n`);
+        return py;
+      },
+      400_000,
+    );
+  } catch (err) {
+    const detail = (err as { stderr?: string }).stderr?.trim().split("\n").slice(-3).join(" ") || String(err);
+    throw new Error(`could not install the demo's packages into .venv-sdk (is PyPI reachable?): ${detail}`);
+  }
+}
+
 export interface PythonResult {
   code: number | null;
   stdout: string;

@@ -1,19 +1,32 @@
 // `make demo`: three sovereign regions train one model together on the local testbed.
 //
 // Brings the testbed up (or reuses it), installs the CRDs, starts the operator as separate
-// processes (one hub, one member per region, each with only its own credentials), registers
-// and accepts the regions, uploads the initial model, applies examples/demo/federatedrun.yaml
-// and runs each learner pod's command as a local process (test/testbed/pod-runner.ts: kwok
-// nodes run no containers). It prints rounds, per-region state, quorum outcomes, loss and
-// accuracy, and bytes sent as they happen, then a summary and where to look next.
+// processes (one hub, one member per region, each with only its own credentials; the hub under
+// Node's permission model, with no read access to any region's data), registers and accepts the
+// regions, writes each region's share of the handwritten digits into that region's data
+// directory, and trains the same model twice: examples/demo/federatedrun.yaml (FedAvg) and
+// examples/demo/federatedrun-diloco.yaml (DiLoCo), one after the other; each learner pod's
+// command runs as a local process (test/testbed/pod-runner.ts: kwok nodes run no containers).
+// Meanwhile it prints attestation verdicts as the members record them, rounds, per-region
+// state and the regions' own scores; then the accuracy against centralized training and each
+// region alone (examples/demo/baselines.py, same step budget), the bytes each region sent
+// against synchronising every step, the leaf links' byte counters against the regions' data,
+// the audit link from every aggregate to its contributors' attested evidence, and where to look.
 //
-//   node test/testbed/demo.ts [--rounds=N] [--keep]     (--keep leaves the operators running)
-import { type ChildProcess, spawn } from "node:child_process";
+//   node test/testbed/demo.ts [--run=fedavg|diloco] [--rounds=N] [--inner-steps=H]
+//        [--fail-attestation=REGION[:FAULT]] [--fail-after-round=N] [--timeout=S] [--keep]
+//
+// --fail-attestation (testbed only): after round N (default 2) of the last run, REGION's GPU
+// nodes answer their next challenge with bad evidence (FAULT, default measurement-mismatch); the
+// member quarantines them and stops its learner; the run should go on with the other two regions
+// (quorum 2); docs/demo.md says what happens today.
+import { type ChildProcess, execFile, spawn } from "node:child_process";
 import { generateKeyPairSync } from "node:crypto";
 import { createWriteStream, existsSync, readFileSync } from "node:fs";
 import { mkdir, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { createServer } from "node:net";
 import { join } from "node:path";
+import { promisify } from "node:util";
 import {
   CoreV1Api,
   CustomObjectsApi,
@@ -26,16 +39,34 @@ import { parse, stringify } from "yaml";
 import { parseTrustedKeys, verifyAuditFile } from "../../attestation/audit/mod.ts";
 import { testbedAttestationPolicy } from "../../attestation/testbed/mod.ts";
 import { installCrds } from "../../crds/install.ts";
-import type { FederatedRun, SovereignNode } from "../../crds/types.generated.ts";
+import type { FederatedRun, LearnerKey, RegionWork, SovereignNode } from "../../crds/types.generated.ts";
 import { issueRegionCredential } from "../../operator/hub/credentials.ts";
+import { NODE_ANNOTATIONS } from "../../operator/member/attestation-rules.ts";
+import { EVIDENCE_FAULT_ANNOTATION } from "../../operator/member/attestation-testbed-source.ts";
 import { ATTESTED_LABEL } from "../../operator/member/registration.ts";
 import { LEARNER_NAMESPACE } from "../../operator/member/work-controller.ts";
-import { publishGlobalModel, removeRunBuckets } from "../../transport/mod.ts";
-import { sdkPython } from "../sdk/sdk-venv.ts";
+import { fetchGlobalModel, publishGlobalModel, removeRunBuckets } from "../../transport/mod.ts";
+import { demoPython } from "../sdk/sdk-venv.ts";
+import {
+  type AuditEntry,
+  type AuditLink,
+  AuditTail,
+  type Communication,
+  checkAuditLink,
+  communication,
+  kib,
+  type LeafDelta,
+  leafCounters,
+  leafDelta,
+  pct,
+  readAudit,
+  safetensorsParameters,
+} from "./demo-report.ts";
 import { eventually, useTestbed } from "./harness.ts";
 import { PodRunner } from "./pod-runner.ts";
 import { repoRoot } from "./topology.ts";
 
+const execFileP = promisify(execFile);
 const G = { group: "sovereign.ai", version: "v1alpha1" };
 const args = process.argv.slice(2);
 const flag = (name: string) => args.find((a) => a.startsWith(`--${name}=`))?.split("=")[1];
@@ -43,6 +74,14 @@ const keep = args.includes("--keep");
 const JURISDICTIONS = ["DE", "FR", "NL", "IT"];
 const t0 = Date.now();
 const say = (line: string) => console.log(`[${((Date.now() - t0) / 1000).toFixed(0).padStart(4)}s] ${line}`);
+
+const RUNS = [
+  { key: "fedavg", file: "federatedrun.yaml" },
+  { key: "diloco", file: "federatedrun-diloco.yaml" },
+].filter((r) => !flag("run") || flag("run") === r.key);
+if (RUNS.length === 0) throw new Error(`--run=${flag("run")}: use fedavg or diloco`);
+const [failRegion, failFault = "measurement-mismatch"] = (flag("fail-attestation") ?? "").split(":");
+const failAfterRound = Number(flag("fail-after-round") ?? 2);
 
 async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -53,6 +92,11 @@ async function freePort(): Promise<number> {
     });
     srv.on("error", reject);
   });
+}
+
+async function python(py: string, argv: string[]): Promise<string> {
+  const { stdout } = await execFileP(py, argv, { cwd: repoRoot, maxBuffer: 16 * 1024 * 1024 });
+  return stdout;
 }
 
 const tb = await useTestbed();
@@ -68,9 +112,24 @@ const regions = tb.regions;
 const nats = tb.description.nats;
 say(`testbed: hub + ${regions.join(", ")} (state ${tb.description.stateDir})`);
 
-// The learners' Python (the SDK and numpy), installed once into .venv-sdk.
+// The learners' Python (the SDK, numpy, scikit-learn for its bundled digits), installed once into .venv-sdk.
 say("preparing the learners' Python environment (first time: a minute or two)");
-const python = await sdkPython();
+const py = await demoPython();
+
+// Each region's data, in that region's own directory (the learners' SOVEREIGN_DATA_DIR): its
+// share of the digits, dealt non-IID. Nothing else on the testbed reads it, the hub least of all.
+const dataRoot = join(stateDir, "data");
+const dataDir = (region: string) => join(dataRoot, region);
+const datasets = JSON.parse(
+  await python(py, ["examples/demo/baselines.py", "prepare", dataRoot, ...regions]),
+) as Record<string, { train: number; test: number; classes: number[]; bytes: number }>;
+for (const r of regions) {
+  const d = datasets[r];
+  if (!d) continue;
+  say(
+    `${r}: ${d.train} training + ${d.test} held-out digits (${kib(d.bytes)} in ${dataDir(r)}), classes 0-9: ${d.classes.join("/")}`,
+  );
+}
 
 // The API and the testbed attestation policy: as strict as a production one, but trusting the
 // testbed's own roots (the kwok GPUs' evidence is minted under them), which no production
@@ -86,34 +145,29 @@ await custom
 await custom.createClusterCustomObject({ ...G, plural: "attestationpolicies", body: policy });
 // Audit trails (hub and members), checkpoints signed with a key kept for the auditor.
 const auditKey = generateKeyPairSync("ed25519");
-const auditKeyFile = join(stateDir, "audit-key.pem");
-const auditPublicKeyFile = join(stateDir, "audit-key.pub.pem");
+const keyDir = join(stateDir, "keys");
+const hubDir = join(stateDir, "hub");
+await mkdir(keyDir, { recursive: true });
+await mkdir(hubDir, { recursive: true });
+const auditKeyFile = join(keyDir, "audit-key.pem");
+const auditPublicKeyFile = join(keyDir, "audit-key.pub.pem");
 await writeFile(auditKeyFile, auditKey.privateKey.export({ format: "pem", type: "pkcs8" }) as string, {
   mode: 0o600,
 });
 await writeFile(auditPublicKeyFile, auditKey.publicKey.export({ format: "pem", type: "spki" }) as string);
-const auditFlags = (who: string) => [
-  `--audit-log=${join(stateDir, `audit-${who}.jsonl`)}`,
-  `--audit-key=${auditKeyFile}`,
-];
+const auditFile = (who: string) =>
+  who === "hub" ? join(hubDir, "audit-hub.jsonl") : join(stateDir, `audit-${who}.jsonl`);
+const auditFlags = (who: string) => [`--audit-log=${auditFile(who)}`, `--audit-key=${auditKeyFile}`];
 
-// A previous demo's run and its buckets go first, so the demo can be run again.
-const runDoc = parse(
-  readFileSync(join(repoRoot, "examples", "demo", "federatedrun.yaml"), "utf8"),
-) as FederatedRun;
-// A fresh name per demo: re-creating a run under a name that just existed is not reliable yet
-// (see the issue notes), and the previous demo's runs are deleted below anyway.
-const runName = `${runDoc.metadata.name as string}-${Date.now().toString(36).slice(-5)}`;
-runDoc.metadata.name = runName;
 // The demo's own namespace and regions: its hub never touches anything else on the testbed.
 const runNs = "sovereign-demo";
 const CONSORTIUM = "sovereign.ai/consortium=demo";
-if (flag("rounds")) runDoc.spec.rounds = Number(flag("rounds"));
 const hubNats = await connect({
   servers: nats.hub.url,
   user: nats.hub.admin.user,
   pass: nats.hub.admin.password,
 });
+// A previous demo's runs and their buckets go first, so the demo can be run again.
 const previousRuns = (await custom
   .listNamespacedCustomObject({ ...G, plural: "federatedruns", namespace: runNs })
   .catch(() => ({ items: [] }))) as { items: FederatedRun[] };
@@ -131,9 +185,9 @@ for (const previous of previousRuns.items) {
 
 // Operators: separate processes, as in production, each with only its own credentials.
 const children: ChildProcess[] = [];
-const startOperator = (name: string, argv: string[]) => {
+const startOperator = (name: string, argv: string[], nodeFlags: string[] = []) => {
   const log = createWriteStream(join(logDir, `${name}.log`));
-  const child = spawn(process.execPath, [join(repoRoot, "operator", "main.ts"), ...argv], {
+  const child = spawn(process.execPath, [...nodeFlags, join(repoRoot, "operator", "main.ts"), ...argv], {
     cwd: repoRoot,
     stdio: ["ignore", "pipe", "pipe"],
   });
@@ -148,6 +202,10 @@ const startOperator = (name: string, argv: string[]) => {
 };
 let stopping = false;
 let operatorFailed = "";
+// Whatever ends this process (an error included) ends the operators it started.
+process.on("exit", () => {
+  for (const c of children) if (c.exitCode === null) c.kill("SIGTERM");
+});
 const hubMetricsPort = await freePort();
 const common = (metrics: number, probes: number) => [
   "--leader-elect=false",
@@ -158,18 +216,70 @@ await hubKc
   .makeApiClient(CoreV1Api)
   .createNamespace({ body: { metadata: { name: runNs } } })
   .catch(() => undefined);
-startOperator("hub", [
-  "--mode=hub",
-  `--watch-namespace=${runNs}`,
-  `--region-selector=${CONSORTIUM}`,
-  `--kubeconfig=${tb.cluster("hub").kubeconfig}`,
-  `--nats-url=${nats.hub.url}`,
-  `--nats-user=${nats.hub.admin.user}`,
-  `--nats-password=${nats.hub.admin.password}`,
-  ...auditFlags("hub"),
-  ...common(hubMetricsPort, await freePort()),
-]);
-say(`hub operator started (metrics http://127.0.0.1:${hubMetricsPort}/metrics)`);
+
+// The hub runs under Node's permission model: it may read the operator's code (the repository
+// without its state directory), its own kubeconfig and PKI, the audit key, and read and write its
+// audit directory; nothing else, so no region's data directory.
+const hubPki = join(tb.description.stateDir, "clusters", "hub", "pki");
+const repoEntries = (await readdir(repoRoot)).filter((e) => !e.startsWith("."));
+const hubReads = [
+  ...repoEntries.map((e) => join(repoRoot, e)),
+  hubPki,
+  tb.cluster("hub").kubeconfig,
+  auditKeyFile,
+  hubDir,
+];
+const hubPermission = [
+  "--permission",
+  ...hubReads.map((p) => `--allow-fs-read=${p}`),
+  `--allow-fs-write=${hubDir}`,
+];
+startOperator(
+  "hub",
+  [
+    "--mode=hub",
+    `--watch-namespace=${runNs}`,
+    `--region-selector=${CONSORTIUM}`,
+    `--kubeconfig=${tb.cluster("hub").kubeconfig}`,
+    `--nats-url=${nats.hub.url}`,
+    `--nats-user=${nats.hub.admin.user}`,
+    `--nats-password=${nats.hub.admin.password}`,
+    ...auditFlags("hub"),
+    ...common(hubMetricsPort, await freePort()),
+  ],
+  hubPermission,
+);
+say(`hub operator started under node --permission (metrics http://127.0.0.1:${hubMetricsPort}/metrics)`);
+// The same flags, on a probe that tries what the hub must not be able to do: read a region's data.
+const probe = await execFileP(process.execPath, [
+  ...hubPermission,
+  "-e",
+  `const fs=require("node:fs");for(const f of process.argv.slice(1)){try{fs.readFileSync(f);console.log("read "+f)}catch(e){console.log(e.code+" "+f)}}`,
+  ...regions.map((r) => join(dataDir(r), "digits.npz")),
+]).then((r) => r.stdout.trim().split("\n"));
+const hubDenied = probe.filter((l) => l.startsWith("ERR_ACCESS_DENIED")).length === regions.length;
+say(
+  `the hub's permission flags deny reading the regions' data: ${hubDenied ? "yes" : "NO"} (a probe under the same flags: ${probe.map((l) => l.split(" ")[0]).join(", ")})`,
+);
+
+// Attestation verdicts, admissions and quarantines, as the members write them to their audit logs.
+const verdictTail = new AuditTail(Object.fromEntries(regions.map((r) => [r, auditFile(r)])), (region, e) => {
+  if (e.kind === "AttestationVerdict") {
+    const v = e.body.verdict;
+    say(
+      `${region} node ${e.body.node}: ${v.passed ? "attested" : `FAILED attestation (${v.reasons.join(", ")})`} (policy ${e.body.policy.name}, ${v.devices.length} GPUs, nonce ${String(v.nonce).slice(0, 12)}…)`,
+    );
+  } else if (e.kind === "PodAdmitted") {
+    say(
+      `${region} learner ${e.body.pod.name}: admitted to ${e.body.node} (verdict ${String(e.body.verdictDigest).slice(0, 12)}…)`,
+    );
+  } else if (e.kind === "NodeQuarantined") {
+    say(
+      `${region} node ${e.body.node}: QUARANTINED (${e.body.reasons.join(", ")}); its learners are stopped`,
+    );
+  }
+});
+verdictTail.start();
 
 for (const [i, region] of regions.entries()) {
   const cred = await issueRegionCredential(hubKc, region, { ttlSeconds: 24 * 3600 });
@@ -208,6 +318,30 @@ for (const [i, region] of regions.entries()) {
       stringData: { user: r.learner.user, password: r.learner.password },
     },
   });
+  // A fresh start for the gate: no attested label or injected fault from an earlier demo or test
+  // carries over, nor a failed verdict (a node an earlier --fail-attestation left quarantined).
+  // A passing verdict is kept: the member resumes from it, as after a restart.
+  for (const node of tb.cluster(region).nodes.filter((n) => n.gpus > 0)) {
+    const current = await core.readNode({ name: node.name }).catch(() => undefined);
+    const failed = (current?.metadata?.annotations?.[NODE_ANNOTATIONS.reason] ?? "Verified") !== "Verified";
+    await core
+      .patchNode(
+        {
+          name: node.name,
+          body: {
+            metadata: {
+              labels: { [ATTESTED_LABEL]: null },
+              annotations: {
+                [EVIDENCE_FAULT_ANNOTATION]: null,
+                ...(failed ? Object.fromEntries(Object.values(NODE_ANNOTATIONS).map((a) => [a, null])) : {}),
+              },
+            },
+          },
+        },
+        setHeaderOptions("Content-Type", PatchStrategy.MergePatch),
+      )
+      .catch(() => undefined);
+  }
   startOperator(`member-${region}`, [
     "--mode=member",
     `--region=${region}`,
@@ -226,15 +360,6 @@ for (const [i, region] of regions.entries()) {
     ...auditFlags(region),
     ...common(await freePort(), await freePort()),
   ]);
-  // A fresh start for the gate: no verdict from an earlier demo or test carries over.
-  for (const node of tb.cluster(region).nodes.filter((n) => n.gpus > 0)) {
-    await core
-      .patchNode(
-        { name: node.name, body: { metadata: { labels: { [ATTESTED_LABEL]: null } } } },
-        setHeaderOptions("Content-Type", PatchStrategy.MergePatch),
-      )
-      .catch(() => undefined);
-  }
 }
 say(`member operators started in ${regions.join(", ")}; each registers its region with the hub`);
 
@@ -259,21 +384,17 @@ for (const region of regions) {
       return ready?.status === "True" ? ready : undefined;
     },
     `${region} Ready`,
-    60_000,
+    180_000,
   );
 }
 say(`regions accepted and Ready: ${regions.join(", ")}`);
 
 // The initial model (round-0), made by the learner program itself so shapes always match.
 const initialPath = join(stateDir, "initial.safetensors");
-await new Promise<void>((resolve, reject) => {
-  const p = spawn(python, [join(repoRoot, "examples", "demo", "train.py"), "--init", initialPath], {
-    stdio: "inherit",
-  });
-  p.on("exit", (code) => (code === 0 ? resolve() : reject(new Error(`train.py --init exited ${code}`))));
-});
-// The run name is fresh, so there is nothing of it to wait for; the previous demos' model
-// buckets go once their runs are gone.
+await python(py, ["examples/demo/train.py", "--init", initialPath]);
+const initialBytes = await readFile(initialPath);
+const parameters = safetensorsParameters(initialBytes);
+// The previous demos' model buckets go once their runs are gone.
 for (const previous of previousRuns.items) {
   const name = previous.metadata.name as string;
   await eventually(
@@ -287,64 +408,306 @@ for (const previous of previousRuns.items) {
   );
   await removeRunBuckets(hubNats, { namespace: runNs, run: name });
 }
-const initial = await publishGlobalModel(hubNats, { namespace: runNs, run: runName, round: 0 }, [
-  await readFile(initialPath),
-]);
-say(`initial model uploaded as round-0 (${initial.size} bytes, ${initial.digest.slice(0, 19)}…)`);
 
-// Learners run as local processes for pods bound to the kwok GPU nodes.
-const runner = new PodRunner({
-  clusters: Object.fromEntries(regions.map((r) => [r, tb.kubeConfig(r)])) as Record<string, KubeConfig>,
-  namespace: LEARNER_NAMESPACE,
-  labelSelector: `sovereign.ai/run=${runName}`,
-  dataDir: (cluster) => join(stateDir, "data", cluster),
-  logDir: join(logDir, "learners"),
-  cwd: repoRoot,
-  baseEnv: { PATH: `${join(repoRoot, ".venv-sdk", "bin")}:${process.env.PATH}`, PYTHONUNBUFFERED: "1" },
-  onEvent: (e) =>
-    say(`${e.cluster}: learner ${e.pod} ${e.kind}${e.code !== undefined ? ` (exit ${e.code})` : ""}`),
+// ---------------------------------------------------------------------------------------------
+// The runs
+
+interface RunResult {
+  key: string;
+  name: string;
+  algorithm: string;
+  rounds: number;
+  innerSteps: number;
+  run?: FederatedRun;
+  seconds: number;
+  leaf: Record<string, LeafDelta>;
+  comm?: Communication;
+  bytesSent: Record<string, number>;
+  deltasAccepted: Record<string, number>;
+  modelBytes: number;
+  evaluation?: Judged;
+  link?: AuditLink;
+  quarantine?: string[];
+}
+
+interface Judged {
+  accuracy: number;
+  loss: number;
+  regions: Record<string, number>;
+}
+
+const runDocs = RUNS.map((r) => {
+  const doc = parse(readFileSync(join(repoRoot, "examples", "demo", r.file), "utf8")) as FederatedRun;
+  if (flag("rounds")) doc.spec.rounds = Number(flag("rounds"));
+  const env = doc.spec.workload.env ?? [];
+  const h = flag("inner-steps");
+  if (h) {
+    for (const e of env) if (e.name === "DEMO_INNER_STEPS") e.value = h;
+    if (doc.spec.algorithm.diloco) doc.spec.algorithm.diloco.innerSteps = Number(h);
+  }
+  const innerSteps = Number(env.find((e) => e.name === "DEMO_INNER_STEPS")?.value ?? 100);
+  return { ...r, doc, innerSteps };
 });
-runner.start();
-
-runDoc.metadata.namespace = runNs;
-runDoc.spec.attestation = { policyRef: { name: policy.metadata.name as string } };
-await custom.createNamespacedCustomObject({ ...G, plural: "federatedruns", namespace: runNs, body: runDoc });
-say(
-  `applied ${runNs}/${runName}: ${runDoc.spec.rounds} rounds of ${runDoc.spec.algorithm.type}, quorum ${runDoc.spec.quorum?.minRegions}, grace ${runDoc.spec.quorum?.graceWindowSeconds}s`,
+// The baselines' budget: the SGD steps all three learners take together in one run.
+const budget = Math.max(...runDocs.map((r) => regions.length * r.doc.spec.rounds * r.innerSteps));
+const baselinesPromise = python(py, [
+  "examples/demo/baselines.py",
+  "baselines",
+  dataRoot,
+  String(budget),
+  ...regions,
+]).then(
+  (out) =>
+    JSON.parse(out) as { steps: number; batch: number; centralized: Judged; alone: Record<string, Judged> },
 );
+baselinesPromise.catch(() => undefined);
 
-// Progress, as a person watching would want it.
-const seen = new Set<string>();
-const progress = async (): Promise<FederatedRun | undefined> => {
-  const run = (await custom.getNamespacedCustomObject({
+const timeoutMs = Number(flag("timeout") ?? 15 * 60) * 1000;
+const results: RunResult[] = [];
+
+for (const [index, spec] of runDocs.entries()) {
+  const last = index === runDocs.length - 1;
+  const runDoc = spec.doc;
+  // A fresh name per demo: re-creating a run under a name that just existed is not reliable yet.
+  const runName = `${runDoc.metadata.name as string}-${Date.now().toString(36).slice(-5)}`;
+  runDoc.metadata.name = runName;
+  runDoc.metadata.namespace = runNs;
+  runDoc.spec.attestation = { policyRef: { name: policy.metadata.name as string } };
+  console.log("");
+  say(`=== run ${index + 1}/${runDocs.length}: ${runDoc.spec.algorithm.type} ===`);
+  const initial = await publishGlobalModel(hubNats, { namespace: runNs, run: runName, round: 0 }, [
+    initialBytes,
+  ]);
+  say(
+    `initial model uploaded as round-0 (${parameters} parameters, ${initial.size} bytes, ${initial.digest.slice(0, 19)}…)`,
+  );
+
+  // Learners run as local processes for pods bound to the kwok GPU nodes.
+  const runner = new PodRunner({
+    clusters: Object.fromEntries(regions.map((r) => [r, tb.kubeConfig(r)])) as Record<string, KubeConfig>,
+    namespace: LEARNER_NAMESPACE,
+    labelSelector: `sovereign.ai/run=${runName}`,
+    dataDir: (cluster) => dataDir(cluster),
+    logDir: join(logDir, "learners", spec.key),
+    cwd: repoRoot,
+    baseEnv: { PATH: `${join(repoRoot, ".venv-sdk", "bin")}:${process.env.PATH}`, PYTHONUNBUFFERED: "1" },
+    onEvent: (e) =>
+      say(`${e.cluster}: learner ${e.pod} ${e.kind}${e.code !== undefined ? ` (exit ${e.code})` : ""}`),
+  });
+  runner.start();
+  // The leaf links' background (streams of earlier runs and tests that cross them), measured
+  // over 10 s before this run exists, to tell the run's own bytes from it.
+  const background0 = await leafCounters(nats.hub.monitorUrl);
+  const backgroundT0 = Date.now();
+  await new Promise((r) => setTimeout(r, 10_000));
+  const leafBefore = await leafCounters(nats.hub.monitorUrl);
+  const backgroundSeconds = (Date.now() - backgroundT0) / 1000;
+  const leafT0 = Date.now();
+  const deltaBytesBefore = await hubDeltaBytes();
+  const started = Date.now();
+  await custom.createNamespacedCustomObject({
     ...G,
     plural: "federatedruns",
     namespace: runNs,
+    body: runDoc,
+  });
+  const algo = runDoc.spec.algorithm;
+  say(
+    `applied ${runNs}/${runName}: ${runDoc.spec.rounds} rounds of ${algo.type}${algo.diloco ? ` (outer Nesterov lr ${algo.diloco.outerLearningRate}, momentum ${algo.diloco.outerMomentum})` : ""}, H = ${spec.innerSteps} inner steps, ${runDoc.spec.deltaEncoding?.dtype} deltas, quorum ${runDoc.spec.quorum?.minRegions}, grace ${runDoc.spec.quorum?.graceWindowSeconds}s`,
+  );
+
+  const seen = new Set<string>();
+  const learnerKeys = new Map<string, LearnerKey>();
+  const quarantine: string[] = [];
+  let faultInjected = false;
+  const progress = async (): Promise<FederatedRun | undefined> => {
+    const run = (await custom.getNamespacedCustomObject({
+      ...G,
+      plural: "federatedruns",
+      namespace: runNs,
+      name: runName,
+    })) as FederatedRun;
+    const s = run.status;
+    const line = `phase ${s?.phase ?? "-"}, round ${s?.currentRound ?? 0}/${run.spec.rounds}${s?.roundProgress ? ` ${s.roundProgress.phase} (${(s.roundProgress.deliveredRegions ?? []).join(", ") || "no deltas yet"})` : ""}`;
+    if (!seen.has(line)) {
+      seen.add(line);
+      say(line);
+    }
+    for (const r of s?.rounds ?? []) {
+      const key = `round ${r.round} ${r.outcome}`;
+      if (seen.has(key)) continue;
+      seen.add(key);
+      say(
+        `round ${r.round}: ${r.outcome} — aggregated ${r.contributingRegions?.join(", ")}${r.lateRegions?.length ? `; late ${r.lateRegions.join(", ")}` : ""}; model ${r.aggregateDigest?.slice(0, 19)}…`,
+      );
+      for (const m of await learnerMetrics(spec.key, r.round)) say(`  ${m}`);
+    }
+    // The learners' keys and their attestation bindings, as the members list them at the hub.
+    const works = (await custom.listClusterCustomObject({ ...G, plural: "regionworks" })) as {
+      items: RegionWork[];
+    };
+    for (const w of works.items) {
+      if (w.spec.run.name !== runName) continue;
+      for (const k of w.status?.learnerKeys ?? []) learnerKeys.set(`${k.publicKey}/${k.learner}`, k);
+    }
+    if (failRegion && last) {
+      if (!faultInjected && (s?.rounds ?? []).some((r) => r.round >= failAfterRound)) {
+        faultInjected = true;
+        await injectFault(failRegion, failFault);
+      }
+      if (faultInjected) {
+        const entry = s?.regions?.find((r) => r.name === failRegion);
+        const conditions = (s?.conditions ?? [])
+          .filter((c) => c.type === "Degraded" || c.type === "Ready")
+          .map((c) => `${c.type}=${c.status}${c.reason ? ` (${c.reason})` : ""}`)
+          .join(", ");
+        const l = `run status: ${conditions}; ${failRegion}: placed ${entry?.placed}, learners ready ${entry?.learnersReady ?? 0}/${entry?.learnersDesired ?? "-"}, last delta round ${entry?.lastDeltaRound ?? "-"}${entry?.quarantined !== undefined ? `, quarantined ${entry.quarantined}` : ""}${entry?.reason ? `, ${entry.reason}: ${entry.message}` : ""}`;
+        if (!seen.has(l)) {
+          seen.add(l);
+          quarantine.push(l);
+          say(l);
+        }
+      }
+    }
+    return s?.phase === "Succeeded" || s?.phase === "Failed" ? run : undefined;
+  };
+
+  let finished: FederatedRun | undefined;
+  const deadline = Date.now() + timeoutMs;
+  while (!finished && !operatorFailed && Date.now() < deadline) {
+    finished = await progress().catch(() => undefined);
+    if (!finished) await new Promise((r) => setTimeout(r, 1000));
+  }
+  const seconds = (Date.now() - started) / 1000;
+  // The last bytes (the final model's mirror) settle within a moment of the run's end.
+  await new Promise((r) => setTimeout(r, 2000));
+  const leafAfter = await leafCounters(nats.hub.monitorUrl);
+  const leafSeconds = (Date.now() - leafT0) / 1000;
+  const backgroundOf = (r: string) => {
+    const b = leafDelta(background0.get(r), leafBefore.get(r));
+    return b.reconnected ? undefined : { upPerSecond: b.up / backgroundSeconds, seconds: leafSeconds };
+  };
+  await runner.stop();
+  const result: RunResult = {
+    key: spec.key,
     name: runName,
-  })) as FederatedRun;
-  const s = run.status;
-  const line = `phase ${s?.phase ?? "-"}, round ${s?.currentRound ?? 0}/${run.spec.rounds}${s?.roundProgress ? ` ${s.roundProgress.phase} (${(s.roundProgress.deliveredRegions ?? []).join(", ") || "no deltas yet"})` : ""}`;
-  if (!seen.has(line)) {
-    seen.add(line);
-    say(line);
-  }
-  for (const r of s?.rounds ?? []) {
-    const key = `round ${r.round} ${r.outcome}`;
-    if (seen.has(key)) continue;
-    seen.add(key);
+    algorithm: runDoc.spec.algorithm.type,
+    rounds: runDoc.spec.rounds,
+    innerSteps: spec.innerSteps,
+    seconds,
+    leaf: Object.fromEntries(
+      regions.map((r) => [r, leafDelta(leafBefore.get(r), leafAfter.get(r), backgroundOf(r))]),
+    ),
+    bytesSent: {},
+    deltasAccepted: {},
+    modelBytes: initial.size,
+    ...(finished ? { run: finished } : {}),
+    ...(quarantine.length ? { quarantine } : {}),
+  };
+  results.push(result);
+  if (finished?.status?.phase !== "Succeeded") {
     say(
-      `round ${r.round}: ${r.outcome} — aggregated ${r.contributingRegions?.join(", ")}${r.lateRegions?.length ? `; late ${r.lateRegions.join(", ")}` : ""}; model ${r.aggregateDigest?.slice(0, 19)}…`,
+      `the run did not finish (${finished?.status?.phase ?? (operatorFailed || "timed out")}); see the logs in ${logDir}`,
     );
-    for (const m of await learnerMetrics(r.round)) say(`  ${m}`);
+    break;
   }
-  return s?.phase === "Succeeded" || s?.phase === "Failed" ? run : undefined;
-};
+  say(`the run succeeded: ${finished.status.rounds?.length} rounds in ${seconds.toFixed(0)} s`);
+
+  // What each region sent (the hub's status) and what synchronising every step would have cost.
+  const hubAudit = await readAudit(auditFile("hub"));
+  // The run's status (regions[].bytesSent) when the hub fills it, else its delta byte counter.
+  const deltaBytesAfter = await hubDeltaBytes();
+  for (const g of regions) {
+    const status = finished.status.regions?.find((r) => r.name === g)?.bytesSent;
+    result.bytesSent[g] = status || (deltaBytesAfter.get(g) ?? 0) - (deltaBytesBefore.get(g) ?? 0);
+  }
+  for (const e of hubAudit) {
+    if (e.kind === "DeltaAccepted" && e.body.run === `${runNs}/${runName}`)
+      result.deltasAccepted[e.body.region] = (result.deltasAccepted[e.body.region] ?? 0) + 1;
+  }
+  const sent = Object.values(result.bytesSent).reduce((a, b) => a + b, 0);
+  const accepted = Object.values(result.deltasAccepted).reduce((a, b) => a + b, 0);
+  result.comm = communication({
+    parameters,
+    innerSteps: spec.innerSteps,
+    upPerRound: sent / Math.max(1, accepted),
+    downPerRound: initial.size,
+  });
+
+  // The final global model, judged on every region's held-out data.
+  const finalRound = finished.status.rounds?.at(-1)?.round ?? runDoc.spec.rounds;
+  const fetched = await fetchGlobalModel(hubNats, { namespace: runNs, run: runName, round: finalRound });
+  const chunks: Uint8Array[] = [];
+  for await (const c of fetched.data) chunks.push(c);
+  const finalPath = join(stateDir, `final-${spec.key}.safetensors`);
+  await writeFile(finalPath, Buffer.concat(chunks));
+  result.evaluation = JSON.parse(
+    await python(py, ["examples/demo/baselines.py", "evaluate", dataRoot, finalPath, ...regions]),
+  ) as Judged;
+  say(
+    `final ${result.algorithm} model: ${pct(result.evaluation.accuracy)} on the union of the regions' held-out digits`,
+  );
+
+  // The audit link: each aggregate → its accepted deltas → attested learner keys → admissions → verdicts.
+  const members = Object.fromEntries(
+    await Promise.all(regions.map(async (r) => [r, await readAudit(auditFile(r))] as [string, AuditEntry[]])),
+  );
+  result.link = checkAuditLink({
+    run: `${runNs}/${runName}`,
+    runUid: finished.metadata.uid as string,
+    hub: hubAudit,
+    members,
+    learnerKeys: [...learnerKeys.values()],
+    aggregateDigests: new Map(
+      (finished.status.rounds ?? []).flatMap((r) =>
+        r.aggregateDigest ? [[r.round, r.aggregateDigest]] : [],
+      ),
+    ),
+  });
+}
+
+/** The hub's sovereign_delta_bytes_total per region (encoded delta bytes it accepted). */
+async function hubDeltaBytes(): Promise<Map<string, number>> {
+  const text = await fetch(`http://127.0.0.1:${hubMetricsPort}/metrics`)
+    .then((r) => r.text())
+    .catch(() => "");
+  return new Map(
+    [...text.matchAll(/^sovereign_delta_bytes_total\{region="([^"]+)"\} (\d+)/gm)].map((m) => [
+      m[1] as string,
+      Number(m[2]),
+    ]),
+  );
+}
+
+/** Testbed only: the region's GPU nodes answer their next challenge with bad evidence, at once. */
+async function injectFault(region: string, fault: string): Promise<void> {
+  const core = tb.kubeConfig(region).makeApiClient(CoreV1Api);
+  for (const n of tb.cluster(region).nodes.filter((x) => x.gpus > 0)) {
+    await core.patchNode(
+      {
+        name: n.name,
+        body: {
+          metadata: {
+            annotations: {
+              [EVIDENCE_FAULT_ANNOTATION]: fault,
+              [NODE_ANNOTATIONS.reattest]: String(Date.now()),
+            },
+          },
+        },
+      },
+      setHeaderOptions("Content-Type", PatchStrategy.MergePatch),
+    );
+  }
+  say(
+    `--fail-attestation: ${region}'s GPU nodes now answer with ${fault} evidence (annotation ${EVIDENCE_FAULT_ANNOTATION}); re-challenged now`,
+  );
+}
 
 /** What each region's learner reported for a round (it prints one JSON line per round). */
-async function learnerMetrics(round: number): Promise<string[]> {
+async function learnerMetrics(run: string, round: number): Promise<string[]> {
   const out: string[] = [];
   for (const region of regions) {
-    const dir = join(logDir, "learners", region);
+    const dir = join(logDir, "learners", run, region);
     if (!existsSync(dir)) continue;
     for (const file of await readdir(dir)) {
       for (const line of (await readFile(join(dir, file), "utf8")).split("\n")) {
@@ -354,11 +717,11 @@ async function learnerMetrics(round: number): Promise<string[]> {
           loss_before?: number;
           loss?: number;
           accuracy?: number;
-          tokens?: number;
+          delta_bytes?: number;
         };
         if (m.round === round)
           out.push(
-            `${region}: the global model scores loss ${m.loss_before?.toFixed(4)}, accuracy ${((m.accuracy ?? 0) * 100).toFixed(1)}% on this region's held-out data; local training on ${m.tokens} samples took it to ${m.loss?.toFixed(4)}`,
+            `${region}: the global model scores ${pct(m.accuracy ?? 0)} (loss ${m.loss_before?.toFixed(3)}) on this region's held-out digits; ${runDocs[0]?.innerSteps ?? ""} local steps took it to loss ${m.loss?.toFixed(3)}; delta ${m.delta_bytes} bytes`,
           );
       }
     }
@@ -366,32 +729,111 @@ async function learnerMetrics(round: number): Promise<string[]> {
   return out;
 }
 
-const timeoutMs = Number(flag("timeout") ?? 15 * 60) * 1000;
-let finished: FederatedRun | undefined;
-const deadline = Date.now() + timeoutMs;
-while (!finished && !operatorFailed && Date.now() < deadline) {
-  finished = await progress().catch(() => undefined);
-  if (!finished) await new Promise((r) => setTimeout(r, 1000));
-}
+// ---------------------------------------------------------------------------------------------
+// Summary
 
-// Summary.
-const metrics = await fetch(`http://127.0.0.1:${hubMetricsPort}/metrics`)
-  .then((r) => r.text())
-  .catch(() => "");
-const bytes = [...metrics.matchAll(/^sovereign_delta_bytes_total\{region="([^"]+)"\} (\d+)/gm)].map(
-  (m) => `${m[1]} ${(Number(m[2]) / 1024).toFixed(1)} KiB`,
-);
+verdictTail.stop();
+await verdictTail.poll().catch(() => undefined);
+const baselines = await baselinesPromise.catch((err: Error) => {
+  say(`the baselines failed: ${err.message}`);
+  return undefined;
+});
+const ok = results.length === runDocs.length && results.every((r) => r.run?.status?.phase === "Succeeded");
 console.log("");
-if (finished?.status?.phase === "Succeeded") {
-  say(
-    `the run succeeded: ${finished.status.rounds?.length} rounds in ${((Date.now() - t0) / 1000).toFixed(0)} s`,
-  );
-} else {
-  say(`the run did not finish (${finished?.status?.phase ?? "timed out"}); see the logs in ${logDir}`);
+say("=== summary ===");
+const table = (rows: string[][]) => {
+  const widths = rows[0]?.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? "").length))) ?? [];
+  for (const r of rows) console.log(`  ${r.map((c, i) => c.padEnd(widths[i] ?? 0)).join("  ")}`);
+};
+console.log(
+  `\nAccuracy of the final model on the union of the regions' held-out digits (${Object.values(datasets).reduce((a, d) => a + d.test, 0)} images) and on each region's; budget: ${budget} Adam steps of batch ${baselines?.batch ?? 32} for every row (3 regions × rounds × H)`,
+);
+const accRows: string[][] = [["model", "union", ...regions]];
+for (const r of results) {
+  if (r.evaluation)
+    accRows.push([
+      `federated ${r.algorithm}${r.quarantine ? ` (${failRegion} quarantined)` : ""}`,
+      pct(r.evaluation.accuracy),
+      ...regions.map((g) => pct(r.evaluation?.regions[g] ?? 0)),
+    ]);
 }
-if (bytes.length) say(`delta bytes received by the hub: ${bytes.join(", ")} (raw data sent: none)`);
+if (baselines) {
+  accRows.push([
+    "centralized (union of the training data)",
+    pct(baselines.centralized.accuracy),
+    ...regions.map((g) => pct(baselines.centralized.regions[g] ?? 0)),
+  ]);
+  for (const g of regions) {
+    const a = baselines.alone[g];
+    if (a) accRows.push([`${g} alone`, pct(a.accuracy), ...regions.map((x) => pct(a.regions[x] ?? 0))]);
+  }
+}
+table(accRows);
+
+console.log(
+  `\nCommunication per round per region (P = ${parameters} parameters); synchronising every inner step would move 8·P·H bytes (an fp32 gradient up and the averaged one down, per step)`,
+);
+const commRows: string[][] = [
+  ["run", "H", "delta up", "model down", "per-step sync", "ratio (up+down)", "ratio (up only)"],
+];
+for (const r of results) {
+  if (r.comm)
+    commRows.push([
+      r.algorithm,
+      String(r.innerSteps),
+      `${r.comm.upPerRound.toFixed(0)} B`,
+      `${r.comm.downPerRound} B`,
+      kib(r.comm.perStepPerRound),
+      `${r.comm.ratio.toFixed(0)}×`,
+      `${r.comm.ratioUp.toFixed(0)}×`,
+    ]);
+}
+table(commRows);
+
+console.log(
+  "\nBytes on each region's leaf link during each run (hub nats-server /leafz), less the link's background (its rate over 10 s before the run, times the run's duration), against the region's data (digits.npz in its data directory)",
+);
+const leafRows: string[][] = [
+  [
+    "run",
+    "region",
+    "left the region",
+    "background",
+    "net of background",
+    "of which deltas",
+    "into the region",
+    "region's data",
+    "net / data",
+  ],
+];
+for (const r of results) {
+  for (const g of regions) {
+    const l = r.leaf[g];
+    const data = datasets[g]?.bytes ?? 0;
+    if (!l) continue;
+    leafRows.push([
+      r.algorithm,
+      g,
+      `${kib(l.up)}${l.reconnected ? " (reconnected: ≥)" : ""}`,
+      l.backgroundUpPerSecond !== undefined ? `${l.backgroundUpPerSecond} B/s` : "-",
+      l.upNet === undefined
+        ? "-"
+        : `${kib(l.upNet)}${l.upNet < (r.bytesSent[g] ?? 0) ? " (noisy: below the deltas)" : ""}`,
+      kib(r.bytesSent[g] ?? 0),
+      kib(l.down),
+      kib(data),
+      `${((l.upNet ?? l.up) / data).toFixed(2)}`,
+    ]);
+  }
+}
+table(leafRows);
+console.log(
+  `  the hub process: node --permission, reads limited to the code, its kubeconfig, PKI, the audit key and ${hubDir}; region data readable by it: ${hubDenied ? "no (ERR_ACCESS_DENIED for each region's digits.npz)" : "YES"}`,
+);
+
+console.log("");
 for (const who of ["hub", ...regions]) {
-  const file = join(stateDir, `audit-${who}.jsonl`);
+  const file = auditFile(who);
   if (!existsSync(file)) continue;
   const report = await verifyAuditFile(file, {
     trustedKeys: parseTrustedKeys(await readFile(auditPublicKeyFile, "utf8")),
@@ -402,25 +844,76 @@ for (const who of ["hub", ...regions]) {
     `audit trail ${who}: ${report.ok ? "intact" : `BROKEN (${report.failure?.reason})`}, ${report.entriesVerified} entries (${[...kinds].map(([k, n]) => `${n} ${k}`).join(", ")})`,
   );
 }
+for (const r of results) {
+  if (!r.link) continue;
+  say(
+    `audit link ${r.algorithm}: ${r.link.ok ? "complete" : "BROKEN"} — ${r.link.rounds} aggregates → ${r.link.deltas} accepted deltas → ${r.link.keys} learner keys bound by their nonces → ${r.link.admissions} admissions → ${r.link.verdicts} passing GPU verdicts${r.link.ok ? "" : `: ${r.link.problems.slice(0, 3).join("; ")}`}`,
+  );
+}
+for (const r of results) {
+  say(
+    `${r.algorithm}: ${r.run?.status?.phase ?? "unfinished"}, ${r.run?.status?.rounds?.length ?? 0} rounds in ${r.seconds.toFixed(0)} s`,
+  );
+  if (r.quarantine) for (const l of r.quarantine.slice(-1)) say(`  ${l}`);
+}
+say(`wall time ${((Date.now() - t0) / 1000).toFixed(0)} s`);
+// One line for tools (test/e2e/demo.disruptive.test.ts) to read.
+console.log(
+  `DEMO-RESULT ${JSON.stringify({
+    ok,
+    parameters,
+    hubDenied,
+    datasets,
+    baselines,
+    runs: results.map((r) => ({
+      key: r.key,
+      algorithm: r.algorithm,
+      phase: r.run?.status?.phase,
+      rounds: r.run?.status?.rounds,
+      regions: r.run?.status?.regions,
+      conditions: r.run?.status?.conditions,
+      seconds: r.seconds,
+      comm: r.comm,
+      leaf: r.leaf,
+      bytesSent: r.bytesSent,
+      evaluation: r.evaluation,
+      link: r.link,
+      quarantine: r.quarantine,
+    })),
+  })}`,
+);
 console.log(`
 Where to look next:
+  docs/demo.md       what these figures mean, and the figures of a full run
   kubectl --kubeconfig ${tb.cluster("hub").kubeconfig} -n ${runNs} get federatedruns,sovereignnodes
-  kubectl --kubeconfig ${tb.cluster("hub").kubeconfig} -n ${runNs} describe federatedrun ${runName}
+  kubectl --kubeconfig ${tb.cluster("hub").kubeconfig} -n ${runNs} describe federatedrun ${results.at(-1)?.name ?? ""}
   hub metrics:       http://127.0.0.1:${hubMetricsPort}/metrics (while --keep runs)
   operator logs:     ${logDir}
   learner logs:      ${join(logDir, "learners")}
-  audit trails:      node operator/cli.ts audit verify ${join(stateDir, "audit-hub.jsonl")} --keys ${auditPublicKeyFile}
+  audit trails:      node operator/cli.ts audit verify ${auditFile("hub")} --keys ${auditPublicKeyFile}
+  again, one run:    node test/testbed/demo.ts --run=diloco   (or --fail-attestation=region-b)
   stop the testbed:  make testbed-down`);
 
 await hubNats.close();
 if (keep) {
-  say("--keep: the operators and learners keep running; Ctrl-C stops them");
+  say("--keep: the operators keep running; Ctrl-C stops them");
   await new Promise<void>((resolve) => process.once("SIGINT", () => resolve()));
 }
 stopping = true;
-await runner.stop();
+if (failRegion) {
+  // Heal the region's nodes for whatever runs next on the testbed.
+  const core = tb.kubeConfig(failRegion).makeApiClient(CoreV1Api);
+  for (const n of tb.cluster(failRegion).nodes.filter((x) => x.gpus > 0)) {
+    await core
+      .patchNode(
+        { name: n.name, body: { metadata: { annotations: { [EVIDENCE_FAULT_ANNOTATION]: null } } } },
+        setHeaderOptions("Content-Type", PatchStrategy.MergePatch),
+      )
+      .catch(() => undefined);
+  }
+}
 for (const c of children) c.kill("SIGTERM");
 await Promise.all(
   children.map((c) => new Promise((r) => (c.exitCode !== null ? r(undefined) : c.once("exit", r)))),
 );
-process.exit(finished?.status?.phase === "Succeeded" ? 0 : 1);
+process.exit(ok ? 0 : 1);
