@@ -95,5 +95,19 @@ export async function signRim(xml: string, signer: Signer, chain: Signer[]): Pro
     signed.GetXml() as unknown as Parameters<XMLSerializer["serializeToString"]>[0],
   );
   // The enveloped transform drops exactly this element, so the digest computed over `xml` holds.
-  return xml.replace(/<\/SoftwareIdentity>$/, `${signature}</SoftwareIdentity>`);
+  return xml.replace(/<\/SoftwareIdentity>$/, `${wrapCertificates(signature)}</SoftwareIdentity>`);
+}
+
+/**
+ * The certificates' base64 as NVIDIA's RIMs carry it: 64-character lines, each ending in a
+ * newline. KeyInfo is outside what the signature covers, so this changes no digest, but
+ * NVIDIA's verifier turns the text into PEM by appending "-----END CERTIFICATE-----" to it
+ * and refuses certificates written on one line (found by test/attestation/nvidia-differential.test.ts).
+ */
+function wrapCertificates(signature: string): string {
+  return signature.replace(
+    /<((?:\w+:)?X509Certificate)>([A-Za-z0-9+/=\s]+)<\/\1>/g,
+    (_whole, tag: string, b64: string) =>
+      `<${tag}>${(b64.replace(/\s+/g, "").match(/.{1,64}/g) ?? []).map((line) => `${line}\n`).join("")}</${tag}>`,
+  );
 }
