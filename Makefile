@@ -5,12 +5,13 @@ export PATH := $(CURDIR)/node_modules/.bin:$(PATH)
 NODE := $(CURDIR)/node_modules/.bin/node
 TESTBED := $(NODE) test/testbed/cli.ts
 
-.PHONY: help deps demo test test-unit lint format typecheck bench \
+.PHONY: help deps demo test test-unit lint format typecheck bench reliability \
         testbed-build testbed-rebuild testbed-up testbed-down testbed-status
 
 help:
 	@echo "make demo            start the local testbed and train one model across three regions"
 	@echo "make bench           run the benchmarks (JSON in bench/results/)"
+	@echo "make reliability     run the chaos suite and write docs/reliability.md from it"
 	@echo "make test            install what is needed, start the testbed, run every test"
 	@echo "make testbed-up      start the testbed (idempotent); -down stops it; -status shows it"
 	@echo "make lint | format | typecheck"
@@ -41,6 +42,11 @@ bench: deps testbed-up
 	$(NODE) bench/transport.ts
 	$(NODE) bench/attestation-verify.ts
 	$(NODE) bench/audit.ts
+
+# The chaos suite (it restarts testbed servers), then docs/reliability.md from what it measured.
+reliability: deps testbed-up
+	ava --config ava.disruptive.config.js 'test/chaos/**/*.disruptive.test.ts'
+	$(NODE) test/chaos/report.ts
 
 lint: deps
 	biome check .

@@ -3,6 +3,9 @@
 // after. Every round must still close with every region, each delta counted exactly once, the
 // published models equal to an independently computed FedAvg, the round history complete in
 // status, and the audit chain intact. Runs in the disruptive suite (alone, after the others).
+import { mkdir, writeFile } from "node:fs/promises";
+import { cpus, loadavg } from "node:os";
+import { join } from "node:path";
 import test from "ava";
 import { exportAuditLog, trustedKey, verifyAuditExport } from "../../attestation/audit/mod.ts";
 import type { FederatedRun } from "../../crds/types.generated.ts";
@@ -13,6 +16,7 @@ import { RunBuilder } from "../operator/builders.ts";
 import { ELEMENTS, federation, GROUP, SHAPE } from "../operator/federation.ts";
 import { eventually, uniqueName } from "../testbed/harness.ts";
 import { restart } from "../testbed/testbed.ts";
+import { repoRoot } from "../testbed/topology.ts";
 
 const FAULTS = ["hub/kube-apiserver", "etcd", "hub/nats-server"] as const;
 
@@ -58,6 +62,7 @@ test.serial(
     const [first, ...rest] = regions;
     if (!first) throw new Error("no regions");
 
+    const recoveries: { fault: string; round: number; closedAfterSeconds: number }[] = [];
     for (const [i, fault] of FAULTS.entries()) {
       const round = i + 1;
       await eventually(
@@ -76,8 +81,10 @@ test.serial(
         `round ${round} closed after the ${fault} restart`,
         180_000,
       );
+      const closedAfterSeconds = (Date.now() - faultAt) / 1000;
+      recoveries.push({ fault, round, closedAfterSeconds });
       t.log(
-        `round ${round}: ${fault} restarted; the round closed ${((Date.now() - faultAt) / 1000).toFixed(1)} s after the restart began`,
+        `round ${round}: ${fault} restarted; the round closed ${closedAfterSeconds.toFixed(1)} s after the restart began`,
       );
       t.like(closed, {
         outcome: "AllRegionsReported",
@@ -122,8 +129,36 @@ test.serial(
     for await (const line of exportAuditLog(auditStore)) lines.push(line);
     const report = verifyAuditExport(lines.join(""), { trustedKeys: [trustedKey(auditKey)] });
     t.true(report.ok, JSON.stringify(report.failure));
-    const kinds = lines.map((l) => (JSON.parse(l) as { kind: string }).kind);
-    t.is(kinds.filter((k) => k === "DeltaAccepted").length, regions.length * FAULTS.length);
-    t.is(kinds.filter((k) => k === "RoundClosed").length, FAULTS.length);
+    const entries = lines.map((l) => JSON.parse(l) as { kind: string; subject: string });
+    const accepted = entries.filter((e) => e.kind === "DeltaAccepted").map((e) => e.subject);
+    const expected = regions.length * FAULTS.length;
+    const distinct = new Set(accepted).size;
+    t.is(accepted.length, expected);
+    t.is(distinct, expected, "one audit entry per delta");
+    t.is(entries.filter((e) => e.kind === "RoundClosed").length, FAULTS.length);
+
+    // For `make reliability` (test/chaos/report.ts): what happened, as measured here.
+    const out = join(repoRoot, "bench", "results");
+    await mkdir(out, { recursive: true });
+    await writeFile(
+      join(out, "chaos-rounds.json"),
+      `${JSON.stringify(
+        {
+          scenario: "server restarts mid-round: hub API server, etcd, hub nats-server",
+          date: new Date().toISOString(),
+          machine: { cpus: cpus().length, loadavg: loadavg() },
+          recoveries,
+          deltas: {
+            published: expected,
+            lost: expected - distinct,
+            doubleCounted: accepted.length - distinct,
+          },
+          rounds: { expected: FAULTS.length, closed: done.rounds?.length ?? 0 },
+          auditChainIntact: report.ok,
+        },
+        null,
+        2,
+      )}\n`,
+    );
   },
 );
