@@ -61,18 +61,20 @@ export async function federation(t: ExecutionContext) {
   });
 
   // The hub operator, seeing only this test's namespace and regions.
+  // What startHub gives hubControllers, for a test that runs the hub under its Manager.
+  const hubOptions = () => ({
+    kc: admin,
+    metrics,
+    log: process.env.DEBUG_ROUNDS ? jsonLogger({ level: "debug" }) : silentLogger,
+    heartbeatTimeoutMs: 3_600_000,
+    watchNamespace: ns,
+    nodeLabelSelector: `${FLEET_LABEL}=${tag}`,
+    nats: hubNc,
+    trustManifestKeys: true,
+    audit,
+  });
   const startHub = async () => {
-    const parts = hubControllers({
-      kc: admin,
-      metrics,
-      log: process.env.DEBUG_ROUNDS ? jsonLogger({ level: "debug" }) : silentLogger,
-      heartbeatTimeoutMs: 3_600_000,
-      watchNamespace: ns,
-      nodeLabelSelector: `${FLEET_LABEL}=${tag}`,
-      nats: hubNc,
-      trustManifestKeys: true,
-      audit,
-    });
+    const parts = hubControllers(hubOptions());
     const abort = new AbortController();
     for (const i of parts.informers) await i.start();
     const running = parts.controllers.map((c) => c.run(abort.signal));
@@ -184,6 +186,7 @@ export async function federation(t: ExecutionContext) {
     auditStore,
     auditKey,
     cleanup,
+    hubOptions,
     startHub,
     publisher,
     deltaOf,
