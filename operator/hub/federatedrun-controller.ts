@@ -547,7 +547,11 @@ async function advanceRound(
   const record = (outcome: RoundOutcome) => {
     // One entry per round (the list is keyed by round): a success replaces a QuorumMissed.
     history = [...(history ?? []).filter((h) => h.round !== outcome.round), outcome].slice(-HISTORY_LIMIT);
-    if (!once(`round-${outcome.round}/${outcome.outcome}/${outcome.startTime}`)) return;
+    // A round closes once; only QuorumMissed repeats, once per attempt. The attempt's start time
+    // is not part of a closed round's key: two decisions from reads that differ in it (a round
+    // opened twice from a stale read) would otherwise record the same close twice.
+    const attempt = outcome.outcome === "QuorumMissed" ? `/${outcome.startTime}` : "";
+    if (!once(`round-${outcome.round}/closed${attempt}`)) return;
     deps.metrics?.rounds.inc({ namespace, run: name, outcome: outcome.outcome });
     deps.audit?.(
       roundClosedRecord({

@@ -178,10 +178,9 @@ test.serial(
           .catch(() => undefined);
       }
     });
-    // Only the test's own (suffixed) namespaces are created: a shared one such as
-    // sovereign-learners may be in use by the demo, so objects in one that is missing are
-    // left out (and logged) rather than creating and then deleting it under someone else.
-    const absent = new Set<string>();
+    // The test's own (suffixed) namespaces are created and removed afterwards. A shared one such
+    // as sovereign-learners (which a member creates at run time) is created when missing but
+    // never removed: the demo or another test may be using it.
     for (const [cluster, names] of needed) {
       const core = tb.kubeConfig(cluster).makeApiClient(CoreV1Api);
       for (const name of names) {
@@ -190,14 +189,12 @@ test.serial(
           () => false,
         );
         if (exists) continue;
-        if (!name.endsWith(suffix)) {
-          absent.add(`${cluster}/${name}`);
-          continue;
-        }
-        await core.createNamespace({
-          body: { metadata: { name, labels: { "sovereign.ai/test": "pulumi" } } },
-        });
-        created.push({ cluster, name });
+        await core
+          .createNamespace({ body: { metadata: { name, labels: { "sovereign.ai/test": "pulumi" } } } })
+          .catch((err: { code?: number }) => {
+            if (err.code !== 409) throw err;
+          });
+        if (name.endsWith(suffix)) created.push({ cluster, name });
       }
     }
     const failures: string[] = [];
