@@ -22,6 +22,7 @@ import {
   one,
   render,
 } from "./helm.ts";
+import { metricName, vectorSelectors } from "./prometheus.ts";
 
 const WRITE_VERBS = new Set(["create", "update", "patch", "delete", "deletecollection", "*"]);
 
@@ -485,34 +486,6 @@ test("bad values are refused with a message that names the value", async (t) => 
 
 // ---- The dashboard
 
-const PROMQL_KEYWORDS = new Set([
-  "by",
-  "without",
-  "on",
-  "ignoring",
-  "group_left",
-  "group_right",
-  "bool",
-  "offset",
-]);
-const PROMQL_OPERATORS = new Set(["and", "or", "unless"]);
-
-/** Metric names in a PromQL expression: identifiers that are not functions, keywords or labels. */
-function metricNames(expr: string): string[] {
-  const bare = expr
-    .replace(/"(?:[^"\\]|\\.)*"/g, '""')
-    .replace(/\{[^}]*\}/g, "")
-    .replace(/\[[^\]]*\]/g, "")
-    .replace(/\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)/g, " ");
-  const names: string[] = [];
-  for (const m of bare.matchAll(/[a-zA-Z_:][a-zA-Z0-9_:]*/g)) {
-    const rest = bare.slice((m.index ?? 0) + m[0].length).trimStart();
-    if (rest.startsWith("(") || PROMQL_KEYWORDS.has(m[0]) || PROMQL_OPERATORS.has(m[0])) continue;
-    names.push(m[0]);
-  }
-  return names;
-}
-
 /** Grafana's reference to the dashboard's datasource variable. */
 const DATASOURCE_UID = ["$", "{datasource}"].join("");
 
@@ -525,6 +498,9 @@ interface Panel {
   targets?: { expr: string; datasource?: { uid: string } }[];
   gridPos: { h: number; w: number; x: number; y: number };
 }
+
+/** Metric names in a PromQL expression (the dashboard test's selector reader, prometheus.ts). */
+const metricNames = (expr: string): string[] => vectorSelectors(expr).map(metricName);
 
 test("metricNames reads metric names, not functions, labels or keywords", (t) => {
   t.deepEqual(
