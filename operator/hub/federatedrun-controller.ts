@@ -236,18 +236,18 @@ export function federatedRunReconciler(
         }
         const reported = existing?.status;
         const impaired = decision.impaired.find((r) => r.name === region);
-        // Failed attestation is the most specific cause: say so even while placement still
-        // sees it as another failure (the region's Quarantined condition lags its GPU counts).
-        const attestationFailed = judgeRegionForRound(region, node, undefined, openRound ?? 0);
+        // Failed attestation (judged from the region's GPU counts, ahead of a refusal) is the
+        // most specific cause: it wins even while placement still sees another impairment (the
+        // region's Quarantined condition lags its GPU counts).
+        const forRound = judgeRegionForRound(region, node, refused.get(region), openRound ?? 0);
         const judged =
-          attestationFailed ??
-          (impaired
-            ? {
+          forRound?.quarantined || !impaired
+            ? forRound
+            : {
                 quarantined: true,
                 reason: impaired.reason === "Quarantined" ? "RegionQuarantined" : `Region${impaired.reason}`,
                 message: `${impaired.message}; rounds go on without it until it recovers`,
-              }
-            : judgeRegionForRound(region, node, refused.get(region), openRound ?? 0));
+              };
         regions.push({
           name: region,
           jurisdiction: node?.spec.jurisdiction,
