@@ -8,13 +8,10 @@ import { cpus, loadavg } from "node:os";
 import { join } from "node:path";
 import test from "ava";
 import { exportAuditLog, trustedKey, verifyAuditExport } from "../../attestation/audit/mod.ts";
-import type { FederatedRun } from "../../crds/types.generated.ts";
-import { collectBytes, readSafetensors, writeSafetensors } from "../../deltas/mod.ts";
-import { fetchGlobalModel, publishGlobalModel, removeRunBuckets } from "../../transport/mod.ts";
-import { gaussian } from "../deltas/helpers.ts";
-import { RunBuilder } from "../operator/builders.ts";
-import { ELEMENTS, federation, GROUP, SHAPE } from "../operator/federation.ts";
-import { eventually, uniqueName } from "../testbed/harness.ts";
+import { collectBytes, readSafetensors } from "../../deltas/mod.ts";
+import { fetchGlobalModel } from "../../transport/mod.ts";
+import { ELEMENTS, federation } from "../operator/federation.ts";
+import { eventually } from "../testbed/harness.ts";
 import { restart } from "../testbed/testbed.ts";
 import { repoRoot } from "../testbed/topology.ts";
 
@@ -25,9 +22,7 @@ test.serial(
   async (t) => {
     t.timeout(10 * 60_000);
     const {
-      custom,
       ns,
-      policy,
       regions,
       hubNc,
       metrics,
@@ -35,29 +30,20 @@ test.serial(
       auditStore,
       auditKey,
       startHub,
+      startRun,
       publisher,
       deltaOf,
       getRun,
     } = await federation(t);
     await startHub();
-    const runName = uniqueName("chaos");
-    const run = new RunBuilder(runName, ns).placement({ minRegions: 3 }).obj() as FederatedRun;
-    run.spec.attestation = { policyRef: { name: policy } };
-    run.spec.rounds = FAULTS.length;
-    run.spec.quorum = { minRegions: 3, graceWindowSeconds: 0, maxRoundSeconds: 600, lateDeltas: "Discard" };
-    await custom.createNamespacedCustomObject({
-      ...GROUP,
-      plural: "federatedruns",
-      namespace: ns,
-      body: run,
+    const started = await startRun(t, "chaos", {
+      minRegions: 3,
+      rounds: FAULTS.length,
+      seed: 9,
+      quorum: { minRegions: 3, graceWindowSeconds: 0, maxRoundSeconds: 600, lateDeltas: "Discard" },
     });
-    t.teardown(() => removeRunBuckets(hubNc, { namespace: ns, run: runName }));
-    let theta = gaussian(ELEMENTS, 0.1, 9);
-    await publishGlobalModel(
-      hubNc,
-      { namespace: ns, run: runName, round: 0 },
-      writeSafetensors([{ name: "w", dtype: "F32", shape: SHAPE, data: new Uint8Array(theta.buffer) }]),
-    );
+    const { runName } = started;
+    let theta = started.initial;
     const publish = publisher(runName);
     const [first, ...rest] = regions;
     if (!first) throw new Error("no regions");

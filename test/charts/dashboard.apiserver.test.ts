@@ -24,7 +24,7 @@ import { parse } from "yaml";
 import { ed25519CheckpointSigner, MemoryAuditStore } from "../../attestation/audit/mod.ts";
 import { TESTBED_POLICY_SPEC, testbedTrustAnchors } from "../../attestation/testbed/mod.ts";
 import type { FederatedRun, RegionWork } from "../../crds/types.generated.ts";
-import { collectBytes, writeSafetensors } from "../../deltas/mod.ts";
+import { collectBytes } from "../../deltas/mod.ts";
 import { parseConfig } from "../../operator/config.ts";
 import { issueRegionCredential, revokeRegionAccess } from "../../operator/hub/credentials.ts";
 import { regionNamespace } from "../../operator/hub/region-access.ts";
@@ -42,10 +42,9 @@ import {
 } from "../../operator/member/work-controller.ts";
 import { silentLogger } from "../../operator/runtime/log.ts";
 import { OperatorMetrics } from "../../operator/runtime/metrics.ts";
-import { fetchGlobalModel, publishGlobalModel, removeRunBuckets } from "../../transport/mod.ts";
-import { gaussian } from "../deltas/helpers.ts";
+import { fetchGlobalModel } from "../../transport/mod.ts";
 import { RunBuilder } from "../operator/builders.ts";
-import { ELEMENTS, federation, GROUP, SHAPE } from "../operator/federation.ts";
+import { federation, GROUP } from "../operator/federation.ts";
 import { eventually, holdGpuNodeLabels, uniqueName } from "../testbed/harness.ts";
 import { repoRoot } from "../testbed/topology.ts";
 import { renderDashboard } from "./dashboard-render.ts";
@@ -302,25 +301,12 @@ serial(
     });
 
     // The run: three regions, three rounds.
-    const runName = uniqueName("dash");
-    const run = new RunBuilder(runName, ns).placement({ minRegions: 3 }).obj() as FederatedRun;
-    run.spec.attestation = { policyRef: { name: policy } };
-    run.spec.rounds = 3;
-    run.spec.quorum = { minRegions: 2, graceWindowSeconds: 2, maxRoundSeconds: 120, lateDeltas: "Discard" };
-    await custom.createNamespacedCustomObject({
-      ...GROUP,
-      plural: "federatedruns",
-      namespace: ns,
-      body: run,
+    const { runName } = await fx.startRun(t, "dash", {
+      minRegions: 3,
+      rounds: 3,
+      seed: 7,
+      quorum: { minRegions: 2, graceWindowSeconds: 2, maxRoundSeconds: 120, lateDeltas: "Discard" },
     });
-    stops.push(() => removeRunBuckets(hubNc, { namespace: ns, run: runName }));
-    await publishGlobalModel(
-      hubNc,
-      { namespace: ns, run: runName, round: 0 },
-      writeSafetensors([
-        { name: "w", dtype: "F32", shape: SHAPE, data: new Uint8Array(gaussian(ELEMENTS, 0.1, 7).buffer) },
-      ]),
-    );
     const publish = fx.publisher(runName);
     const [a, b, c] = regions as [(typeof regions)[0], (typeof regions)[0], (typeof regions)[0]];
     const roundOpen = (round: number) =>

@@ -7,16 +7,28 @@ import { connect, type NatsConnection } from "@nats-io/transport-node";
 import type { ExecutionContext } from "ava";
 import { AuditLog, ed25519CheckpointSigner, MemoryAuditStore } from "../../attestation/audit/mod.ts";
 import { installCrds } from "../../crds/install.ts";
-import type { FederatedRun, SovereignNode } from "../../crds/types.generated.ts";
-import { collectBytes, describeDelta, publicKeyField, signManifest, writeDelta } from "../../deltas/mod.ts";
+import type { FederatedRun, FederatedRunSpec, SovereignNode } from "../../crds/types.generated.ts";
+import {
+  collectBytes,
+  describeDelta,
+  publicKeyField,
+  signManifest,
+  writeDelta,
+  writeSafetensors,
+} from "../../deltas/mod.ts";
 import { ensureRegionAccess, revokeRegionAccess } from "../../operator/hub/credentials.ts";
 import { hubControllers } from "../../operator/hub/setup.ts";
 import { jsonLogger, silentLogger } from "../../operator/runtime/log.ts";
 import { OperatorMetrics } from "../../operator/runtime/metrics.ts";
-import { ensureRegionDeltaBucket, publishDelta } from "../../transport/mod.ts";
+import {
+  ensureRegionDeltaBucket,
+  publishDelta,
+  publishGlobalModel,
+  removeRunBuckets,
+} from "../../transport/mod.ts";
 import { gaussian } from "../deltas/helpers.ts";
 import { testNamespace, uniqueName, useTestbed } from "../testbed/harness.ts";
-import { NodeBuilder } from "./builders.ts";
+import { NodeBuilder, RunBuilder } from "./builders.ts";
 
 export const GROUP = { group: "sovereign.ai", version: "v1alpha1" };
 const FLEET_LABEL = "sovereign.ai/test-fleet";
@@ -173,7 +185,39 @@ export async function federation(t: ExecutionContext) {
       namespace: ns,
       name: runName,
     })) as FederatedRun;
+  /**
+   * A run on the regions of this fixture, its buckets removed at teardown, and its initial
+   * model (round-0, gaussian from `seed`) published as its user would.
+   */
+  const startRun = async (
+    t: ExecutionContext,
+    prefix: string,
+    spec: { minRegions: number; rounds: number; seed: number } & Pick<FederatedRunSpec, "quorum"> &
+      Partial<Pick<FederatedRunSpec, "algorithm">>,
+  ) => {
+    const runName = uniqueName(prefix);
+    const run = new RunBuilder(runName, ns).placement({ minRegions: spec.minRegions }).obj() as FederatedRun;
+    run.spec.attestation = { policyRef: { name: policy } };
+    run.spec.rounds = spec.rounds;
+    run.spec.quorum = spec.quorum;
+    if (spec.algorithm) run.spec.algorithm = spec.algorithm;
+    await custom.createNamespacedCustomObject({
+      ...GROUP,
+      plural: "federatedruns",
+      namespace: ns,
+      body: run,
+    });
+    t.teardown(() => removeRunBuckets(hubNc, { namespace: ns, run: runName }));
+    const initial = gaussian(ELEMENTS, 0.1, spec.seed);
+    await publishGlobalModel(
+      hubNc,
+      { namespace: ns, run: runName, round: 0 },
+      writeSafetensors([{ name: "w", dtype: "F32", shape: SHAPE, data: new Uint8Array(initial.buffer) }]),
+    );
+    return { runName, initial };
+  };
   return {
+    startRun,
     tb,
     admin,
     policy,

@@ -185,26 +185,19 @@ test("rounds close on quorum after the grace window, publish the token-weighted 
 
 test("a DiLoCo run with a coordinate-median aggregator applies the outer Nesterov step from the median, keeping the momentum across rounds", async (t) => {
   t.timeout(4 * 60_000);
-  const { custom, ns, policy, regions, hubNc, startHub, publisher, deltaOf, getRun } = await federation(t);
+  const { ns, regions, hubNc, startHub, startRun, publisher, deltaOf, getRun } = await federation(t);
   await startHub();
-  const runName = uniqueName("diloco");
-  const run = new RunBuilder(runName, ns).placement({ minRegions: 3 }).obj() as FederatedRun;
-  run.spec.attestation = { policyRef: { name: policy } };
-  run.spec.rounds = 2;
-  run.spec.algorithm = {
-    type: "DiLoCo",
-    diloco: { innerSteps: 10, outerLearningRate: 0.7, outerMomentum: 0.9, nesterov: true },
-    robustAggregator: { type: "CoordinateMedian" },
-  };
-  run.spec.quorum = { minRegions: 3, graceWindowSeconds: 0, maxRoundSeconds: 120, lateDeltas: "Discard" };
-  await custom.createNamespacedCustomObject({ ...GROUP, plural: "federatedruns", namespace: ns, body: run });
-  const initial = gaussian(ELEMENTS, 0.1, 2);
-  await publishGlobalModel(
-    hubNc,
-    { namespace: ns, run: runName, round: 0 },
-    writeSafetensors([{ name: "w", dtype: "F32", shape: SHAPE, data: new Uint8Array(initial.buffer) }]),
-  );
-  t.teardown(() => removeRunBuckets(hubNc, { namespace: ns, run: runName }));
+  const { runName, initial } = await startRun(t, "diloco", {
+    minRegions: 3,
+    rounds: 2,
+    seed: 2,
+    algorithm: {
+      type: "DiLoCo",
+      diloco: { innerSteps: 10, outerLearningRate: 0.7, outerMomentum: 0.9, nesterov: true },
+      robustAggregator: { type: "CoordinateMedian" },
+    },
+    quorum: { minRegions: 3, graceWindowSeconds: 0, maxRoundSeconds: 120, lateDeltas: "Discard" },
+  });
   const publish = publisher(runName);
 
   // Reference: PyTorch's SGD with Nesterov on g = −median(Δ), in float64 then rounded as fp32 would be.
@@ -254,24 +247,16 @@ test("a DiLoCo run with a coordinate-median aggregator applies the outer Nestero
 
 test("a region whose GPUs all fail attestation is quarantined and the rounds go on without it; a suspension stops the round's clock", async (t) => {
   t.timeout(4 * 60_000);
-  const { custom, ns, policy, regions, hubNc, metrics, startHub, publisher, getRun, admin } =
+  const { custom, ns, policy, regions, hubNc, metrics, startHub, startRun, publisher, getRun, admin } =
     await federation(t);
   await startHub();
-  const runName = uniqueName("quarantine");
-  const run = new RunBuilder(runName, ns).placement({ minRegions: 3 }).obj() as FederatedRun;
-  run.spec.attestation = { policyRef: { name: policy } };
-  run.spec.rounds = 2;
-  // A long grace window: the rounds below close early only because nothing is left to wait for.
-  run.spec.quorum = { minRegions: 2, graceWindowSeconds: 600, maxRoundSeconds: 1200, lateDeltas: "Discard" };
-  await custom.createNamespacedCustomObject({ ...GROUP, plural: "federatedruns", namespace: ns, body: run });
-  t.teardown(() => removeRunBuckets(hubNc, { namespace: ns, run: runName }));
-  await publishGlobalModel(
-    hubNc,
-    { namespace: ns, run: runName, round: 0 },
-    writeSafetensors([
-      { name: "w", dtype: "F32", shape: SHAPE, data: new Uint8Array(gaussian(ELEMENTS, 0.1, 3).buffer) },
-    ]),
-  );
+  const { runName } = await startRun(t, "quarantine", {
+    minRegions: 3,
+    rounds: 2,
+    seed: 3,
+    // A long grace window: the rounds below close early only because nothing is left to wait for.
+    quorum: { minRegions: 2, graceWindowSeconds: 600, maxRoundSeconds: 1200, lateDeltas: "Discard" },
+  });
   const publish = publisher(runName);
   const [a, b, c] = regions as [(typeof regions)[0], (typeof regions)[0], (typeof regions)[0]];
   const setGpus = (gpuNodes: object, lastFailureReason?: string) =>
@@ -394,21 +379,14 @@ test("a region whose GPUs all fail attestation is quarantined and the rounds go 
 
 test("lateDeltas NextRound: a region's delta that missed its round is folded into the next one, weighted by half its tokens, once", async (t) => {
   t.timeout(4 * 60_000);
-  const { custom, ns, policy, regions, hubNc, startHub, publisher, deltaOf, getRun } = await federation(t);
+  const { ns, regions, hubNc, startHub, startRun, publisher, deltaOf, getRun } = await federation(t);
   await startHub();
-  const runName = uniqueName("late");
-  const run = new RunBuilder(runName, ns).placement({ minRegions: 3 }).obj() as FederatedRun;
-  run.spec.attestation = { policyRef: { name: policy } };
-  run.spec.rounds = 2;
-  run.spec.quorum = { minRegions: 2, graceWindowSeconds: 3, maxRoundSeconds: 120, lateDeltas: "NextRound" };
-  await custom.createNamespacedCustomObject({ ...GROUP, plural: "federatedruns", namespace: ns, body: run });
-  t.teardown(() => removeRunBuckets(hubNc, { namespace: ns, run: runName }));
-  const initial = gaussian(ELEMENTS, 0.1, 4);
-  await publishGlobalModel(
-    hubNc,
-    { namespace: ns, run: runName, round: 0 },
-    writeSafetensors([{ name: "w", dtype: "F32", shape: SHAPE, data: new Uint8Array(initial.buffer) }]),
-  );
+  const { runName } = await startRun(t, "late", {
+    minRegions: 3,
+    rounds: 2,
+    seed: 4,
+    quorum: { minRegions: 2, graceWindowSeconds: 3, maxRoundSeconds: 120, lateDeltas: "NextRound" },
+  });
   const publish = publisher(runName);
   const [a, b, c] = regions as [(typeof regions)[0], (typeof regions)[0], (typeof regions)[0]];
   await eventually(
