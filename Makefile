@@ -45,7 +45,7 @@ bench: deps testbed-up
 
 # The chaos suite (it restarts testbed servers), then docs/reliability.md from what it measured.
 reliability: deps testbed-up
-	ava --config ava.disruptive.config.js 'test/chaos/**/*.disruptive.test.ts'
+	SOVEREIGN_RELIABILITY=full ava --config ava.disruptive.config.js 'test/chaos/**/*.disruptive.test.ts'
 	$(NODE) test/chaos/report.ts
 
 lint: deps

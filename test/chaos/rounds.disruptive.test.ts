@@ -3,9 +3,6 @@
 // after. Every round must still close with every region, each delta counted exactly once, the
 // published models equal to an independently computed FedAvg, the round history complete in
 // status, and the audit chain intact. Runs in the disruptive suite (alone, after the others).
-import { mkdir, writeFile } from "node:fs/promises";
-import { cpus, loadavg } from "node:os";
-import { join } from "node:path";
 import test from "ava";
 import { exportAuditLog, trustedKey, verifyAuditExport } from "../../attestation/audit/mod.ts";
 import { collectBytes, readSafetensors } from "../../deltas/mod.ts";
@@ -13,7 +10,7 @@ import { fetchGlobalModel } from "../../transport/mod.ts";
 import { ELEMENTS, federation } from "../operator/federation.ts";
 import { eventually } from "../testbed/harness.ts";
 import { restart } from "../testbed/testbed.ts";
-import { repoRoot } from "../testbed/topology.ts";
+import { writeChaosResult } from "./results.ts";
 
 const FAULTS = ["hub/kube-apiserver", "etcd", "hub/nats-server"] as const;
 
@@ -124,27 +121,19 @@ test.serial(
     t.is(entries.filter((e) => e.kind === "RoundClosed").length, FAULTS.length);
 
     // For `make reliability` (test/chaos/report.ts): what happened, as measured here.
-    const out = join(repoRoot, "bench", "results");
-    await mkdir(out, { recursive: true });
-    await writeFile(
-      join(out, "chaos-rounds.json"),
-      `${JSON.stringify(
-        {
-          scenario: "server restarts mid-round: hub API server, etcd, hub nats-server",
-          date: new Date().toISOString(),
-          machine: { cpus: cpus().length, loadavg: loadavg() },
-          recoveries,
-          deltas: {
-            published: expected,
-            lost: expected - distinct,
-            doubleCounted: accepted.length - distinct,
-          },
-          rounds: { expected: FAULTS.length, closed: done.rounds?.length ?? 0 },
-          auditChainIntact: report.ok,
-        },
-        null,
-        2,
-      )}\n`,
-    );
+    await writeChaosResult({
+      id: "rounds",
+      order: 10,
+      scenario: "Server restarts mid-round: hub API server, etcd, hub nats-server",
+      markdown: [
+        "| Fault (restarted mid-round) | Round | Round closed after the restart began |",
+        "|---|---|---|",
+        ...recoveries.map((x) => `| \`${x.fault}\` | ${x.round} | ${x.closedAfterSeconds.toFixed(1)} s |`),
+        "",
+        `- Deltas published: ${expected}; **lost: ${expected - distinct}**; **counted twice: ${accepted.length - distinct}**.`,
+        `- Rounds closed: ${done.rounds?.length ?? 0} of ${FAULTS.length}; audit chain intact: ${report.ok ? "yes" : "NO"}.`,
+      ],
+      deltas: { published: expected, lost: expected - distinct, doubleCounted: accepted.length - distinct },
+    });
   },
 );
