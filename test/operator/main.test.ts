@@ -1,28 +1,11 @@
 // The operator binary as users run it: flags validated at start, probes and metrics
 // served, the Lease taken, and a SIGTERM that ends it cleanly and hands the Lease back.
-import { type ChildProcess, spawn } from "node:child_process";
 import { join } from "node:path";
 import { CoordinationV1Api } from "@kubernetes/client-node";
 import test from "ava";
 import { installCrds } from "../../crds/install.ts";
 import { testNamespace, uniqueName, useTestbed } from "../testbed/harness.ts";
-import { repoRoot } from "../testbed/topology.ts";
-
-const entry = join(repoRoot, "operator", "main.ts");
-
-function startOperator(args: string[]): { child: ChildProcess; lines: string[]; exited: Promise<number> } {
-  const child = spawn(process.execPath, [entry, ...args], { stdio: ["ignore", "pipe", "pipe"] });
-  const lines: string[] = [];
-  let buf = "";
-  child.stderr?.on("data", (d: Buffer) => {
-    buf += d.toString();
-    const parts = buf.split("\n");
-    buf = parts.pop() ?? "";
-    lines.push(...parts);
-  });
-  const exited = new Promise<number>((resolve) => child.on("exit", (code) => resolve(code ?? -1)));
-  return { child, lines, exited };
-}
+import { startOperator, waitForLine } from "./operator-process.ts";
 
 /** A hub kept to its own (empty) corner of the shared test hub, with short Lease timings. */
 function hubArgs(kubeconfig: string, ns: string, lease: string): string[] {
@@ -39,16 +22,6 @@ function hubArgs(kubeconfig: string, ns: string, lease: string): string[] {
     "--renew-deadline=3s",
     "--retry-period=1s",
   ];
-}
-
-async function waitForLine(lines: string[], pattern: RegExp, timeoutMs = 20_000): Promise<string> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const hit = lines.find((l) => pattern.test(l));
-    if (hit) return hit;
-    if (Date.now() > deadline) throw new Error(`no log line matching ${pattern}; got:\n${lines.join("\n")}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
 }
 
 test("a member registration that tries to accept itself is refused at start", async (t) => {

@@ -1,7 +1,6 @@
 // The regulator's path end to end: a real hub operator process writing its audit log, the
 // plugin exporting it (directly, and through the hub API server's service proxy), and the
 // offline verifier passing the export and failing a tampered copy.
-import { type ChildProcess, spawn } from "node:child_process";
 import { generateKeyPairSync } from "node:crypto";
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -11,8 +10,8 @@ import test from "ava";
 import { installCrds } from "../../crds/install.ts";
 import { auditExportCommand, auditVerifyCommand } from "../../plugin/audit.ts";
 import type { PluginError } from "../../plugin/errors.ts";
+import { startOperator } from "../operator/operator-process.ts";
 import { eventually, testNamespace, uniqueName, useTestbed } from "../testbed/harness.ts";
-import { repoRoot } from "../testbed/topology.ts";
 
 let dir = "";
 let keyFile = "";
@@ -26,21 +25,6 @@ test.before(async () => {
   await writeFile(publicKeyFile, publicKey.export({ format: "pem", type: "spki" }));
 });
 test.after.always(() => rm(dir, { recursive: true, force: true }));
-
-function startHub(args: string[]): { child: ChildProcess; lines: string[] } {
-  const child = spawn(process.execPath, [join(repoRoot, "operator", "main.ts"), ...args], {
-    stdio: ["ignore", "pipe", "pipe"],
-  });
-  const lines: string[] = [];
-  let buf = "";
-  child.stderr?.on("data", (d: Buffer) => {
-    buf += d.toString();
-    const parts = buf.split("\n");
-    buf = parts.pop() ?? "";
-    lines.push(...parts);
-  });
-  return { child, lines };
-}
 
 function verifyIo() {
   let out = "";
@@ -65,7 +49,7 @@ test("audit export from a running operator, verify passes it and fails a tampere
   const admin = tb.kubeConfig("hub");
   await installCrds(admin);
   const ns = await testNamespace(t, tb, "hub", "plug-audit");
-  const { child, lines } = startHub([
+  const { child, lines } = startOperator([
     "--mode=hub",
     `--kubeconfig=${tb.cluster("hub").kubeconfig}`,
     `--namespace=${ns}`,
