@@ -2,9 +2,10 @@
 // runs in a region and pulls its work from the hub with a scoped credential.
 
 import { createPrivateKey, generateKeyPairSync } from "node:crypto";
+import { accessSync, constants } from "node:fs";
 import { readFile } from "node:fs/promises";
 import { hostname } from "node:os";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { KubeConfig } from "@kubernetes/client-node";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import { parse } from "yaml";
@@ -156,6 +157,74 @@ async function loadAudit(config: OperatorConfig, log: Logger): Promise<MemberAud
   return { store, signer };
 }
 
+async function loadAuditSigner(config: OperatorConfig): Promise<MemberAudit | undefined> {
+  if (!config.auditKey) return undefined;
+  try {
+    return { signer: ed25519CheckpointSigner(createPrivateKey(await readFile(config.auditKey, "utf8"))) };
+  } catch (err) {
+    throw new ConfigError("audit-key", `cannot use ${config.auditKey}: ${(err as Error).message}`);
+  }
+}
+
+/**
+ * The hub's audit log for the time this replica leads: opened (the file re-read to its
+ * current head) on first use, closed by `close` when leadership ends; `currentStore` is what
+ * /audit/export serves meanwhile. Without --audit-log, undefined: the hub keeps no log.
+ */
+function leaderScopedHubAudit(
+  config: OperatorConfig,
+  signer: CheckpointSigner | undefined,
+  log: Logger,
+  identity: string,
+) {
+  if (!config.auditLog) return undefined;
+  const path = config.auditLog;
+  // The file is opened only on leading: check now that it could be, so a wrong path fails at start.
+  try {
+    accessSync(dirname(path), constants.W_OK);
+  } catch (err) {
+    throw new ConfigError("audit-log", `cannot write in the directory of ${path}: ${(err as Error).message}`);
+  }
+  if (!signer)
+    log.warn(
+      "audit checkpoints are signed with a key made at start; give --audit-key to sign with a kept key",
+      {},
+    );
+  const checkpointSigner = signer ?? ed25519CheckpointSigner(generateKeyPairSync("ed25519").privateKey);
+  let opened: Promise<{ store: FileAuditStore; log: AuditLog }> | undefined;
+  let store: FileAuditStore | undefined;
+  const openOnce = async () => {
+    const s = await FileAuditStore.open(path).catch((err: Error) => {
+      throw new ConfigError("audit-log", `cannot open ${path}: ${err.message}`);
+    });
+    if (s.recovery.tornTail)
+      log.warn("audit: set aside a torn write at the end of the log", { ...s.recovery });
+    store = s;
+    const auditLog = await AuditLog.open(s, {
+      logId: "hub",
+      signer: checkpointSigner,
+      clock: () => new Date(),
+      openedBy: `sovereign-hub/${identity}`,
+    });
+    return { store: s, log: auditLog };
+  };
+  return {
+    open: async () => {
+      opened ??= openOnce();
+      return (await opened).log;
+    },
+    currentStore: () => store,
+    close: async () => {
+      const was = opened;
+      opened = undefined;
+      store = undefined;
+      const o = await was?.catch(() => undefined);
+      await o?.log.checkpoint().catch(() => undefined);
+      await o?.store.close();
+    },
+  };
+}
+
 async function connectNats(
   settings: NonNullable<ReturnType<typeof parseConfig>["nats"]>,
   name: string,
@@ -203,24 +272,15 @@ async function run(argv: string[]): Promise<number> {
     registration && !config.insecureSkipAttestation
       ? await loadAttestation(config, registration.registration.attestationPolicyRef.name, log, kc)
       : undefined;
-  const audit = await loadAudit(config, log);
+  // The hub's log is opened when this replica starts leading and closed when it stops, never
+  // at start: a standby's reading of the file goes stale as soon as the leader appends to it,
+  // and scanning it at start could set aside the leader's write in progress as a torn tail.
+  // So two hub replicas may share one volume (ReadWriteMany), and a failover continues the
+  // same chain. A member opens its own log at start (one replica per region).
+  const audit = config.mode === "hub" ? await loadAuditSigner(config) : await loadAudit(config, log);
   const nats = config.nats ? await connectNats(config.nats, `sovereign-${config.mode}`) : undefined;
-  // The hub opens its log here; memberControllers opens the member's.
-  let hubAudit: AuditLog | undefined;
-  if (config.mode === "hub" && audit?.store) {
-    if (!audit.signer) {
-      log.warn(
-        "audit checkpoints are signed with a key made at start; give --audit-key to sign with a kept key",
-        {},
-      );
-    }
-    hubAudit = await AuditLog.open(audit.store, {
-      logId: "hub",
-      signer: audit.signer ?? ed25519CheckpointSigner(generateKeyPairSync("ed25519").privateKey),
-      clock: () => new Date(),
-      openedBy: `sovereign-hub/${identity}`,
-    });
-  }
+  const hubAudit =
+    config.mode === "hub" ? leaderScopedHubAudit(config, audit?.signer, log, identity) : undefined;
   const parts =
     config.mode === "hub"
       ? hubControllers({
@@ -233,7 +293,7 @@ async function run(argv: string[]): Promise<number> {
           nodeLabelSelector: config.regionSelector || undefined,
           nats,
           trustManifestKeys: config.insecureSkipAttestation,
-          audit: hubAudit,
+          audit: hubAudit?.open,
         })
       : memberControllers({
           ...(registration as NonNullable<typeof registration>),
@@ -260,7 +320,16 @@ async function run(argv: string[]): Promise<number> {
       },
     );
   }
-  const manager = new Manager({ config, kc, metrics, log, identity, auditStore: audit?.store, ...parts });
+  const manager = new Manager({
+    config,
+    kc,
+    metrics,
+    log,
+    identity,
+    auditStore: hubAudit ? hubAudit.currentStore : audit?.store,
+    leaderResources: hubAudit,
+    ...parts,
+  });
 
   const shutdown = new AbortController();
   for (const sig of ["SIGTERM", "SIGINT"] as const) {

@@ -20,8 +20,16 @@ export interface ManagerParts {
   // biome-ignore lint/suspicious/noExplicitAny: informers of any resource type
   informers: SupervisedInformer<any>[];
   controllers: Controller[];
-  /** Served read-only at /audit/export on the metrics address. */
-  auditStore?: AuditStore;
+  /**
+   * Served read-only at /audit/export on the metrics address; a function when the store is
+   * opened and closed with leadership (the hub's), undefined from it while not open.
+   */
+  auditStore?: AuditStore | (() => AuditStore | undefined);
+  /**
+   * What this replica holds only while it leads, opened before its controllers start and
+   * closed after they stop (the hub's audit log).
+   */
+  leaderResources?: { open: () => Promise<unknown>; close: () => Promise<void> };
 }
 
 export class Manager {
@@ -56,7 +64,13 @@ export class Manager {
     const metricsAddr = config.metricsBindAddress;
     const probeAddr = config.healthProbeBindAddress;
     const { auditStore } = this.parts;
-    const auditExport = auditStore ? () => exportAuditLog(auditStore) : undefined;
+    const currentAuditStore = typeof auditStore === "function" ? auditStore : () => auditStore;
+    const auditExport = auditStore
+      ? () => {
+          const store = currentAuditStore();
+          return store && exportAuditLog(store);
+        }
+      : undefined;
     this.probes.push(await startProbeServer({ ...metricsAddr, metrics, healthz, readyz, auditExport }));
     if (probeAddr.port !== metricsAddr.port || probeAddr.host !== metricsAddr.host) {
       this.probes.push(await startProbeServer({ ...probeAddr, metrics, healthz, readyz }));
@@ -67,9 +81,11 @@ export class Manager {
     });
 
     const lead = async (leadership: AbortSignal) => {
+      await this.parts.leaderResources?.open();
       await Promise.all(this.parts.informers.map((i) => i.start()));
       await Promise.all(this.parts.controllers.map((c) => c.run(leadership)));
       await Promise.all(this.parts.informers.map((i) => i.stop()));
+      await this.parts.leaderResources?.close();
     };
     if (config.leaderElect) {
       let leading: Promise<void> = Promise.resolve();

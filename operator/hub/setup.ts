@@ -103,8 +103,11 @@ export interface HubOptions {
    * manifest names. The signature then proves integrity, not that an attested GPU produced it.
    */
   trustManifestKeys?: boolean;
-  /** Where accepted and refused deltas and closed rounds are recorded for auditors. */
-  audit?: AuditLog;
+  /**
+   * Where accepted and refused deltas and closed rounds are recorded for auditors: the log
+   * itself, or how to open it (main opens the hub's when the replica starts leading).
+   */
+  audit?: AuditLog | (() => Promise<AuditLog>);
 }
 
 export function hubControllers(opts: HubOptions) {
@@ -189,9 +192,12 @@ export function hubControllers(opts: HubOptions) {
   });
   // The audit trail is written in the background: a reconcile never waits on it, and a
   // failed append is logged and counted (it breaks no chain: the log refuses to continue).
+  const { audit } = opts;
+  const openAudit = typeof audit === "function" ? audit : audit && (async () => audit);
   const appendAudit = (record: AuditRecord) => {
-    opts.audit
-      ?.append(record)
+    // One opening promise, so appends keep the order in which they were made.
+    openAudit?.()
+      .then((log) => log.append(record))
       .catch((err: unknown) => log.error("audit append failed", { error: String(err) }));
   };
   const rounds = opts.nats

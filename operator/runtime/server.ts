@@ -21,7 +21,8 @@ export async function startProbeServer(opts: {
   healthz: Record<string, Check>;
   readyz: Record<string, Check>;
   /** The audit log's export lines; without it /audit/export answers 404 AuditLogNotConfigured. */
-  auditExport?: () => AsyncIterable<string>;
+  /** undefined from the call: the log is not open here now (a hub replica that is not leading). */
+  auditExport?: () => AsyncIterable<string> | undefined;
 }): Promise<ProbeServer> {
   const report = (checks: Record<string, Check>) => {
     const lines: string[] = [];
@@ -60,7 +61,16 @@ export async function startProbeServer(opts: {
           );
         return;
       }
-      void streamExport(res, opts.auditExport(), req.method === "HEAD");
+      const lines = opts.auditExport();
+      if (!lines) {
+        res
+          .writeHead(503, { "content-type": "text/plain" })
+          .end(
+            "AuditLogNotLeading: this hub replica is not leading, so its audit log is not open; ask the leader (the holder of the hub's Lease)\n",
+          );
+        return;
+      }
+      void streamExport(res, lines, req.method === "HEAD");
       return;
     }
     res.writeHead(404).end();
