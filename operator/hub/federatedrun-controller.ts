@@ -35,6 +35,13 @@ import {
   suspendRound,
 } from "./rounds.ts";
 
+const ROUND_OUTCOMES: readonly RoundOutcome["outcome"][] = [
+  "QuorumReached",
+  "AllRegionsReported",
+  "QuorumMissed",
+  "Aborted",
+];
+
 export const CONTROLLER_NAME = "federatedrun";
 export const FIELD_MANAGER = HUB_FIELD_MANAGER;
 export const FINALIZER = "sovereign.ai/region-work";
@@ -151,6 +158,8 @@ export function federatedRunReconciler(
     if (!run) {
       for (const state of ["placed", "ready", "quarantined"])
         deps.metrics?.runRegions.remove({ namespace, run: name, state });
+      for (const outcome of ROUND_OUTCOMES) deps.metrics?.rounds.remove({ namespace, run: name, outcome });
+      deps.metrics?.currentRound.remove({ namespace, run: name });
       return undefined;
     }
     const uid = run.metadata.uid ?? "";
@@ -425,6 +434,8 @@ export function federatedRunReconciler(
               : "Placing";
     const currentRound = rounds?.currentRound ?? run.status?.currentRound ?? 0;
     deps.metrics?.currentRound.set({ namespace, run: name }, currentRound);
+    // Every outcome starts at 0, so the first round closed with each shows in increase().
+    for (const outcome of ROUND_OUTCOMES) deps.metrics?.rounds.inc({ namespace, run: name, outcome }, 0);
     const status: FederatedRunStatus = {
       phase,
       currentRound,

@@ -200,6 +200,7 @@ export function hubControllers(opts: HubOptions) {
       .then((log) => log.append(record))
       .catch((err: unknown) => log.error("audit append failed", { error: String(err) }));
   };
+  metrics.observeRunPhases(() => (runs.list() as FederatedRun[]).map((r) => r.status?.phase));
   const rounds = opts.nats
     ? new RoundCoordinator({
         nc: opts.nats,
@@ -222,6 +223,7 @@ export function hubControllers(opts: HubOptions) {
           metrics.deltasAccepted.inc({ region: delta.region });
           metrics.deltaBytes.inc({ region: delta.region }, delta.size);
           const m = delta.signed.manifest;
+          metrics.learnerSteps.inc({ region: delta.region }, m.innerSteps);
           appendAudit(
             deltaAcceptedRecord({
               run,

@@ -24,6 +24,10 @@ export interface SovereignNodeReconcilerDeps {
   metrics?: OperatorMetrics;
 }
 
+function regionCounters(metrics: OperatorMetrics | undefined) {
+  return metrics ? [metrics.deltasAccepted, metrics.deltaBytes, metrics.learnerSteps] : [];
+}
+
 export function sovereignNodeReconciler(
   deps: SovereignNodeReconcilerDeps,
 ): (key: string) => Promise<ReconcileResult | undefined> {
@@ -34,6 +38,7 @@ export function sovereignNodeReconciler(
     if (!node) {
       deps.metrics?.regionReady.remove({ region: key });
       deps.metrics?.regionAttestedGpus.remove({ region: key });
+      for (const c of regionCounters(deps.metrics)) c.remove({ region: key });
       return undefined; // deleted: nothing to keep true
     }
     const now = deps.clock.now();
@@ -47,6 +52,9 @@ export function sovereignNodeReconciler(
       judgement.conditions.some((c) => c.type === "Ready" && c.status === "True") ? 1 : 0,
     );
     deps.metrics?.regionAttestedGpus.set({ region: key }, node.status?.gpuNodes?.attestedGpus ?? 0);
+    // A region's counters start at 0 when it is known, so its first delta shows in increase()
+    // and rate() (a series that appears at 1 has no increase to show).
+    for (const c of regionCounters(deps.metrics)) c.inc({ region: key }, 0);
     const before = node.status?.conditions;
     const after = judgement.conditions.reduce((acc, c) => setCondition(acc, c, new Date(now)), before);
     if (!sameConditions(before, after)) {

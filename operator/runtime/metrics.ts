@@ -3,6 +3,9 @@
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client";
 import type { QueueObserver } from "./workqueue.ts";
 
+/** FederatedRun status.phase values (crds/federatedrun), for sovereign_runs. */
+const RUN_PHASES = ["Pending", "Placing", "Running", "Suspended", "Succeeded", "Failed"] as const;
+
 export class OperatorMetrics {
   readonly registry = new Registry();
 
@@ -117,6 +120,30 @@ export class OperatorMetrics {
     registers: [this.registry],
   });
 
+  #runPhases: () => Iterable<string | undefined> = () => [];
+  /** The hub says once how to list its runs' phases; sovereign_runs is computed at each scrape. */
+  observeRunPhases(list: () => Iterable<string | undefined>): void {
+    this.#runPhases = list;
+    this.#observingRuns = true;
+  }
+  #observingRuns = false;
+  readonly runsByPhase = new Gauge({
+    name: "sovereign_runs",
+    help: "FederatedRuns the hub manages, by status.phase (a run without a phase yet counts as Pending)",
+    labelNames: ["phase"] as const,
+    registers: [this.registry],
+    collect: () => {
+      if (!this.#observingRuns) return; // a member manages no runs: no series rather than zeros
+      // Every phase, zeros included, so a panel shows a run entering a phase it never had.
+      const counts = new Map<string, number>(RUN_PHASES.map((p) => [p, 0]));
+      for (const phase of this.#runPhases()) {
+        const p = phase ?? "Pending";
+        counts.set(p, (counts.get(p) ?? 0) + 1);
+      }
+      for (const [phase, n] of counts) this.runsByPhase.set({ phase }, n);
+    },
+  });
+
   readonly rounds = new Counter({
     name: "sovereign_rounds_total",
     help: "Closed rounds by outcome (QuorumReached, AllRegionsReported, QuorumMissed, Aborted)",
@@ -139,6 +166,12 @@ export class OperatorMetrics {
   readonly deltasAccepted = new Counter({
     name: "sovereign_deltas_accepted_total",
     help: "Deltas the hub verified against their signed manifest",
+    labelNames: ["region"] as const,
+    registers: [this.registry],
+  });
+  readonly learnerSteps = new Counter({
+    name: "sovereign_learner_steps_total",
+    help: "Inner training steps in the deltas the hub verified, by region (from their signed manifests)",
     labelNames: ["region"] as const,
     registers: [this.registry],
   });

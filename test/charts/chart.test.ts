@@ -559,6 +559,7 @@ test("the dashboard is valid JSON that queries only metrics the operator registe
   }
   // The panels the dashboard promises.
   for (const name of [
+    "sovereign_runs",
     "sovereign_run_current_round",
     "sovereign_run_regions",
     "sovereign_rounds_total",
@@ -569,6 +570,7 @@ test("the dashboard is valid JSON that queries only metrics the operator registe
     "sovereign_attestation_evidence_age_seconds",
     "sovereign_attestation_verifications_total",
     "sovereign_delta_bytes_total",
+    "sovereign_learner_steps_total",
     "sovereign_deltas_refused_total",
     "controller_runtime_reconcile_errors_total",
     "workqueue_depth",

@@ -20,6 +20,8 @@ const STATS = [
 const CHARTS = [
   "Current round by run",
   "Rounds closed by outcome",
+  "Runs by phase",
+  "Learner steps received by region",
   "Round duration",
   "Delta bytes received by region",
   "Refused deltas by reason",
