@@ -299,7 +299,17 @@ async function main(): Promise<Record<string, unknown>> {
     what: "the benchmark's nodes",
     fn: () =>
       Promise.all(
-        regions.map((r) => r.core.deleteCollectionNode({ labelSelector: `${BENCH_LABEL}=${tag}` })),
+        regions.map(async (r) => {
+          // Thousands of nodes at high load: the API server may drop the connection; try again.
+          for (let attempt = 0; ; attempt++) {
+            try {
+              return await r.core.deleteCollectionNode({ labelSelector: `${BENCH_LABEL}=${tag}` });
+            } catch (err) {
+              if (attempt >= 5) throw err;
+              await sleep(2_000 * (attempt + 1));
+            }
+          }
+        }),
       ),
   });
   cleanup.push({
@@ -406,7 +416,8 @@ async function main(): Promise<Record<string, unknown>> {
       return ready === extraNodes;
     },
     `${extraNodes} kwok nodes Ready`,
-    300_000,
+    // kwok readies a few hundred nodes a minute on a loaded machine: 2,000 need more than 5 min.
+    Math.max(300_000, timeoutMs),
   );
   phases.nodesSeconds = (now() - t) / 1000;
   log(`${extraNodes} kwok GPU nodes Ready in ${phases.nodesSeconds.toFixed(1)} s`);
