@@ -152,7 +152,10 @@ async function retrying<T>(fn: () => Promise<T>): Promise<T> {
       return await fn();
     } catch (err) {
       const code = (err as { code?: number }).code ?? 0;
-      if (attempt >= 5 || !(code === 429 || code >= 500)) throw err;
+      // A dropped connection (undici's "fetch failed", e.g. an HTTP/2 stream reset by an
+      // overloaded API server) is as retryable as a 429 or a 5xx.
+      const dropped = err instanceof TypeError && err.message === "fetch failed";
+      if (attempt >= 5 || !(code === 429 || code >= 500 || dropped)) throw err;
       retries++;
       await sleep(100 * 2 ** attempt);
     }
