@@ -136,6 +136,21 @@ export interface RoundCoordinatorOptions {
 }
 
 const reasonOf = (err: unknown) => (err as { reason?: string }).reason ?? "DeltaUnreadable";
+
+/**
+ * Reads of one delta that may fail without a verdict on it before it is refused. A read that
+ * stalls (DeltaObjectMissing: seen on the testbed when the hub's own nats-server restarted
+ * while the hub read a 64 MiB delta) or a NATS client error (no reason code of ours) says
+ * nothing about the delta; refusing it dropped a valid delta for good (each version is
+ * verified once) and the round waited for it until maxRoundSeconds; in an aggregation it
+ * failed the run. Bounded, so that a delta that always fails to read is still refused, and
+ * an aggregation that always fails still fails the run.
+ */
+const MAX_READ_ATTEMPTS = 5;
+const readFailed = (err: unknown) => {
+  const reason = (err as { reason?: string }).reason;
+  return reason === undefined || reason === "DeltaObjectMissing";
+};
 const messageOf = (err: unknown) => (err instanceof Error ? err.message : String(err));
 
 export class RoundCoordinator {
@@ -144,6 +159,10 @@ export class RoundCoordinator {
   readonly #accepted = new Map<string, Map<number, Map<string, Accepted>>>();
   /** Object revisions already verified or refused, so each is read once. */
   readonly #seen = new Set<string>();
+  /** Reads of an object revision that failed without a verdict (see MAX_READ_ATTEMPTS). */
+  readonly #readFailures = new Map<string, number>();
+  /** Aggregations (stateKey#round) interrupted by such a read, and started over. */
+  readonly #aggregationFailures = new Map<string, number>();
   readonly #verifying = new Map<string, Promise<void>>();
   readonly #aggregations = new Map<string, AggregationState>();
   readonly #mirrored = new Set<string>();
@@ -224,6 +243,20 @@ export class RoundCoordinator {
           }
           break; // one delta per region and round
         } catch (err) {
+          const failures = (this.#readFailures.get(id) ?? 0) + 1;
+          if (arrival.delta && readFailed(err) && failures < MAX_READ_ATTEMPTS) {
+            // Not a verdict: read it again on the next reconcile.
+            this.#readFailures.set(id, failures);
+            this.#seen.delete(id);
+            this.#opts.log.warn("reading a delta failed; reading it again on the next reconcile", {
+              run: runKey,
+              region,
+              object: arrival.name,
+              attempt: failures,
+              error: messageOf(err),
+            });
+            continue;
+          }
           const refusal: Refusal = {
             region,
             object: arrival.name,
@@ -341,6 +374,23 @@ export class RoundCoordinator {
           this.#purge(ref, ref.round + 1 - MAX_ROUNDS_LATE);
         },
         (err) => {
+          // A read that failed without a verdict (the hub's nats-server restarting under it:
+          // a NATS timeout) is not the run's failure: start over from the same set, as after a
+          // restart of the hub, a little later. It stays "running" until then.
+          const attempt = (this.#aggregationFailures.get(id) ?? 0) + 1;
+          if (readFailed(err) && attempt < MAX_READ_ATTEMPTS) {
+            this.#aggregationFailures.set(id, attempt);
+            this.#opts.log.warn("aggregation interrupted; starting it over", {
+              round: id,
+              attempt,
+              error: messageOf(err),
+            });
+            setTimeout(() => {
+              if (this.#aggregations.get(id) === running) this.#aggregations.delete(id);
+              this.#opts.onProgress(`${ref.namespace}/${ref.run}`);
+            }, 2_000 * attempt);
+            return;
+          }
           this.#opts.log.error("aggregation failed", { round: id, error: messageOf(err) });
           this.#aggregations.set(id, {
             state: "failed",
@@ -540,7 +590,11 @@ export class RoundCoordinator {
     this.#refused.delete(runKey);
     for (const k of this.#baseDigests.keys()) if (k.startsWith(`${runKey}#`)) this.#baseDigests.delete(k);
     for (const id of this.#seen) if (id.startsWith(`${runKey} `)) this.#seen.delete(id);
+    for (const id of this.#readFailures.keys())
+      if (id.startsWith(`${runKey} `)) this.#readFailures.delete(id);
     for (const id of this.#aggregations.keys())
       if (id.startsWith(`${runKey}#`)) this.#aggregations.delete(id);
+    for (const id of this.#aggregationFailures.keys())
+      if (id.startsWith(`${runKey}#`)) this.#aggregationFailures.delete(id);
   }
 }
