@@ -12,7 +12,9 @@ export type TestbedReason =
   | "ServerNotReady"
   | "TestbedNotUp"
   | "UnknownComponent"
-  | "LockTimeout";
+  | "LockTimeout"
+  | "HubConfigChanged"
+  | "LeafLinkStuck";
 
 export class TestbedError extends Error {
   override name = "TestbedError";
