@@ -192,6 +192,8 @@ export function workReconciler(
   const modelMirrors = new Map<string, { namespace: string; run: string }>();
   /** RegionWork name → rounds before this one purged from the region's bucket. */
   const purgedBefore = new Map<string, number>();
+  /** Failed learners replaced per work, for the replacement back-off. */
+  const replaced = new Map<string, { count: number; at: number }>();
 
   const ensureNamespace = async () => {
     if (namespaceReady) return;
@@ -269,6 +271,7 @@ export function workReconciler(
         modelMirrors.delete(name);
       }
       purgedBefore.delete(name);
+      replaced.delete(name);
       // The hub withdrew the work (run deleted or region unplaced): remove its learners.
       for (const p of pods) {
         await core
@@ -336,6 +339,35 @@ export function workReconciler(
         });
     }
     if (stale.length > 0) return { requeueAfterMs: 1_000 };
+    // A learner whose process died (killed, its node or the whole region went down) is left
+    // Failed by restartPolicy Never. Replace it, so that the region rejoins the run: the new
+    // pod gets a new key and attestation, and its learner starts at the work's current round
+    // from the current global model; the dead pod's key is revoked as a gone pod. Replacements
+    // back off (10 s doubling, at most 5 min) so that a learner that fails at once does not
+    // loop; the back-off starts afresh with each member process, as after a region outage.
+    const failedLearners = pods.filter(
+      (p) =>
+        p.status?.phase === "Failed" &&
+        !p.metadata?.deletionTimestamp &&
+        Number(p.metadata?.labels?.["sovereign.ai/learner-index"]) < desired,
+    );
+    let replaceAfterMs: number | undefined;
+    if (failedLearners.length > 0) {
+      const last = replaced.get(name);
+      const wait = last ? Math.min(10_000 * 2 ** (last.count - 1), 300_000) - (deps.now() - last.at) : 0;
+      if (wait <= 0) {
+        for (const p of failedLearners) {
+          await core
+            .deleteNamespacedPod({ name: p.metadata?.name ?? "", namespace: LEARNER_NAMESPACE })
+            .catch((err: { code?: number }) => {
+              if (err.code !== 404) throw err;
+            });
+        }
+        replaced.set(name, { count: (last?.count ?? 0) + 1, at: deps.now() });
+        return { requeueAfterMs: 1_000 };
+      }
+      replaceAfterMs = wait;
+    }
     const existing = new Set(pods.map((p) => p.metadata?.name));
     let createError = "";
     /** Gated pods whose key Secret is in place: only those may be released. */
@@ -491,6 +523,7 @@ export function workReconciler(
       message: createError || (conditions.find((c) => c.type === "LearnersReady")?.message ?? ""),
     };
     if (!sameContent(work.status, status)) await writeStatus(name, status);
-    return createError ? { requeueAfterMs: 5_000 } : undefined;
+    if (createError) return { requeueAfterMs: 5_000 };
+    return replaceAfterMs !== undefined ? { requeueAfterMs: replaceAfterMs } : undefined;
   };
 }
