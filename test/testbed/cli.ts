@@ -4,7 +4,7 @@ import { dirname } from "node:path";
 import { ensureBinaries } from "./build.ts";
 import { isTestbedError } from "./errors.ts";
 import { binDir } from "./pins.ts";
-import { down, kubectl, readDescription, restart, status, up } from "./testbed.ts";
+import { down, kubectl, readDescription, restart, start, status, stop, up } from "./testbed.ts";
 import { defaultStateDir } from "./topology.ts";
 
 const usage = `usage: node test/testbed/cli.ts <command>
@@ -13,6 +13,8 @@ const usage = `usage: node test/testbed/cli.ts <command>
   down               stop every server and delete the testbed's data (logs are kept)
   status [--json]    show each server's pid and readiness; exit 1 when one is down
   restart <name>     restart one server, e.g. region-a/kube-apiserver or region-a/nats-server
+  stop <name>        stop one server (an outage; its data stays), e.g. region-b/nats-server
+  start <name>       start one stopped server again on its port and data
   describe           print the machine-readable description (testbed.json)
   overview           list each cluster's nodes and NATS domain (what 'make demo' shows)
   build              build the pinned servers into the cache without starting them
@@ -74,6 +76,12 @@ async function main(argv: string[]): Promise<number> {
     case "restart": {
       if (!rest[0]) throw new Error("restart needs a component name, e.g. region-a/kube-apiserver");
       await restart(rest[0]);
+      return 0;
+    }
+    case "stop":
+    case "start": {
+      if (!rest[0]) throw new Error(`${cmd} needs a component name, e.g. region-b/nats-server`);
+      await (cmd === "stop" ? stop : start)(rest[0]);
       return 0;
     }
     case "describe": {

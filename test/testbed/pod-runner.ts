@@ -70,6 +70,21 @@ export class PodRunner {
     }
   }
 
+  /**
+   * Chaos: SIGKILLs the learner processes of one cluster, as a region outage kills its
+   * containers. Each exit is reported on its pod (Failed, exit 137) as any other exit is.
+   * Returns how many were killed.
+   */
+  kill(cluster: string): number {
+    let n = 0;
+    for (const [key, r] of this.#running) {
+      if (!key.startsWith(`${cluster}/`)) continue;
+      r.child.kill("SIGKILL");
+      n++;
+    }
+    return n;
+  }
+
   async #scan(cluster: string): Promise<void> {
     const kc = this.#opts.clusters[cluster] as KubeConfig;
     const core = kc.makeApiClient(CoreV1Api);
@@ -140,6 +155,11 @@ export class PodRunner {
     }
     await mkdir(this.#opts.dataDir(cluster), { recursive: true });
     await mkdir(join(this.#opts.logDir, cluster), { recursive: true });
+    // stop() may have run while this launch awaited the API: start nothing it cannot stop.
+    if (this.#stopped) {
+      await rm(secretsDir, { recursive: true, force: true });
+      return;
+    }
     const log = createWriteStream(join(this.#opts.logDir, cluster, `${name}.log`), { flags: "a" });
     const child = spawn(argv[0] as string, argv.slice(1).map(remap), {
       cwd: this.#opts.cwd,

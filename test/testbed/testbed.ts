@@ -543,22 +543,53 @@ export async function status(stateDir = defaultStateDir()): Promise<ComponentSta
   );
 }
 
-/** Stops one server and starts it again on the same port and data; used by recovery tests. */
-export async function restart(component: string, opts: { stateDir?: string; log?: Log } = {}): Promise<void> {
-  const stateDir = opts.stateDir ?? defaultStateDir();
-  const log = opts.log ?? defaultLog;
+async function component(
+  name: string,
+  stateDir: string,
+): Promise<{ d: TestbedDescription; spec: ProcessSpec }> {
   const d = await readDescription(stateDir);
   if (!d) throw new TestbedError("TestbedNotUp", `no testbed in ${stateDir}: run 'make testbed-up' first.`);
-  const spec = d.processes.find((p) => p.name === component);
+  const spec = d.processes.find((p) => p.name === name);
   if (!spec) {
     throw new TestbedError(
       "UnknownComponent",
-      `no component '${component}'; choose one of: ${d.processes.map((p) => p.name).join(", ")}`,
+      `no component '${name}'; choose one of: ${d.processes.map((p) => p.name).join(", ")}`,
     );
   }
+  return { d, spec };
+}
+
+/** Stops one server and starts it again on the same port and data; used by recovery tests. */
+export async function restart(component: string, opts: { stateDir?: string; log?: Log } = {}): Promise<void> {
+  await stop(component, opts);
+  await start(component, opts);
+}
+
+/**
+ * Stops one server (an outage: chaos tests bring it back with `start`). Its data stays; the
+ * testbed is not healthy until it is started again.
+ */
+export async function stop(
+  name: string,
+  opts: { stateDir?: string; log?: Log /** No grace: SIGKILL at once, as a crash. */; kill?: boolean } = {},
+): Promise<void> {
+  const stateDir = opts.stateDir ?? defaultStateDir();
+  const { d, spec } = await component(name, stateDir);
   await withLock(join(stateDir, ".up.lock"), async () => {
-    await stopProcess(spec.pid);
+    await stopProcess(spec.pid, opts.kill ? 0 : undefined);
     spec.pid = undefined;
+    await writeDescription(d);
+  });
+  (opts.log ?? defaultLog)(`stopped ${name}`);
+}
+
+/** Starts one stopped server on its port and data and waits until it answers (idempotent). */
+export async function start(name: string, opts: { stateDir?: string; log?: Log } = {}): Promise<void> {
+  const stateDir = opts.stateDir ?? defaultStateDir();
+  const log = opts.log ?? defaultLog;
+  await withLock(join(stateDir, ".up.lock"), async () => {
+    // Read under the lock: a `stop` of another server in between is kept.
+    const { d, spec } = await component(name, stateDir);
     await startAndWait([spec], log, () => writeDescription(d));
   });
 }
