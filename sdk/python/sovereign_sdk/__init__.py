@@ -26,6 +26,7 @@ from .manifest import (
     verify_manifest_signature,
 )
 from .model import GlobalModel
+from .overlap import Overlap
 
 __version__ = "0.1.0"
 
@@ -40,6 +41,7 @@ __all__ = [
     "LearnerConfig",
     "ModelError",
     "ModelMismatchError",
+    "Overlap",
     "PublishedDelta",
     "Refusal",
     "SovereignConfigError",

@@ -276,32 +276,12 @@ class Learner:
         more rounds. A learner that fell behind moves to the newest round the region holds.
         Raises ``DeltaRefused`` if the hub refuses a delta of this learner meanwhile (call again
         to keep waiting), ``ModelTimeout`` after `timeout` seconds."""
-        js = self._connected()
         c = self.config
         if self.round >= c.rounds:
             return False
         deadline = None if timeout is None else time.monotonic() + timeout
-        bucket = run_model_bucket(c.namespace, c.run)
-
-        async def newest() -> int | None:
-            """The newest round whose base (the previous round's aggregate) is published."""
-            found = None
-            candidate = self.round + 1
-            while candidate <= c.rounds:
-                lookup = await object_info(js, bucket, model_object_name(candidate - 1))
-                if lookup.state != "ok" or not ((lookup.info or {}).get("metadata") or {}).get(MODEL_DIGEST_METADATA):
-                    break
-                found = candidate
-                candidate += 1
-            return found
-
         while True:
-            self._raise_refusal()
-            found = await newest()
-            if found is not None:
-                if found > self.round + 1:
-                    log.warning("skipping to round %d: rounds %d–%d went by", found, self.round + 1, found - 1)
-                self.round = found
+            if await self.poll_next_round():
                 return True
             if deadline is not None and time.monotonic() >= deadline:
                 raise ModelError(
@@ -311,6 +291,38 @@ class Learner:
                 )
             wake = time.monotonic() + self.poll_interval
             await self._wait(wake if deadline is None else min(deadline, wake))
+
+    @property
+    def last_round(self) -> bool:
+        """True while training the run's last round: no next round will come."""
+        return self.round >= self.config.rounds
+
+    async def poll_next_round(self) -> bool:
+        """One look, without waiting: moves to the newest round whose base model the region
+        holds and returns True, or returns False (not there yet, or no next round). For a
+        learner that keeps training while the hub closes the round (``Overlap``). Raises
+        ``DeltaRefused`` like ``next_round``."""
+        js = self._connected()
+        c = self.config
+        self._raise_refusal()
+        if self.round >= c.rounds:
+            return False
+        bucket = run_model_bucket(c.namespace, c.run)
+        # The newest round whose base (the previous round's aggregate) is published.
+        found = None
+        candidate = self.round + 1
+        while candidate <= c.rounds:
+            lookup = await object_info(js, bucket, model_object_name(candidate - 1))
+            if lookup.state != "ok" or not ((lookup.info or {}).get("metadata") or {}).get(MODEL_DIGEST_METADATA):
+                break
+            found = candidate
+            candidate += 1
+        if found is None:
+            return False
+        if found > self.round + 1:
+            log.warning("skipping to round %d: rounds %d–%d went by", found, self.round + 1, found - 1)
+        self.round = found
+        return True
 
     async def refusals(self) -> AsyncIterator[Refusal]:
         """Every refusal of this learner's deltas the hub sends while connected, as it arrives."""
