@@ -13,8 +13,19 @@
 // against synchronising every step, the leaf links' byte counters against the regions' data,
 // the audit link from every aggregate to its contributors' attested evidence, and where to look.
 //
-//   node test/testbed/demo.ts [--run=fedavg|diloco] [--rounds=N] [--inner-steps=H]
+//   node test/testbed/demo.ts [--run=fedavg|diloco] [--rounds=N] [--inner-steps=H] [--batch=B]
 //        [--fail-attestation=REGION[:FAULT]] [--fail-after-round=N] [--timeout=S] [--keep]
+//        [--kill-region=REGION] [--quorum=all] [--grace=S] [--overlap] [--no-baselines] [--goodput]
+//
+// --kill-region (testbed only): in each run, once round ⌈R/3⌉ closed, REGION's member operator,
+// its leaf nats-server and its learner processes are killed (SIGKILL); after an outage as long
+// as the run took so far they are started again, and the member replaces its failed learner.
+// --quorum=all with no --grace: the synchronous baseline (every region in every round, grace 0).
+// --overlap: the learners keep training while a round closes (sovereign_sdk.Overlap).
+// --goodput: two DiLoCo runs, the first with --overlap and the YAML's quorum (2 of 3), the second
+// the synchronous baseline; each run reports its goodput (test/testbed/goodput.ts) from the
+// learners' timing events. Goodput runs use H = 2000 steps of batch 256 unless told otherwise,
+// so that a round's compute (seconds) is not dwarfed by the round's protocol overhead.
 //
 // --fail-attestation (testbed only): after round N (default 2) of the last run, REGION's GPU
 // nodes answer their next challenge with bad evidence (FAULT, default measurement-mismatch); the
@@ -62,8 +73,10 @@ import {
   readAudit,
   safetensorsParameters,
 } from "./demo-report.ts";
+import { computeGoodput, type Goodput, type Incarnation, parseLearnerLog } from "./goodput.ts";
 import { eventually, useTestbed } from "./harness.ts";
 import { PodRunner } from "./pod-runner.ts";
+import { start as startServer, stop as stopServer } from "./testbed.ts";
 import { repoRoot } from "./topology.ts";
 
 const execFileP = promisify(execFile);
@@ -75,11 +88,51 @@ const JURISDICTIONS = ["DE", "FR", "NL", "IT"];
 const t0 = Date.now();
 const say = (line: string) => console.log(`[${((Date.now() - t0) / 1000).toFixed(0).padStart(4)}s] ${line}`);
 
-const RUNS = [
-  { key: "fedavg", file: "federatedrun.yaml" },
-  { key: "diloco", file: "federatedrun-diloco.yaml" },
-].filter((r) => !flag("run") || flag("run") === r.key);
+const goodputMode = args.includes("--goodput");
+interface RunChoice {
+  key: string;
+  file: string;
+  /** Learners train ahead while the round closes (DEMO_OVERLAP=1). */
+  overlap: boolean;
+  /** The synchronous baseline: quorum = every region, grace 0. */
+  quorumAll: boolean;
+  label: string;
+}
+const RUNS: RunChoice[] = goodputMode
+  ? [
+      {
+        key: "diloco-overlap",
+        file: "federatedrun-diloco.yaml",
+        overlap: true,
+        quorumAll: false,
+        label: "quorum 2/3 + overlap",
+      },
+      {
+        key: "diloco-sync",
+        file: "federatedrun-diloco.yaml",
+        overlap: false,
+        quorumAll: true,
+        label: "synchronous (quorum all, grace 0)",
+      },
+    ]
+  : [
+      { key: "fedavg", file: "federatedrun.yaml" },
+      { key: "diloco", file: "federatedrun-diloco.yaml" },
+    ]
+      .filter((r) => !flag("run") || flag("run") === r.key)
+      .map((r) => ({
+        ...r,
+        overlap: args.includes("--overlap"),
+        quorumAll: flag("quorum") === "all",
+        label: [args.includes("--overlap") ? "overlap" : "", flag("quorum") === "all" ? "quorum all" : ""]
+          .filter(Boolean)
+          .join(", "),
+      }));
 if (RUNS.length === 0) throw new Error(`--run=${flag("run")}: use fedavg or diloco`);
+if (flag("quorum") && flag("quorum") !== "all")
+  throw new Error(`--quorum=${flag("quorum")}: only "all" is known`);
+const killRegion = flag("kill-region");
+const withBaselines = !args.includes("--no-baselines");
 const [failRegion, failFault = "measurement-mismatch"] = (flag("fail-attestation") ?? "").split(":");
 const failAfterRound = Number(flag("fail-after-round") ?? 2);
 
@@ -194,12 +247,15 @@ const startOperator = (name: string, argv: string[], nodeFlags: string[] = []) =
   child.stdout?.pipe(log);
   child.stderr?.pipe(log);
   child.on("exit", (code) => {
-    if (stopping) return;
+    if (stopping || killedOnPurpose.has(child)) return;
     operatorFailed = `operator ${name} exited (${code}); see ${join(logDir, `${name}.log`)}`;
     say(operatorFailed);
   });
   children.push(child);
+  return child;
 };
+/** Operators --kill-region killed: their exit is the scenario, not a failure. */
+const killedOnPurpose = new Set<ChildProcess>();
 let stopping = false;
 let operatorFailed = "";
 // Whatever ends this process (an error included) ends the operators it started.
@@ -281,6 +337,11 @@ const verdictTail = new AuditTail(Object.fromEntries(regions.map((r) => [r, audi
 });
 verdictTail.start();
 
+/** Each member's flags (without its ports), to start it again after --kill-region. */
+const memberArgs = new Map<string, string[]>();
+const memberProcs = new Map<string, ChildProcess>();
+if (killRegion && !regions.includes(killRegion))
+  throw new Error(`--kill-region=${killRegion}: not a region of the testbed (${regions.join(", ")})`);
 for (const [i, region] of regions.entries()) {
   const cred = await issueRegionCredential(hubKc, region, { ttlSeconds: 24 * 3600 });
   const hubKubeconfig = join(stateDir, `${region}-hub.kubeconfig`);
@@ -342,7 +403,7 @@ for (const [i, region] of regions.entries()) {
       )
       .catch(() => undefined);
   }
-  startOperator(`member-${region}`, [
+  memberArgs.set(region, [
     "--mode=member",
     `--region=${region}`,
     `--kubeconfig=${tb.cluster(region).kubeconfig}`,
@@ -358,8 +419,14 @@ for (const [i, region] of regions.entries()) {
     "--trust-anchors=testbed",
     "--evidence-source=testbed",
     ...auditFlags(region),
-    ...common(await freePort(), await freePort()),
   ]);
+  memberProcs.set(
+    region,
+    startOperator(`member-${region}`, [
+      ...(memberArgs.get(region) ?? []),
+      ...common(await freePort(), await freePort()),
+    ]),
+  );
 }
 say(`member operators started in ${regions.join(", ")}; each registers its region with the hub`);
 
@@ -428,6 +495,40 @@ interface RunResult {
   evaluation?: Judged;
   link?: AuditLink;
   quarantine?: string[];
+  label: string;
+  quorum?: { minRegions?: number; graceWindowSeconds?: number; lateDeltas?: string };
+  overlap: boolean;
+  batch: number;
+  kill?: Outage;
+  goodput?: Goodput;
+  deltas?: DeltaAccount;
+}
+
+/** --kill-region: what was killed and when (ms since the epoch). */
+interface Outage {
+  region: string;
+  afterRound: number;
+  killedAt: number;
+  plannedMs: number;
+  restoredAt?: number;
+  /** When the member's replacement learner started (its pod admitted again). */
+  learnerBackAt?: number;
+  outageSeconds?: number;
+  learnersKilled: number;
+  /** Rounds whose aggregate has the region's delta, trained after it came back. */
+  contributedAfter: number[];
+  /** The first round the region's fresh learner trained (the global model it fetched is round − 1). */
+  rejoinedAtRound?: number;
+}
+
+/** Every accepted delta against the round history: aggregated once, lost, or counted twice. */
+interface DeltaAccount {
+  published: number;
+  accepted: number;
+  aggregated: number;
+  lost: number;
+  doubleCounted: number;
+  problems: string[];
 }
 
 interface Judged {
@@ -440,23 +541,39 @@ const runDocs = RUNS.map((r) => {
   const doc = parse(readFileSync(join(repoRoot, "examples", "demo", r.file), "utf8")) as FederatedRun;
   if (flag("rounds")) doc.spec.rounds = Number(flag("rounds"));
   const env = doc.spec.workload.env ?? [];
-  const h = flag("inner-steps");
+  doc.spec.workload.env = env;
+  const h = flag("inner-steps") ?? (goodputMode ? "2000" : undefined);
   if (h) {
     for (const e of env) if (e.name === "DEMO_INNER_STEPS") e.value = h;
     if (doc.spec.algorithm.diloco) doc.spec.algorithm.diloco.innerSteps = Number(h);
   }
+  const batch = flag("batch") ?? (goodputMode ? "256" : undefined);
+  if (batch) env.push({ name: "DEMO_BATCH", value: batch });
+  if (r.overlap) env.push({ name: "DEMO_OVERLAP", value: "1" });
+  const quorum = { ...doc.spec.quorum };
+  if (flag("grace")) quorum.graceWindowSeconds = Number(flag("grace"));
+  if (r.quorumAll) {
+    // The API holds a quorum to at most the placement's minimum: both are every region.
+    doc.spec.placement.minRegions = regions.length;
+    quorum.minRegions = regions.length;
+    // No grace: the baseline waits for every region and not a moment longer (--goodput's
+    // --grace is for its quorum run).
+    quorum.graceWindowSeconds = goodputMode ? 0 : Number(flag("grace") ?? 0);
+  }
+  // A region back from an outage may deliver a round late: fold its work in, not drop it.
+  if (killRegion) quorum.lateDeltas = "NextRound";
+  doc.spec.quorum = quorum as typeof doc.spec.quorum;
   const innerSteps = Number(env.find((e) => e.name === "DEMO_INNER_STEPS")?.value ?? 100);
-  return { ...r, doc, innerSteps };
+  return { ...r, doc, innerSteps, batch: Number(batch ?? 32) };
 });
 // The baselines' budget: the SGD steps all three learners take together in one run.
 const budget = Math.max(...runDocs.map((r) => regions.length * r.doc.spec.rounds * r.innerSteps));
-const baselinesPromise = python(py, [
-  "examples/demo/baselines.py",
-  "baselines",
-  dataRoot,
-  String(budget),
-  ...regions,
-]).then(
+// --no-baselines: they would take the learners' CPU while goodput is measured.
+const baselinesPromise = (
+  withBaselines
+    ? python(py, ["examples/demo/baselines.py", "baselines", dataRoot, String(budget), ...regions])
+    : Promise.reject(new Error("skipped (--no-baselines)"))
+).then(
   (out) =>
     JSON.parse(out) as { steps: number; batch: number; centralized: Judged; alone: Record<string, Judged> },
 );
@@ -491,9 +608,34 @@ for (const [index, spec] of runDocs.entries()) {
     logDir: join(logDir, "learners", spec.key),
     cwd: repoRoot,
     baseEnv: { PATH: `${join(repoRoot, ".venv-sdk", "bin")}:${process.env.PATH}`, PYTHONUNBUFFERED: "1" },
-    onEvent: (e) =>
-      say(`${e.cluster}: learner ${e.pod} ${e.kind}${e.code !== undefined ? ` (exit ${e.code})` : ""}`),
+    onEvent: (e) => {
+      if (e.kind === "started") {
+        firstLearnerAt ??= Date.now();
+        learnersUp.add(e.cluster);
+        if (learnersUp.size === regions.length) everyLearnerAt ??= Date.now();
+      }
+      if (
+        e.kind === "started" &&
+        outage?.restoredAt &&
+        e.cluster === outage.region &&
+        !outage.learnerBackAt
+      ) {
+        outage.learnerBackAt = Date.now();
+        say(
+          `--kill-region: ${e.cluster}'s fresh learner started ${((outage.learnerBackAt - outage.restoredAt) / 1000).toFixed(0)} s after the region came back`,
+        );
+      }
+      say(`${e.cluster}: learner ${e.pod} ${e.kind}${e.code !== undefined ? ` (exit ${e.code})` : ""}`);
+    },
   });
+  /**
+   * When the run's first learner process started, and when every region had one: the run's
+   * training time counts from the latter (admissions finish minutes apart under load).
+   */
+  let firstLearnerAt: number | undefined;
+  let everyLearnerAt: number | undefined;
+  const learnersUp = new Set<string>();
+  let outage: Outage | undefined;
   runner.start();
   // The leaf links' background (streams of earlier runs and tests that cross them), measured
   // over 10 s before this run exists, to tell the run's own bytes from it.
@@ -520,6 +662,43 @@ for (const [index, spec] of runDocs.entries()) {
   const learnerKeys = new Map<string, LearnerKey>();
   const quarantine: string[] = [];
   let faultInjected = false;
+  const killAfter = Math.ceil(runDoc.spec.rounds / 3);
+  /** --kill-region: the region's member, leaf server and learners go down at once. */
+  const killNow = async (region: string) => {
+    const killedAt = Date.now();
+    const member = memberProcs.get(region);
+    if (member) {
+      killedOnPurpose.add(member);
+      member.kill("SIGKILL");
+    }
+    await stopServer(`${region}/nats-server`, { stateDir: tb.description.stateDir, kill: true, log: say });
+    const learnersKilled = runner.kill(region);
+    // Out for as long as the run has trained so far: its first third. Admitting the first
+    // learners (attestation, minutes under load) is set-up, not training, so it is not counted:
+    // the clock starts once every region has a learner.
+    const plannedMs = killedAt - (everyLearnerAt ?? firstLearnerAt ?? started);
+    outage = { region, afterRound: killAfter, killedAt, plannedMs, learnersKilled, contributedAfter: [] };
+    say(
+      `--kill-region: killed ${region}'s member operator, its leaf nats-server and ${learnersKilled} learner process(es) after round ${killAfter}; back in ${(plannedMs / 1000).toFixed(0)} s (as long as the run has trained so far)`,
+    );
+  };
+  const restore = async () => {
+    if (!outage || outage.restoredAt) return;
+    const region = outage.region;
+    await startServer(`${region}/nats-server`, { stateDir: tb.description.stateDir, log: say });
+    memberProcs.set(
+      region,
+      startOperator(`member-${region}-restarted`, [
+        ...(memberArgs.get(region) ?? []),
+        ...common(await freePort(), await freePort()),
+      ]),
+    );
+    outage.restoredAt = Date.now();
+    outage.outageSeconds = (outage.restoredAt - outage.killedAt) / 1000;
+    say(
+      `--kill-region: ${region} is back after ${outage.outageSeconds.toFixed(0)} s (nats-server and member operator started; the member replaces its failed learner)`,
+    );
+  };
   const progress = async (): Promise<FederatedRun | undefined> => {
     const run = (await custom.getNamespacedCustomObject({
       ...G,
@@ -538,7 +717,9 @@ for (const [index, spec] of runDocs.entries()) {
       if (seen.has(key)) continue;
       seen.add(key);
       say(
-        `round ${r.round}: ${r.outcome} — aggregated ${r.contributingRegions?.join(", ")}${r.lateRegions?.length ? `; late ${r.lateRegions.join(", ")}` : ""}; model ${r.aggregateDigest?.slice(0, 19)}…`,
+        r.aggregateDigest
+          ? `round ${r.round}: ${r.outcome} — aggregated ${r.contributingRegions?.join(", ")}${r.lateRegions?.length ? `; late ${r.lateRegions.join(", ")}` : ""}${r.foldedLateDeltas?.length ? `; folded in late: ${r.foldedLateDeltas.map((f) => `${f.region} round ${f.round}`).join(", ")}` : ""}; model ${r.aggregateDigest.slice(0, 19)}…`
+          : `round ${r.round}: ${r.outcome} — nothing aggregated (late ${r.lateRegions?.join(", ") || "-"}); the round starts again`,
       );
       for (const m of await learnerMetrics(spec.key, r.round)) say(`  ${m}`);
     }
@@ -569,16 +750,34 @@ for (const [index, spec] of runDocs.entries()) {
         }
       }
     }
+    // A closed round (QuorumMissed retries are recorded too, and aggregate nothing).
+    const closed = (s?.rounds ?? []).filter(
+      (r) => r.outcome === "QuorumReached" || r.outcome === "AllRegionsReported",
+    );
+    if (killRegion && !outage && closed.some((r) => r.round >= killAfter)) await killNow(killRegion);
+    if (outage && !outage.restoredAt && Date.now() - outage.killedAt >= outage.plannedMs) await restore();
     return s?.phase === "Succeeded" || s?.phase === "Failed" ? run : undefined;
   };
 
   let finished: FederatedRun | undefined;
   const deadline = Date.now() + timeoutMs;
   while (!finished && !operatorFailed && Date.now() < deadline) {
-    finished = await progress().catch(() => undefined);
+    finished = await progress().catch((err: Error) => {
+      // An apiserver busy or restarting: look again; say why once.
+      const why = `progress: ${err.message}`;
+      if (!seen.has(why)) {
+        seen.add(why);
+        say(why);
+      }
+      return undefined;
+    });
     if (!finished) await new Promise((r) => setTimeout(r, 1000));
   }
   const seconds = (Date.now() - started) / 1000;
+  // Whatever happened, the killed region comes back for what runs next on the testbed.
+  await restore().catch((err: Error) =>
+    say(`--kill-region: bringing ${killRegion} back failed: ${err.message}`),
+  );
   // The last bytes (the final model's mirror) settle within a moment of the run's end.
   await new Promise((r) => setTimeout(r, 2000));
   const leafAfter = await leafCounters(nats.hub.monitorUrl);
@@ -603,8 +802,104 @@ for (const [index, spec] of runDocs.entries()) {
     modelBytes: initial.size,
     ...(finished ? { run: finished } : {}),
     ...(quarantine.length ? { quarantine } : {}),
+    label: spec.label,
+    quorum: runDoc.spec.quorum,
+    overlap: spec.overlap,
+    batch: spec.batch,
+    ...(outage ? { kill: outage } : {}),
   };
   results.push(result);
+  // Goodput, from the learners' own timing events and the round history.
+  if (finished) {
+    const incarnations: Incarnation[] = [];
+    for (const region of regions) {
+      const dir = join(logDir, "learners", spec.key, region);
+      if (!existsSync(dir)) continue;
+      for (const file of await readdir(dir))
+        incarnations.push(...parseLearnerLog(region, await readFile(join(dir, file), "utf8")));
+    }
+    const rounds = finished.status?.rounds ?? [];
+    // The run ends when its last round closed (whole seconds in the status, rounded up).
+    const runEnd =
+      Math.max(...rounds.map((r) => (r.completionTime ? Date.parse(r.completionTime) : 0))) / 1000;
+    result.goodput = computeGoodput(
+      incarnations,
+      rounds,
+      outage ? [{ region: outage.region, t: outage.killedAt / 1000 }] : [],
+      runEnd > 0 ? runEnd : undefined,
+    );
+    const g = result.goodput;
+    say(
+      `goodput ${spec.label || spec.key}: ${pct(g.goodput)} (${g.useful.toFixed(0)} useful of ${g.possible.toFixed(0)} possible steps); lost: startup ${pct(g.lost.startup)}, waiting for the round ${pct(g.lost.waiting)}, work never aggregated ${pct(g.lost.lostWork)}, publish/fetch/evaluate ${pct(g.lost.other)}`,
+    );
+    if (outage) {
+      const fresh = g.learners.filter((l) => l.region === outage?.region && !l.killed);
+      const firstBack = incarnations
+        .filter((i) => i.region === outage?.region && (i.events[0]?.t ?? 0) * 1000 >= (outage?.killedAt ?? 0))
+        .flatMap((i) => i.events.filter((e) => e.event === "published").map((e) => e.delta_round ?? 0));
+      outage.rejoinedAtRound = firstBack.length ? Math.min(...firstBack) : undefined;
+      outage.contributedAfter = [
+        ...new Set(
+          incarnations
+            .filter(
+              (i) => i.region === outage?.region && (i.events[0]?.t ?? 0) * 1000 >= (outage?.killedAt ?? 0),
+            )
+            .flatMap(
+              (inc) =>
+                g.learners.find((l) => l.pid === inc.pid && l.region === inc.region)?.aggregatedRounds ?? [],
+            ),
+        ),
+      ].sort((a, b) => a - b);
+      say(
+        `${outage.region} after the outage: ${fresh.length} fresh learner(s); first delta for round ${outage.rejoinedAtRound ?? "-"}; aggregated in rounds ${outage.contributedAfter.join(", ") || "none"}`,
+      );
+    }
+    // Every accepted delta aggregated exactly once (on time or folded in later), none twice.
+    const hubEntries = await readAudit(auditFile("hub"));
+    const acceptedKeys = hubEntries
+      .filter((e) => e.kind === "DeltaAccepted" && e.body.run === `${runNs}/${runName}`)
+      .map((e) => `${e.body.region}/${e.body.round}`);
+    const aggregatedKeys = rounds.flatMap((r) => [
+      ...(r.contributingRegions ?? []).map((g2) => `${g2}/${r.round}`),
+      ...(r.foldedLateDeltas ?? []).map((f) => `${f.region}/${f.round}`),
+    ]);
+    const count = (xs: string[]) =>
+      xs.reduce((m, x) => m.set(x, (m.get(x) ?? 0) + 1), new Map<string, number>());
+    const acc = count(acceptedKeys);
+    const agg = count(aggregatedKeys);
+    const problems: string[] = [];
+    let lost = 0;
+    let doubled = 0;
+    for (const [k, n] of acc) {
+      if (n > 1) problems.push(`${k}: accepted ${n} times`);
+      if (!agg.has(k)) {
+        lost++;
+        problems.push(`${k}: accepted, never aggregated`);
+      }
+    }
+    for (const [k, n] of agg) {
+      if (n > 1) {
+        doubled += n - 1;
+        problems.push(`${k}: aggregated ${n} times`);
+      }
+      if (!acc.has(k)) problems.push(`${k}: aggregated without an accepted delta in the audit trail`);
+    }
+    const published = incarnations.reduce(
+      (n, i) => n + i.events.filter((e) => e.event === "published").length,
+      0,
+    );
+    result.deltas = {
+      published,
+      accepted: acceptedKeys.length,
+      aggregated: aggregatedKeys.length,
+      lost,
+      doubleCounted: doubled + [...acc.values()].reduce((n, v) => n + v - 1, 0),
+      problems,
+    };
+    say(
+      `deltas ${spec.key}: ${published} published, ${acceptedKeys.length} accepted, ${aggregatedKeys.length} aggregated; lost ${lost}, counted twice ${result.deltas.doubleCounted}${problems.length ? ` (${problems.slice(0, 4).join("; ")})` : ""}`,
+    );
+  }
   if (finished?.status?.phase !== "Succeeded") {
     say(
       `the run did not finish (${finished?.status?.phase ?? (operatorFailed || "timed out")}); see the logs in ${logDir}`,
@@ -711,7 +1006,7 @@ async function learnerMetrics(run: string, round: number): Promise<string[]> {
     if (!existsSync(dir)) continue;
     for (const file of await readdir(dir)) {
       for (const line of (await readFile(join(dir, file), "utf8")).split("\n")) {
-        if (!line.startsWith("{")) continue;
+        if (!line.startsWith("{") || line.startsWith('{"event"')) continue;
         const m = JSON.parse(line) as {
           round?: number;
           loss_before?: number;
@@ -752,7 +1047,7 @@ const accRows: string[][] = [["model", "union", ...regions]];
 for (const r of results) {
   if (r.evaluation)
     accRows.push([
-      `federated ${r.algorithm}${r.quarantine ? ` (${failRegion} quarantined)` : ""}`,
+      `federated ${r.algorithm}${r.label ? ` (${r.label})` : ""}${r.quarantine ? ` (${failRegion} quarantined)` : ""}`,
       pct(r.evaluation.accuracy),
       ...regions.map((g) => pct(r.evaluation?.regions[g] ?? 0)),
     ]);
@@ -769,6 +1064,43 @@ if (baselines) {
   }
 }
 table(accRows);
+
+if (results.some((r) => r.goodput)) {
+  console.log(
+    "\nGoodput: steps of aggregated deltas ÷ (each learner process's steps per second × its time up), over the learners that were up; the lost part by cause",
+  );
+  const rows: string[][] = [
+    [
+      "run",
+      "H × batch",
+      "goodput",
+      "startup",
+      "waiting for the round",
+      "work not aggregated",
+      "publish/fetch/eval",
+      "outage",
+      "seconds",
+    ],
+  ];
+  for (const r of results) {
+    const g = r.goodput;
+    if (!g) continue;
+    rows.push([
+      r.label || r.key,
+      `${r.innerSteps} × ${r.batch}`,
+      pct(g.goodput),
+      pct(g.lost.startup),
+      pct(g.lost.waiting),
+      pct(g.lost.lostWork),
+      pct(g.lost.other),
+      r.kill
+        ? `${r.kill.region} ${r.kill.outageSeconds?.toFixed(0) ?? "?"} s after round ${r.kill.afterRound}`
+        : "-",
+      r.seconds.toFixed(0),
+    ]);
+  }
+  table(rows);
+}
 
 console.log(
   `\nCommunication per round per region (P = ${parameters} parameters); synchronising every inner step would move 8·P·H bytes (an fp32 gradient up and the averaged one down, per step)`,
@@ -879,6 +1211,14 @@ console.log(
       evaluation: r.evaluation,
       link: r.link,
       quarantine: r.quarantine,
+      label: r.label,
+      quorum: r.quorum,
+      overlap: r.overlap,
+      innerSteps: r.innerSteps,
+      batch: r.batch,
+      kill: r.kill,
+      goodput: r.goodput,
+      deltas: r.deltas,
     })),
   })}`,
 );
@@ -914,6 +1254,10 @@ if (failRegion) {
 }
 for (const c of children) c.kill("SIGTERM");
 await Promise.all(
-  children.map((c) => new Promise((r) => (c.exitCode !== null ? r(undefined) : c.once("exit", r)))),
+  // A child killed by a signal (--kill-region) has no exit code, only its signal.
+  children.map(
+    (c) =>
+      new Promise((r) => (c.exitCode !== null || c.signalCode !== null ? r(undefined) : c.once("exit", r))),
+  ),
 );
 process.exit(ok ? 0 : 1);
