@@ -18,11 +18,29 @@ const FWID_LENGTH = 48;
 const PEM_BLOCK = /-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g;
 
 export function parseCertificate(pemOrDer: string | Uint8Array, what: string): X509Certificate {
+  let cert: X509Certificate;
   try {
-    return new X509Certificate(typeof pemOrDer === "string" ? pemOrDer : Buffer.from(pemOrDer));
+    cert = new X509Certificate(typeof pemOrDer === "string" ? pemOrDer : Buffer.from(pemOrDer));
   } catch (cause) {
     throw new EvidenceParseError(what, "not a PEM or DER X.509 certificate", undefined, { cause });
   }
+  // OpenSSL accepts some validity fields it cannot read as a time: it prints them as "Bad time
+  // value", and Node then gives validFromDate/validToDate as an Invalid Date or an arbitrary one
+  // (which made every later toISOString() throw, or judged the certificate against a random
+  // date). Such a certificate is malformed evidence.
+  if (!readableTime(cert.validFrom, cert.validFromDate) || !readableTime(cert.validTo, cert.validToDate)) {
+    throw new EvidenceParseError(
+      what,
+      `its validity period (${cert.validFrom} .. ${cert.validTo}) is not a readable time`,
+    );
+  }
+  return cert;
+}
+
+/** The time OpenSSL printed, as JavaScript reads it, is the Date Node gives (to the second). */
+function readableTime(printed: string, date: Date): boolean {
+  const parsed = Date.parse(printed);
+  return !Number.isNaN(parsed) && !Number.isNaN(date.getTime()) && Math.abs(parsed - date.getTime()) < 1000;
 }
 
 /** PEM certificates concatenated, leaf first (how NVIDIA's tools write device chains). */

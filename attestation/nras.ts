@@ -216,8 +216,9 @@ function deviceFromClaims(
   const vbios = claims[`${prefix}-vbios-version`] ?? claims[`${prefix}-bios-version`];
   return {
     source: "NRAS",
+    // ueid is a decimal string; anything else (a forged or damaged token's) cannot name the device.
     deviceId:
-      typeof claims.ueid === "string"
+      typeof claims.ueid === "string" && /^[0-9]{1,100}$/.test(claims.ueid)
         ? `${architecture}-${BigInt(claims.ueid).toString(16).toUpperCase()}`
         : name,
     kind,

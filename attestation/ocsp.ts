@@ -3,7 +3,7 @@
  * @peculiar/asn1-ocsp; signatures checked with node:crypto. The answer's freshness is recorded and
  * judged later by the policy at the evaluation time.
  */
-import { createHash, verify as verifySignature, X509Certificate } from "node:crypto";
+import { createHash, verify as verifySignature, type X509Certificate } from "node:crypto";
 import {
   BasicOCSPResponse,
   id_kp_OCSPSigning,
@@ -15,7 +15,7 @@ import {
 import { AsnConvert } from "@peculiar/asn1-schema";
 import { Certificate } from "@peculiar/asn1-x509";
 import { toHex } from "./bytes.ts";
-import { commonName } from "./certchain.ts";
+import { commonName, parseCertificate } from "./certchain.ts";
 import { EvidenceParseError } from "./errors.ts";
 
 const WHAT = "OCSP response";
@@ -152,9 +152,15 @@ export function answerFor(
     return undefined;
   }
   if (single === undefined) return undefined;
-  const embedded = (parsed.basic.certs ?? []).map(
-    (c) => new X509Certificate(Buffer.from(AsnConvert.serialize(c))),
-  );
+  // An embedded certificate OpenSSL cannot read (or whose validity is no readable time) can
+  // authorise nothing: it is left out rather than thrown on.
+  const embedded = (parsed.basic.certs ?? []).flatMap((c) => {
+    try {
+      return [parseCertificate(Buffer.from(AsnConvert.serialize(c)), "OCSP responder certificate")];
+    } catch {
+      return [];
+    }
+  });
   const candidates = [issuer, ...embedded];
   const hash = SIGNATURE_HASHES[parsed.basic.signatureAlgorithm.algorithm];
   if (hash === undefined) {
