@@ -240,10 +240,16 @@ export function verifyManifestSignature(signed: SignedManifest, trustedKey: KeyO
     );
   }
   const signature = signed.signature;
-  if (typeof signature !== "string" || !/^[A-Za-z0-9_-]{86}$/.test(signature)) {
+  // 86 characters carry 516 bits: the last one's 4 spare bits must be zero, so that one signature
+  // has one spelling (a decoder ignores them, and a changed character would still verify).
+  if (
+    typeof signature !== "string" ||
+    !/^[A-Za-z0-9_-]{86}$/.test(signature) ||
+    Buffer.from(signature, "base64url").toString("base64url") !== signature
+  ) {
     throw new DeltaError(
       "ManifestSignatureInvalid",
-      "the signature is not 64 bytes of base64url; refuse the delta",
+      "the signature is not 64 bytes of canonical base64url; refuse the delta",
     );
   }
   if (!verify(null, signedBytes(manifest), trustedKey, Buffer.from(signature, "base64url"))) {
