@@ -6,14 +6,15 @@
 //
 // Testbed only, for a member running as its own process: given the region's KubeConfig, a fault
 // can also be set on the node itself, as the annotation `testbed.sovereign.ai/evidence-fault`
-// (comma-separated fault names; remove it to heal the node). `make demo --fail-attestation`
+// (comma-separated fault names; remove it to heal the node; an unknown name fails the node with
+// EvidenceFaultUnknown rather than being skipped). `make demo --fail-attestation`
 // uses it; add `sovereign.ai/reattest` to have the node challenged at once.
 import { createHash } from "node:crypto";
 import { CoreV1Api, type KubeConfig } from "@kubernetes/client-node";
 import {
-  isTestbedFault,
   type MintedEvidence,
   mintTestbedEvidence,
+  TESTBED_FAULTS,
   type TestbedFault,
 } from "../../attestation/testbed/mod.ts";
 import { type Clock, realClock } from "../runtime/clock.ts";
@@ -35,8 +36,38 @@ export type TestbedNodeFault = TestbedFault | "replay" | "missing-gpu" | "unreac
 /** Testbed only: the node annotation a running member reads its evidence faults from. */
 export const EVIDENCE_FAULT_ANNOTATION = "testbed.sovereign.ai/evidence-fault";
 
+/** Every fault name the annotation may hold. */
+export const TESTBED_NODE_FAULTS: readonly TestbedNodeFault[] = [
+  ...TESTBED_FAULTS,
+  "replay",
+  "missing-gpu",
+  "unreachable",
+];
+
 const isNodeFault = (f: string): f is TestbedNodeFault =>
-  isTestbedFault(f) || f === "replay" || f === "missing-gpu" || f === "unreachable";
+  (TESTBED_NODE_FAULTS as readonly string[]).includes(f);
+
+/**
+ * Reads EVIDENCE_FAULT_ANNOTATION's value (comma-separated fault names; blanks and empty items
+ * are ignored). A name that is no fault is refused, never skipped: a typo would otherwise leave
+ * the node's evidence good while the person who set it expects it to fail. The refusal is an
+ * EvidenceMalformed EvidenceError whose message starts with EvidenceFaultUnknown, so the node
+ * fails its attestation and the verdict says which name is wrong.
+ */
+export function parseEvidenceFaults(value: string, node = "the node"): TestbedNodeFault[] {
+  const names = value
+    .split(",")
+    .map((f) => f.trim())
+    .filter((f) => f !== "");
+  const unknown = names.filter((f) => !isNodeFault(f));
+  if (unknown.length > 0) {
+    throw new EvidenceError(
+      "EvidenceMalformed",
+      `EvidenceFaultUnknown: ${node}'s annotation ${EVIDENCE_FAULT_ANNOTATION} names ${unknown.map((f) => JSON.stringify(f.slice(0, 64))).join(", ")}, which ${unknown.length === 1 ? "is no fault" : "are no faults"}; use a comma-separated list of ${TESTBED_NODE_FAULTS.join(", ")}, or remove the annotation to heal the node`,
+    );
+  }
+  return names as TestbedNodeFault[];
+}
 
 /** A GPU uuid in NVIDIA's shape, stable per node and index. */
 export function testbedGpuUuid(node: string, index: number): string {
@@ -58,15 +89,11 @@ export class TestbedEvidenceSource implements EvidenceSource {
     this.#core = opts.faultsFromNodes?.makeApiClient(CoreV1Api);
   }
 
-  /** The faults the node's EVIDENCE_FAULT_ANNOTATION names (unknown names are ignored). */
+  /** The faults the node's EVIDENCE_FAULT_ANNOTATION names; an unknown name is refused (parseEvidenceFaults). */
   async #annotated(node: string): Promise<TestbedNodeFault[]> {
     if (!this.#core) return [];
     const n = await this.#core.readNode({ name: node }).catch(() => undefined);
-    const value = n?.metadata?.annotations?.[EVIDENCE_FAULT_ANNOTATION] ?? "";
-    return value
-      .split(",")
-      .map((f) => f.trim())
-      .filter(isNodeFault);
+    return parseEvidenceFaults(n?.metadata?.annotations?.[EVIDENCE_FAULT_ANNOTATION] ?? "", `node ${node}`);
   }
 
   /** Sets (or with no fault, clears) the faults of one node's next answers. */
