@@ -43,8 +43,10 @@ bench: deps testbed-up
 	$(NODE) bench/attestation-verify.ts
 	$(NODE) bench/audit.ts
 
-# The chaos suite (it restarts testbed servers), then docs/reliability.md from what it measured.
+# The chaos suite (it restarts testbed servers; the bad-input suite first, in its full form),
+# then docs/reliability.md from what it measured.
 reliability: deps testbed-up
+	SOVEREIGN_RELIABILITY=full ava test/chaos/bad-input.test.ts
 	SOVEREIGN_RELIABILITY=full ava --config ava.disruptive.config.js 'test/chaos/**/*.disruptive.test.ts'
 	$(NODE) test/chaos/report.ts
 
