@@ -215,7 +215,7 @@ test.serial(
     t.log(
       `marked stale ${((Date.now() - quietSince) / 1000).toFixed(1)} s after the last heartbeat (timeout 3 s)`,
     );
-    t.regex(stale.message, /no heartbeat within 3s; last heartbeat \d+s ago/);
+    t.regex(stale.message, /no heartbeat within 3s; last heartbeat at \d{4}-/);
     t.regex(await metrics.registry.metrics(), new RegExp(`sovereign_region_ready\\{region="${region}"\\} 0`));
     t.is(stale.observedGeneration, acceptedNode.metadata.generation);
 

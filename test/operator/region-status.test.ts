@@ -196,3 +196,34 @@ test("a heartbeat alone does not change what runs see of a region; a change runs
   };
   t.notDeepEqual(placementView(notReady), a);
 });
+
+test("a fresh heartbeat alone leaves the hub's conditions unchanged, so the hub writes nothing for it", (t) => {
+  const at = (time: string) => {
+    const node = makeNode("region-a").attestedGpus(8).obj() as SovereignNode;
+    node.status = { ...node.status, lastHeartbeatTime: time };
+    return judgeRegion(node, {
+      now: Date.parse(time) + 4_000,
+      heartbeatTimeoutMs: 60_000,
+      policyExists: true,
+    }).conditions.map((c) => ({ ...c, lastTransitionTime: "2026-11-24T09:00:00Z" }));
+  };
+  const first = at("2026-11-24T10:00:00Z");
+  t.is(findCondition(first, "Ready")?.status, "True");
+  t.true(sameConditions(first, at("2026-11-24T10:00:10Z")));
+  // Going stale is a change worth writing, and says when the region was last heard from.
+  const node = makeNode("region-a").attestedGpus(8).obj() as SovereignNode;
+  node.status = { ...node.status, lastHeartbeatTime: "2026-11-24T10:00:00Z" };
+  const stale = judgeRegion(node, {
+    now: Date.parse("2026-11-24T10:05:00Z"),
+    heartbeatTimeoutMs: 60_000,
+    policyExists: true,
+  }).conditions;
+  t.like(
+    stale.find((c) => c.type === "Ready"),
+    {
+      status: "False",
+      reason: "HeartbeatMissed",
+      message: "no heartbeat within 60s; last heartbeat at 2026-11-24T10:00:00Z",
+    },
+  );
+});
