@@ -5,9 +5,9 @@
 // status, and the audit chain intact. Runs in the disruptive suite (alone, after the others).
 import test from "ava";
 import { exportAuditLog, trustedKey, verifyAuditExport } from "../../attestation/audit/mod.ts";
-import { collectBytes, readSafetensors } from "../../deltas/mod.ts";
+import { collectBytes } from "../../deltas/mod.ts";
 import { fetchGlobalModel } from "../../transport/mod.ts";
-import { ELEMENTS, federation } from "../operator/federation.ts";
+import { federation } from "../operator/federation.ts";
 import { eventually } from "../testbed/harness.ts";
 import { restart } from "../testbed/testbed.ts";
 import { writeChaosResult } from "./results.ts";
@@ -29,8 +29,8 @@ test.serial(
       startHub,
       startRun,
       publisher,
-      deltaOf,
       getRun,
+      expectEqualWeightFedAvg,
     } = await federation(t);
     await startHub();
     const started = await startRun(t, "chaos", {
@@ -74,20 +74,7 @@ test.serial(
         contributingRegions: regions.map((r) => r.name).sort(),
       });
 
-      // The reference: θ + mean of the three deltas (equal tokens), in float32 as the hub stores it.
-      const next = new Float32Array(ELEMENTS);
-      const deltas = [0, 1, 2].map((k) => deltaOf(k, round));
-      for (let e = 0; e < ELEMENTS; e++)
-        next[e] = (theta[e] as number) + deltas.reduce((sum, d) => sum + (d[e] as number), 0) / 3;
-      const model = await fetchGlobalModel(hubNc, { namespace: ns, run: runName, round });
-      t.is(closed.aggregateDigest, model.digest);
-      const published = new Float32Array(
-        new Uint8Array((await readSafetensors(model.data)).tensors.get("w")?.bytes ?? []).buffer,
-      );
-      let worst = 0;
-      for (let e = 0; e < ELEMENTS; e++)
-        worst = Math.max(worst, Math.abs((published[e] as number) - (next[e] as number)));
-      t.true(worst < 1e-5, `round ${round}: largest difference from the reference: ${worst}`);
+      const published = await expectEqualWeightFedAvg(t, runName, round, theta, closed.aggregateDigest);
       theta = published;
     }
 

@@ -12,6 +12,7 @@ import {
   collectBytes,
   describeDelta,
   publicKeyField,
+  readSafetensors,
   signManifest,
   writeDelta,
   writeSafetensors,
@@ -22,6 +23,7 @@ import { jsonLogger, silentLogger } from "../../operator/runtime/log.ts";
 import { OperatorMetrics } from "../../operator/runtime/metrics.ts";
 import {
   ensureRegionDeltaBucket,
+  fetchGlobalModel,
   publishDelta,
   publishGlobalModel,
   removeRunBuckets,
@@ -216,8 +218,36 @@ export async function federation(t: ExecutionContext) {
     );
     return { runName, initial };
   };
+  /**
+   * Checks the model the hub published for `round`: its digest is the round's
+   * `aggregateDigest`, and it is θ + the mean of the regions' deltas (equal tokens), in float32
+   * as the hub stores it, within 1e-5. Returns the published weights (θ of the next round).
+   */
+  const expectEqualWeightFedAvg = async (
+    t: ExecutionContext,
+    runName: string,
+    round: number,
+    theta: Float32Array,
+    aggregateDigest: string | undefined,
+  ): Promise<Float32Array> => {
+    const next = new Float32Array(ELEMENTS);
+    const deltas = regions.map((_, k) => deltaOf(k, round));
+    for (let e = 0; e < ELEMENTS; e++)
+      next[e] = (theta[e] as number) + deltas.reduce((sum, d) => sum + (d[e] as number), 0) / deltas.length;
+    const model = await fetchGlobalModel(hubNc, { namespace: ns, run: runName, round });
+    t.is(aggregateDigest, model.digest);
+    const published = new Float32Array(
+      new Uint8Array((await readSafetensors(model.data)).tensors.get("w")?.bytes ?? []).buffer,
+    );
+    let worst = 0;
+    for (let e = 0; e < ELEMENTS; e++)
+      worst = Math.max(worst, Math.abs((published[e] as number) - (next[e] as number)));
+    t.true(worst < 1e-5, `round ${round}: largest difference from the reference: ${worst}`);
+    return published;
+  };
   return {
     startRun,
+    expectEqualWeightFedAvg,
     tb,
     admin,
     policy,
