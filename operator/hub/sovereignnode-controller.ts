@@ -38,7 +38,8 @@ export function sovereignNodeReconciler(
     if (!node) {
       deps.metrics?.regionReady.remove({ region: key });
       deps.metrics?.regionAttestedGpus.remove({ region: key });
-      for (const c of regionCounters(deps.metrics)) c.remove({ region: key });
+      // Its counters stay: a cache that briefly misses the node (an informer relisting after
+      // an API server restart) must not reset what the region delivered.
       return undefined; // deleted: nothing to keep true
     }
     const now = deps.clock.now();
