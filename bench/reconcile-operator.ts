@@ -15,6 +15,7 @@ import { memberControllers } from "../operator/member/setup.ts";
 import { reuseConnections } from "../operator/runtime/kubeconfig.ts";
 import { jsonLogger, type Logger } from "../operator/runtime/log.ts";
 import { OperatorMetrics } from "../operator/runtime/metrics.ts";
+import { counted, memberRegistration, type Parts, run, send as sendToParent } from "./lib-operator.ts";
 
 export type OperatorSpec =
   | {
@@ -65,44 +66,9 @@ export type FromOperator =
   | { type: "stats" | "stopped"; id: number; stats: OperatorStats }
   | { type: "failed"; message: string };
 
-/** The verb the API server would record for a request (apiserver_request_total's `verb`). */
-export function requestKey(client: string, method: string, url: string): string {
-  const u = new URL(url);
-  const parts = u.pathname.split("/").filter(Boolean);
-  let rest = parts[0] === "api" ? parts.slice(2) : parts.slice(3);
-  if (rest[0] === "namespaces" && rest.length >= 3) rest = rest.slice(2);
-  const [resource = "?", name, sub] = rest;
-  const verb =
-    method === "GET"
-      ? name
-        ? "GET"
-        : u.searchParams.get("watch") === "true"
-          ? "WATCH"
-          : "LIST"
-      : method === "POST"
-        ? "CREATE"
-        : method === "PUT"
-          ? "UPDATE"
-          : method === "DELETE"
-            ? name
-              ? "DELETE"
-              : "DELETECOLLECTION"
-            : method;
-  return `${client} ${verb} ${resource}${sub ? `/${sub}` : ""}`;
-}
-
 const requests = new Map<string, number>();
 
-/** Every request client-node makes passes through applySecurityAuthentication once. */
-function counted(kc: KubeConfig, client: string): KubeConfig {
-  const apply = kc.applySecurityAuthentication.bind(kc);
-  kc.applySecurityAuthentication = (ctx: Parameters<KubeConfig["applySecurityAuthentication"]>[0]) => {
-    const key = requestKey(client, String(ctx.getHttpMethod()), ctx.getUrl());
-    requests.set(key, (requests.get(key) ?? 0) + 1);
-    return apply(ctx);
-  };
-  return kc;
-}
+const count = (kc: KubeConfig, client: string) => counted(kc, client, requests, { apply: false });
 
 let metrics: OperatorMetrics | undefined;
 let logLines = 0;
@@ -142,14 +108,7 @@ async function stats(): Promise<OperatorStats> {
   };
 }
 
-function send(msg: FromOperator): Promise<void> {
-  return new Promise((resolve) => process.send?.(msg, undefined, undefined, () => resolve()));
-}
-
-interface Parts {
-  informers: { start(): Promise<void>; stop(): Promise<void> }[];
-  controllers: { run(signal: AbortSignal): Promise<void> }[];
-}
+const send = (msg: FromOperator) => sendToParent(msg);
 
 async function start(spec: OperatorSpec): Promise<() => Promise<void>> {
   const file = createWriteStream(spec.logFile, { flags: "a" });
@@ -167,7 +126,7 @@ async function start(spec: OperatorSpec): Promise<() => Promise<void>> {
     const kc = new KubeConfig();
     kc.loadFromFile(spec.kubeconfig);
     parts = hubControllers({
-      kc: counted(reuseConnections(kc), "hub"),
+      kc: count(reuseConnections(kc), "hub"),
       metrics,
       log,
       workers: spec.workers,
@@ -181,36 +140,18 @@ async function start(spec: OperatorSpec): Promise<() => Promise<void>> {
     hubKc.loadFromString(spec.hubKubeconfigYaml);
     parts = memberControllers({
       region: spec.region,
-      regionKc: counted(reuseConnections(regionKc), "member→region"),
-      hubKc: counted(reuseConnections(hubKc), "member→hub"),
+      regionKc: count(reuseConnections(regionKc), "member→region"),
+      hubKc: count(reuseConnections(hubKc), "member→hub"),
       metrics,
       log,
       workers: spec.workers,
       heartbeatIntervalMs: spec.heartbeatIntervalMs,
       insecureSkipAttestation: spec.insecureSkipAttestation,
       labels: spec.labels,
-      registration: {
-        jurisdiction: "DE",
-        attestationPolicyRef: { name: spec.policy },
-        dataResidency: {
-          allowedEgress: ["ModelDeltas"],
-          acceptAggregates: true,
-          checkpointLocation: "InRegion",
-        },
-        jetStreamDomain: spec.cluster,
-      },
+      registration: memberRegistration(spec),
     });
   }
-  // As the manager does: caches first, then the workers.
-  await Promise.all(parts.informers.map((i) => i.start()));
-  const abort = new AbortController();
-  const running = parts.controllers.map((c) => c.run(abort.signal));
-  return async () => {
-    abort.abort();
-    await Promise.all(running);
-    await Promise.all(parts.informers.map((i) => i.stop()));
-    await new Promise((r) => file.end(r));
-  };
+  return run(parts, file);
 }
 
 let stop: (() => Promise<void>) | undefined;

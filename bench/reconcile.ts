@@ -26,10 +26,10 @@
 // pods. Pods of ours deleted by someone else mid-run are counted under `interference`.
 //
 // Writes bench/results/reconcile.json (reconcile-quick.json with --quick; --out NAME → NAME.json).
-import { type ChildProcess, execFileSync, fork } from "node:child_process";
+import { type ChildProcess, fork } from "node:child_process";
 import { readFileSync } from "node:fs";
-import { mkdir, writeFile } from "node:fs/promises";
-import { cpus, loadavg, totalmem } from "node:os";
+import { mkdir } from "node:fs/promises";
+import { cpus, totalmem } from "node:os";
 import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import {
@@ -37,7 +37,6 @@ import {
   CustomObjectsApi,
   PatchStrategy,
   setHeaderOptions,
-  type V1Node,
   type V1Pod,
   Watch,
 } from "@kubernetes/client-node";
@@ -46,11 +45,29 @@ import type { FederatedRun, SovereignNode } from "../crds/types.generated.ts";
 import { issueRegionCredential, revokeRegionAccess } from "../operator/hub/credentials.ts";
 import { desiredRegionWork } from "../operator/hub/federatedrun-controller.ts";
 import { regionNamespace } from "../operator/hub/region-access.ts";
-import { ATTESTED_LABEL } from "../operator/member/registration.ts";
 import { LEARNER_NAMESPACE, learnerPod, WORK_LABEL } from "../operator/member/work-controller.ts";
 import { RunBuilder } from "../test/operator/builders.ts";
 import { uniqueName, useTestbed } from "../test/testbed/harness.ts";
-import { gpuNodeLabels } from "../test/testbed/topology.ts";
+import {
+  type CleanupStep,
+  deleteLearnerPods,
+  diff,
+  finish,
+  gitState,
+  kwokGpuNode,
+  pool as libPool,
+  retrying as libRetrying,
+  summary as libSummary,
+  waitFor as libWaitFor,
+  load,
+  log,
+  now,
+  percentile,
+  sleep,
+  stripRunFinalizers,
+  sum,
+  top,
+} from "./lib.ts";
 import type { FromOperator, OperatorSpec, OperatorStats, ToOperator } from "./reconcile-operator.ts";
 
 const { values: args } = parseArgs({
@@ -96,71 +113,24 @@ const interrupt = new AbortController();
 for (const sig of ["SIGINT", "SIGTERM"] as const) {
   process.once(sig, () => interrupt.abort(new Error(`interrupted by ${sig}; cleaning up`)));
 }
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-const now = () => performance.now();
-const load = () => loadavg().map((x) => Number(x.toFixed(2)));
-const log = (msg: string) => console.error(`[${new Date().toISOString().slice(11, 19)}] ${msg}`);
-
-function percentile(values: readonly number[], p: number): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  if (sorted.length === 0) return Number.NaN;
-  return sorted[Math.max(0, Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1))] as number;
-}
-function summary(ms: readonly number[]) {
-  const r = (x: number) => Number(x.toFixed(1));
-  return {
-    count: ms.length,
-    p50Ms: r(percentile(ms, 50)),
-    p99Ms: r(percentile(ms, 99)),
-    maxMs: r(Math.max(...ms)),
-    meanMs: r(ms.reduce((a, b) => a + b, 0) / ms.length),
-  };
-}
-
-/** Polls until `probe` is truthy; fails on timeout, Ctrl-C or a dead operator process. */
-async function waitFor<T>(probe: () => Promise<T | undefined> | T | undefined, what: string, ms: number) {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    interrupt.signal.throwIfAborted();
-    for (const o of operators)
-      if (o.exitedWith) throw new Error(`operator ${o.name} exited: ${o.exitedWith}`);
-    const v = await probe();
-    if (v) return v;
-    if (Date.now() > deadline) throw new Error(`timed out after ${ms / 1000}s waiting for ${what}`);
-    await sleep(250);
-  }
-}
-
-/** Runs `fn` over `count` items with at most `concurrency` in flight. */
-async function pool(count: number, concurrency: number, fn: (i: number) => Promise<void>): Promise<void> {
-  let next = 0;
-  await Promise.all(
-    Array.from({ length: Math.min(concurrency, count) }, async () => {
-      while (next < count) {
-        interrupt.signal.throwIfAborted();
-        await fn(next++);
-      }
-    }),
-  );
-}
-
-/** A create that the API server may refuse for a moment (429, 5xx) is tried again. */
+const summary = (ms: readonly number[]) => libSummary(ms, { mean: true });
+const pool = (count: number, concurrency: number, fn: (i: number) => Promise<void>) =>
+  libPool(count, concurrency, fn, interrupt.signal);
 let retries = 0;
-async function retrying<T>(fn: () => Promise<T>): Promise<T> {
-  for (let attempt = 0; ; attempt++) {
-    try {
-      return await fn();
-    } catch (err) {
-      const code = (err as { code?: number }).code ?? 0;
-      // A dropped connection (undici's "fetch failed", e.g. an HTTP/2 stream reset by an
-      // overloaded API server) is as retryable as a 429 or a 5xx.
-      const dropped = err instanceof TypeError && err.message === "fetch failed";
-      if (attempt >= 5 || !(code === 429 || code >= 500 || dropped)) throw err;
-      retries++;
-      await sleep(100 * 2 ** attempt);
-    }
-  }
-}
+const retrying = <T>(fn: () => Promise<T>) =>
+  libRetrying(fn, () => {
+    retries++;
+  });
+const waitFor = <T>(probe: () => Promise<T | undefined> | T | undefined, what: string, ms: number) =>
+  libWaitFor(probe, what, ms, {
+    signal: interrupt.signal,
+    intervalMs: 250,
+    // Any operator gone, ready or not, ends the wait.
+    check: () => {
+      for (const o of operators)
+        if (o.exitedWith) throw new Error(`operator ${o.name} exited: ${o.exitedWith}`);
+    },
+  });
 
 /** One operator process (hub or member), driven over IPC. */
 class OperatorProcess {
@@ -281,19 +251,9 @@ log(
     `attestation ${skipAttestation ? "skipped (pods released)" : "gated (pods stay gated)"}; load ${loadAt.start}`,
 );
 
-/** Cleanup, newest first; every step is tried even when an earlier one fails. */
-const cleanup: { what: string; fn: () => Promise<unknown> }[] = [];
+/** Cleanup steps; lib.ts finish runs them newest first, also after a failure. */
+const cleanup: CleanupStep[] = [];
 const leftovers: string[] = [];
-async function runCleanup(): Promise<void> {
-  for (const c of cleanup.reverse()) {
-    try {
-      await c.fn();
-    } catch (err) {
-      leftovers.push(`${c.what}: ${(err as Error).message ?? err}`);
-    }
-  }
-  cleanup.length = 0;
-}
 
 // ---------------------------------------------------------------------------------------
 async function main(): Promise<Record<string, unknown>> {
@@ -356,7 +316,10 @@ async function main(): Promise<Record<string, unknown>> {
       }),
   });
   cleanup.push({ what: "leftover learner pods", fn: deleteOurLearnerPods });
-  cleanup.push({ what: "leftover run finalizers", fn: stripRunFinalizers });
+  cleanup.push({
+    what: "leftover run finalizers",
+    fn: () => stripRunFinalizers(custom, ns, interrupt.signal),
+  });
   cleanup.push({
     what: "the operator processes",
     fn: () => Promise.all(operators.map((o) => o.stop())),
@@ -380,29 +343,7 @@ async function main(): Promise<Record<string, unknown>> {
       const count = Math.floor(extraNodes / R) + (ri < extraNodes % R ? 1 : 0);
       await pool(count, 8, async (i) => {
         const name = `${tag}-gpu-${i}`;
-        const capacity = {
-          cpu: "96",
-          memory: "1536Gi",
-          pods: "110",
-          "ephemeral-storage": "8Ti",
-          "nvidia.com/gpu": String(GPUS_PER_NODE),
-        };
-        // As test/testbed/testbed.ts nodeManifests: kwok manages nodes with this annotation.
-        const node: V1Node = {
-          apiVersion: "v1",
-          kind: "Node",
-          metadata: {
-            name,
-            labels: {
-              ...gpuNodeLabels(name, r.cluster, GPUS_PER_NODE),
-              [BENCH_LABEL]: tag,
-              [ATTESTED_LABEL]: "true",
-            },
-            annotations: { "kwok.x-k8s.io/node": "fake" },
-          },
-          spec: {},
-          status: { capacity, allocatable: capacity },
-        };
+        const node = kwokGpuNode(name, r.cluster, GPUS_PER_NODE, { [BENCH_LABEL]: tag });
         await retrying(() => r.core.createNode({ body: node }));
       });
     }),
@@ -829,22 +770,6 @@ async function apiserverRequests(): Promise<Record<string, Record<string, number
   return out;
 }
 
-function diff(a: Record<string, number>, b: Record<string, number>): Record<string, number> {
-  const out: Record<string, number> = {};
-  for (const [k, v] of Object.entries(b)) {
-    const d = v - (a[k] ?? 0);
-    if (d > 0) out[k] = d;
-  }
-  return out;
-}
-const sum = (o: Record<string, number>) => Object.values(o).reduce((a, b) => a + b, 0);
-const top = (o: Record<string, number>, n = 12) =>
-  Object.fromEntries(
-    Object.entries(o)
-      .sort((a, b) => b[1] - a[1])
-      .slice(0, n),
-  );
-
 /** Operator requests and reconciles between two snapshots. */
 function window(a: Snapshot, b: Snapshot) {
   const perOperator = operators.map((o, i) => {
@@ -1061,86 +986,23 @@ function report(m: {
   return result;
 }
 
-/** The commit measured, and any uncommitted operator changes that were measured with it. */
-function gitState() {
-  const git = (...a: string[]) =>
-    execFileSync("git", a, { cwd: resolve(import.meta.dirname, ".."), encoding: "utf8" });
-  try {
-    return {
-      head: git("rev-parse", "HEAD").trim(),
-      uncommittedOperatorFiles: git("status", "--porcelain", "operator", "crds").split("\n").filter(Boolean),
-    };
-  } catch {
-    return undefined;
-  }
-}
-
 // ---------------------------------------------------------------------------------------
-/** Runs the hub can no longer finalize (its process gone) must not keep the namespace. */
-async function stripRunFinalizers(): Promise<void> {
-  const list = (await custom.listNamespacedCustomObject({
-    ...GROUP,
-    plural: "federatedruns",
-    namespace: ns,
-  })) as {
-    items: FederatedRun[];
-  };
-  await pool(list.items.length, 8, async (i) => {
-    const name = list.items[i]?.metadata.name ?? "";
-    await custom
-      .patchNamespacedCustomObject(
-        { ...GROUP, plural: "federatedruns", namespace: ns, name, body: { metadata: { finalizers: null } } },
-        mergePatch,
-      )
-      .catch(() => undefined);
-    await custom
-      .deleteNamespacedCustomObject({ ...GROUP, plural: "federatedruns", namespace: ns, name })
-      .catch(() => undefined);
-  });
-}
-
 /** Learner pods of this benchmark's regions that their member did not remove. */
 async function deleteOurLearnerPods(): Promise<void> {
   for (const r of regions) {
     const prefix = `${regionNamespace(r.name)}/`;
-    const list = await r.core.listNamespacedPod({ namespace: LEARNER_NAMESPACE, labelSelector: WORK_LABEL });
-    const mine = list.items.filter((p) =>
-      p.metadata?.annotations?.["sovereign.ai/region-work"]?.startsWith(prefix),
+    await deleteLearnerPods(
+      r.core,
+      (p) => p.metadata?.annotations?.["sovereign.ai/region-work"]?.startsWith(prefix) === true,
+      interrupt.signal,
     );
-    await pool(mine.length, 8, async (i) => {
-      await r.core
-        .deleteNamespacedPod({
-          namespace: LEARNER_NAMESPACE,
-          name: mine[i]?.metadata?.name ?? "",
-          gracePeriodSeconds: 0,
-        })
-        .catch(() => undefined);
-    });
   }
 }
 
 // ---------------------------------------------------------------------------------------
-let result: Record<string, unknown> | undefined;
-let failure: unknown;
-try {
-  result = await main();
-} catch (err) {
-  failure = err;
-}
-const sweepStart = now();
-log("cleaning up");
-await runCleanup();
-log(
-  `cleaned up in ${((now() - sweepStart) / 1000).toFixed(1)} s${leftovers.length ? `; LEFT: ${leftovers}` : ""}`,
+await finish(
+  main,
+  cleanup,
+  leftovers,
+  join(resultsDir, `${args.out ?? (quick ? "reconcile-quick" : "reconcile")}.json`),
 );
-if (result) {
-  result.cleanup = { sweepSeconds: Number(((now() - sweepStart) / 1000).toFixed(1)), leftovers };
-  const file = join(resultsDir, `${args.out ?? (quick ? "reconcile-quick" : "reconcile")}.json`);
-  await writeFile(file, `${JSON.stringify(result, null, 2)}\n`);
-  log(`wrote ${file}`);
-}
-if (failure) {
-  console.error(failure);
-  process.exit(1);
-}
-process.exit(leftovers.length ? 1 : 0);

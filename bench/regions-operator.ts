@@ -12,6 +12,7 @@ import { createWriteStream } from "node:fs";
 import type { KubeConfig } from "@kubernetes/client-node";
 import type { Logger } from "../operator/runtime/log.ts";
 import type { OperatorMetrics } from "../operator/runtime/metrics.ts";
+import { counted, memberRegistration, type Parts, run, send as sendToParent } from "./lib-operator.ts";
 
 export type RegionsOperatorSpec =
   | {
@@ -64,47 +65,9 @@ export type FromRegionsOperator =
   | { type: "stats" | "stopped"; id: number; stats: RegionsOperatorStats }
   | { type: "failed"; message: string };
 
-/** The verb the API server would record (apiserver_request_total's `verb`; SSA is APPLY). */
-function requestKey(client: string, method: string, url: string, contentType: string): string {
-  const u = new URL(url);
-  const parts = u.pathname.split("/").filter(Boolean);
-  let rest = parts[0] === "api" ? parts.slice(2) : parts.slice(3);
-  if (rest[0] === "namespaces" && rest.length >= 3) rest = rest.slice(2);
-  const [resource = "?", name, sub] = rest;
-  const verb =
-    method === "GET"
-      ? name
-        ? "GET"
-        : u.searchParams.get("watch") === "true"
-          ? "WATCH"
-          : "LIST"
-      : method === "POST"
-        ? "CREATE"
-        : method === "PUT"
-          ? "UPDATE"
-          : method === "DELETE"
-            ? name
-              ? "DELETE"
-              : "DELETECOLLECTION"
-            : method === "PATCH" && contentType.includes("apply-patch")
-              ? "APPLY"
-              : method;
-  return `${client} ${verb} ${resource}${sub ? `/${sub}` : ""}`;
-}
-
 const requests = new Map<string, number>();
 
-/** Every request client-node makes passes through applySecurityAuthentication once. */
-function counted(kc: KubeConfig, client: string): KubeConfig {
-  const apply = kc.applySecurityAuthentication.bind(kc);
-  kc.applySecurityAuthentication = (ctx: Parameters<KubeConfig["applySecurityAuthentication"]>[0]) => {
-    const headers = (ctx as unknown as { getHeaders?: () => Record<string, string> }).getHeaders?.() ?? {};
-    const key = requestKey(client, String(ctx.getHttpMethod()), ctx.getUrl(), headers["Content-Type"] ?? "");
-    requests.set(key, (requests.get(key) ?? 0) + 1);
-    return apply(ctx);
-  };
-  return kc;
-}
+const count = (kc: KubeConfig, client: string) => counted(kc, client, requests, { apply: true });
 
 let metrics: OperatorMetrics | undefined;
 const reconcileTimes: Record<string, [number, number][]> = {};
@@ -152,14 +115,7 @@ async function stats(detail = false): Promise<RegionsOperatorStats> {
   };
 }
 
-function send(msg: FromRegionsOperator): Promise<void> {
-  return new Promise((resolve) => process.send?.(msg, undefined, undefined, () => resolve()));
-}
-
-interface Parts {
-  informers: { start(): Promise<void>; stop(): Promise<void> }[];
-  controllers: { run(signal: AbortSignal): Promise<void> }[];
-}
+const send = (msg: FromRegionsOperator) => sendToParent(msg);
 
 async function start(spec: RegionsOperatorSpec): Promise<() => Promise<void>> {
   const [{ KubeConfig }, { reuseConnections }, { jsonLogger }, { OperatorMetrics }] = await Promise.all([
@@ -182,7 +138,7 @@ async function start(spec: RegionsOperatorSpec): Promise<() => Promise<void>> {
     const kc = new KubeConfig();
     kc.loadFromFile(spec.kubeconfig);
     parts = hubControllers({
-      kc: counted(reuseConnections(kc), "hub"),
+      kc: count(reuseConnections(kc), "hub"),
       metrics,
       log,
       workers: spec.workers,
@@ -197,36 +153,18 @@ async function start(spec: RegionsOperatorSpec): Promise<() => Promise<void>> {
     hubKc.loadFromString(spec.hubKubeconfigYaml);
     parts = memberControllers({
       region: spec.region,
-      regionKc: counted(reuseConnections(regionKc), "member→region"),
-      hubKc: counted(reuseConnections(hubKc), "member→hub"),
+      regionKc: count(reuseConnections(regionKc), "member→region"),
+      hubKc: count(reuseConnections(hubKc), "member→hub"),
       metrics,
       log,
       workers: spec.workers,
       heartbeatIntervalMs: spec.heartbeatIntervalMs,
       insecureSkipAttestation: spec.insecureSkipAttestation,
       labels: spec.labels,
-      registration: {
-        jurisdiction: "DE",
-        attestationPolicyRef: { name: spec.policy },
-        dataResidency: {
-          allowedEgress: ["ModelDeltas"],
-          acceptAggregates: true,
-          checkpointLocation: "InRegion",
-        },
-        jetStreamDomain: spec.cluster,
-      },
+      registration: memberRegistration(spec),
     });
   }
-  // As the manager does: caches first, then the workers.
-  await Promise.all(parts.informers.map((i) => i.start()));
-  const abort = new AbortController();
-  const running = parts.controllers.map((c) => c.run(abort.signal));
-  return async () => {
-    abort.abort();
-    await Promise.all(running);
-    await Promise.all(parts.informers.map((i) => i.stop()));
-    await new Promise((r) => file.end(r));
-  };
+  return run(parts, file);
 }
 
 let stop: (() => Promise<void>) | undefined;

@@ -29,10 +29,10 @@
 // or uniquely named and removed at the end, also on failure or Ctrl-C.
 //
 // Writes bench/results/regions.json (regions-quick.json with --quick; --out NAME → NAME.json).
-import { type ChildProcess, execFileSync, fork } from "node:child_process";
+import { type ChildProcess, fork } from "node:child_process";
 import { readFileSync } from "node:fs";
-import { mkdir, writeFile } from "node:fs/promises";
-import { cpus, loadavg, totalmem } from "node:os";
+import { mkdir } from "node:fs/promises";
+import { cpus, totalmem } from "node:os";
 import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import {
@@ -40,7 +40,6 @@ import {
   CustomObjectsApi,
   PatchStrategy,
   setHeaderOptions,
-  type V1Node,
   type V1Pod,
   Watch,
 } from "@kubernetes/client-node";
@@ -48,11 +47,29 @@ import { installCrds } from "../crds/install.ts";
 import type { FederatedRun, SovereignNode } from "../crds/types.generated.ts";
 import { issueRegionCredential, revokeRegionAccess } from "../operator/hub/credentials.ts";
 import { REGION_NAMESPACE_PREFIX } from "../operator/hub/region-access.ts";
-import { ATTESTED_LABEL } from "../operator/member/registration.ts";
 import { LEARNER_NAMESPACE, WORK_LABEL } from "../operator/member/work-controller.ts";
 import { RunBuilder } from "../test/operator/builders.ts";
 import { uniqueName, useTestbed } from "../test/testbed/harness.ts";
-import { gpuNodeLabels } from "../test/testbed/topology.ts";
+import {
+  type CleanupStep,
+  deleteLearnerPods,
+  diff,
+  finish,
+  gitState,
+  kwokGpuNode,
+  pool as libPool,
+  retrying as libRetrying,
+  waitFor as libWaitFor,
+  load,
+  log,
+  now,
+  percentile,
+  sleep,
+  stripRunFinalizers,
+  sum,
+  summary,
+  top,
+} from "./lib.ts";
 import type {
   FromRegionsOperator,
   RegionsOperatorSpec,
@@ -111,83 +128,27 @@ const interrupt = new AbortController();
 for (const sig of ["SIGINT", "SIGTERM"] as const) {
   process.once(sig, () => interrupt.abort(new Error(`interrupted by ${sig}; cleaning up`)));
 }
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-const now = () => performance.now();
-const load = () => loadavg().map((x) => Number(x.toFixed(2)));
-const log = (msg: string) => console.error(`[${new Date().toISOString().slice(11, 19)}] ${msg}`);
 const r1 = (x: number) => Number(x.toFixed(1));
 const r2 = (x: number) => Number(x.toFixed(2));
 const mib = (b: number) => r1(b / MiB);
 
-function percentile(values: readonly number[], p: number): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  if (sorted.length === 0) return Number.NaN;
-  return sorted[Math.max(0, Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1))] as number;
-}
-function summary(ms: readonly number[]) {
-  return {
-    count: ms.length,
-    p50Ms: r1(percentile(ms, 50)),
-    p99Ms: r1(percentile(ms, 99)),
-    maxMs: r1(ms.length ? Math.max(...ms) : Number.NaN),
-  };
-}
-const sum = (o: Record<string, number>) => Object.values(o).reduce((a, b) => a + b, 0);
-function diff(a: Record<string, number>, b: Record<string, number>): Record<string, number> {
-  const out: Record<string, number> = {};
-  for (const [k, v] of Object.entries(b)) {
-    const d = v - (a[k] ?? 0);
-    if (d > 0) out[k] = d;
-  }
-  return out;
-}
-const top = (o: Record<string, number>, n = 12) =>
-  Object.fromEntries(
-    Object.entries(o)
-      .sort((a, b) => b[1] - a[1])
-      .slice(0, n),
-  );
 function memAvailableMiB(): number {
   const m = /MemAvailable:\s+(\d+) kB/.exec(readFileSync("/proc/meminfo", "utf8"));
   return m ? Number(m[1]) / 1024 : Number.NaN;
 }
 
 /** Runs `fn` over `count` items with at most `concurrency` in flight. */
-function pool(count: number, concurrency: number, fn: (i: number) => Promise<void>): Promise<void> {
-  return poolAlways(count, concurrency, fn, interrupt.signal);
-}
-/** As pool, but only `signal` stops it: cleanup runs after Ctrl-C too. */
-async function poolAlways(
-  count: number,
-  concurrency: number,
-  fn: (i: number) => Promise<void>,
-  signal?: AbortSignal,
-): Promise<void> {
-  let next = 0;
-  await Promise.all(
-    Array.from({ length: Math.min(concurrency, count) }, async () => {
-      while (next < count) {
-        signal?.throwIfAborted();
-        await fn(next++);
-      }
-    }),
-  );
-}
+const pool = (count: number, concurrency: number, fn: (i: number) => Promise<void>) =>
+  libPool(count, concurrency, fn, interrupt.signal);
+/** As pool, but cleanup runs after Ctrl-C too. */
+const poolAlways = (count: number, concurrency: number, fn: (i: number) => Promise<void>) =>
+  libPool(count, concurrency, fn);
 
-/** A request the API server may refuse for a moment (429, 5xx) is tried again. */
 let retries = 0;
-async function retrying<T>(fn: () => Promise<T>): Promise<T> {
-  for (let attempt = 0; ; attempt++) {
-    try {
-      return await fn();
-    } catch (err) {
-      const code = (err as { code?: number }).code ?? 0;
-      if (attempt >= 5 || !(code === 429 || code >= 500)) throw err;
-      retries++;
-      await sleep(100 * 2 ** attempt);
-    }
-  }
-}
+const retrying = <T>(fn: () => Promise<T>) =>
+  libRetrying(fn, () => {
+    retries++;
+  });
 const ignore404 = (e: { code?: number }) => {
   if (e.code !== 404) throw e;
 };
@@ -292,20 +253,16 @@ let hub: OperatorProcess | undefined;
 const members: OperatorProcess[] = [];
 const alive = () => [...(hub ? [hub] : []), ...members];
 
-/** Polls until `probe` is truthy; fails on timeout, Ctrl-C or a dead operator process. */
-async function waitFor<T>(probe: () => Promise<T | undefined> | T | undefined, what: string, ms: number) {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    interrupt.signal.throwIfAborted();
+const waitFor = <T>(probe: () => Promise<T | undefined> | T | undefined, what: string, ms: number) =>
+  libWaitFor(probe, what, ms, {
+    signal: interrupt.signal,
+    intervalMs: 500,
     // A member that never came up was reported when it failed; one that dies later is fatal.
-    for (const o of alive())
-      if (o.ready && o.exitedWith) throw new Error(`operator ${o.name} exited: ${o.exitedWith}`);
-    const v = await probe();
-    if (v) return v;
-    if (Date.now() > deadline) throw new Error(`timed out after ${ms / 1000}s waiting for ${what}`);
-    await sleep(500);
-  }
-}
+    check: () => {
+      for (const o of alive())
+        if (o.ready && o.exitedWith) throw new Error(`operator ${o.name} exited: ${o.exitedWith}`);
+    },
+  });
 
 // ---------------------------------------------------------------------------------------
 const tb = await useTestbed();
@@ -334,19 +291,9 @@ log(
     `heartbeat ${heartbeatMs} ms, workers ${workers}; load ${loadAt.start}; MemAvailable ${memAt.startAvailableMiB} MiB`,
 );
 
-/** Cleanup, newest first; every step is tried even when an earlier one fails. */
-const cleanup: { what: string; fn: () => Promise<unknown> }[] = [];
+/** Cleanup steps; lib.ts finish runs them newest first, also after a failure. */
+const cleanup: CleanupStep[] = [];
 const leftovers: string[] = [];
-async function runCleanup(): Promise<void> {
-  for (const c of cleanup.reverse()) {
-    try {
-      await c.fn();
-    } catch (err) {
-      leftovers.push(`${c.what}: ${(err as Error).message ?? err}`);
-    }
-  }
-  cleanup.length = 0;
-}
 
 // ---------------------------------------------------------------------------------------
 interface HubSnapshot {
@@ -528,7 +475,7 @@ async function main(): Promise<Record<string, unknown>> {
     fn: () => hubCore.deleteNamespace({ name: ns }).catch(ignore404),
   });
   cleanup.push({ what: "leftover learner pods and key secrets", fn: deleteOurLearnerPods });
-  cleanup.push({ what: "leftover run finalizers", fn: stripRunFinalizers });
+  cleanup.push({ what: "leftover run finalizers", fn: () => stripRunFinalizers(custom, ns) });
   cleanup.push({ what: "the operator processes", fn: () => Promise.all(alive().map((o) => o.stop())) });
 
   await hubCore.createNamespace({ body: { metadata: { name: ns, labels: { [BENCH_LABEL]: tag } } } });
@@ -547,28 +494,7 @@ async function main(): Promise<Record<string, unknown>> {
   for (const c of clusters) {
     for (let i = 0; i < GPU_NODES_PER_CLUSTER; i++) {
       const name = `${tag}-gpu-${i}`;
-      const capacity = {
-        cpu: "96",
-        memory: "1536Gi",
-        pods: "110",
-        "ephemeral-storage": "8Ti",
-        "nvidia.com/gpu": String(GPUS_PER_NODE),
-      };
-      const node: V1Node = {
-        apiVersion: "v1",
-        kind: "Node",
-        metadata: {
-          name,
-          labels: {
-            ...gpuNodeLabels(name, c.cluster, GPUS_PER_NODE),
-            [BENCH_LABEL]: tag,
-            [ATTESTED_LABEL]: "true",
-          },
-          annotations: { "kwok.x-k8s.io/node": "fake" },
-        },
-        spec: {},
-        status: { capacity, allocatable: capacity },
-      };
+      const node = kwokGpuNode(name, c.cluster, GPUS_PER_NODE, { [BENCH_LABEL]: tag });
       await retrying(() => c.core.createNode({ body: node }));
     }
   }
@@ -1036,62 +962,13 @@ function placementOf(i: number, started: readonly number[]): number[] {
   return byCluster.slice(0, REGIONS_PER_RUN).map((ks) => ks[i % ks.length] as number);
 }
 
-function gitState() {
-  const git = (...a: string[]) =>
-    execFileSync("git", a, { cwd: resolve(import.meta.dirname, ".."), encoding: "utf8" });
-  try {
-    return {
-      head: git("rev-parse", "HEAD").trim(),
-      uncommittedOperatorFiles: git("status", "--porcelain", "operator", "crds").split("\n").filter(Boolean),
-    };
-  } catch {
-    return undefined;
-  }
-}
-
-async function stripRunFinalizers(): Promise<void> {
-  const list = (await custom.listNamespacedCustomObject({
-    ...GROUP,
-    plural: "federatedruns",
-    namespace: ns,
-  })) as {
-    items: FederatedRun[];
-  };
-  await poolAlways(list.items.length, 8, async (i) => {
-    const name = list.items[i]?.metadata.name ?? "";
-    await custom
-      .patchNamespacedCustomObject(
-        { ...GROUP, plural: "federatedruns", namespace: ns, name, body: { metadata: { finalizers: null } } },
-        mergePatch,
-      )
-      .catch(() => undefined);
-    await custom
-      .deleteNamespacedCustomObject({ ...GROUP, plural: "federatedruns", namespace: ns, name })
-      .catch(() => undefined);
-  });
-}
-
 /** Learner pods (and their key Secrets) of this benchmark's regions that their member did not remove. */
 async function deleteOurLearnerPods(): Promise<void> {
-  const ours = (o: {
-    metadata?: { annotations?: Record<string, string>; labels?: Record<string, string> };
-  }) => {
-    const owner = o.metadata?.annotations?.["sovereign.ai/region-work"] ?? "";
-    return owner.startsWith(`${REGION_NAMESPACE_PREFIX}${tag}-`);
-  };
+  const prefix = `${REGION_NAMESPACE_PREFIX}${tag}-`;
   for (const c of clusters) {
-    const pods = (
-      await c.core.listNamespacedPod({ namespace: LEARNER_NAMESPACE, labelSelector: WORK_LABEL })
-    ).items.filter(ours);
-    await poolAlways(pods.length, 8, async (i) => {
-      await c.core
-        .deleteNamespacedPod({
-          namespace: LEARNER_NAMESPACE,
-          name: pods[i]?.metadata?.name ?? "",
-          gracePeriodSeconds: 0,
-        })
-        .catch(() => undefined);
-    });
+    await deleteLearnerPods(c.core, (p) =>
+      (p.metadata?.annotations?.["sovereign.ai/region-work"] ?? "").startsWith(prefix),
+    );
   }
 }
 
@@ -1177,28 +1054,10 @@ function print(r: Record<string, unknown>): void {
     console.log(`  delete all runs → learners gone: ${rr.deletion.seconds} s`);
 }
 
-let result: Record<string, unknown> | undefined;
-let failure: unknown;
-try {
-  result = await main();
-  print(result);
-} catch (err) {
-  failure = err;
-}
-const sweepStart = now();
-log("cleaning up");
-await runCleanup();
-log(
-  `cleaned up in ${((now() - sweepStart) / 1000).toFixed(1)} s${leftovers.length ? `; LEFT: ${leftovers}` : ""}`,
+await finish(
+  main,
+  cleanup,
+  leftovers,
+  join(resultsDir, `${args.out ?? (quick ? "regions-quick" : "regions")}.json`),
+  print,
 );
-if (result) {
-  result.cleanup = { sweepSeconds: r1((now() - sweepStart) / 1000), leftovers };
-  const file = join(resultsDir, `${args.out ?? (quick ? "regions-quick" : "regions")}.json`);
-  await writeFile(file, `${JSON.stringify(result, null, 2)}\n`);
-  log(`wrote ${file}`);
-}
-if (failure) {
-  console.error(failure);
-  process.exit(1);
-}
-process.exit(leftovers.length ? 1 : 0);
