@@ -61,6 +61,9 @@ export class Manager {
         return { ok: !this.isLeading() || unsynced === 0, reason: `${unsynced} informer caches not synced` };
       },
     };
+    // Without leader election this replica leads from the start: what it holds as leader (the
+    // hub's audit log) is open before its endpoints answer, so /audit/export never sees it missing.
+    if (!config.leaderElect) await this.parts.leaderResources?.open();
     const metricsAddr = config.metricsBindAddress;
     const probeAddr = config.healthProbeBindAddress;
     const { auditStore } = this.parts;
