@@ -16,6 +16,7 @@ import {
   assertPortsFree,
   isAlive,
   type ProcessSpec,
+  portIsFree,
   probeOnce,
   startProcess,
   stopProcess,
@@ -376,6 +377,10 @@ async function startAndWait(specs: ProcessSpec[], log: Log, recordPids: () => Pr
         await stopProcess(s.pid);
       }
     }
+    // A server just stopped (a restart) can hold its port a little longer than its pid lives
+    // (CI saw a hub nats-server killed mid-JetStream-shutdown do so): give the port a moment.
+    for (let waited = 0; waited < 30_000 && !(await portIsFree(s.port)); waited += 250)
+      await new Promise((r) => setTimeout(r, 250));
     await assertPortsFree([{ port: s.port, owner: s.name }]);
     s.pid = startProcess(s);
     spawnedAt.set(s.name, performance.now());
