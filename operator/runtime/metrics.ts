@@ -120,23 +120,23 @@ export class OperatorMetrics {
     registers: [this.registry],
   });
 
-  #runPhases: () => Iterable<string | undefined> = () => [];
+  /** Set by the hub only: a member manages no runs. */
+  #runPhases?: () => Iterable<string | undefined>;
   /** The hub says once how to list its runs' phases; sovereign_runs is computed at each scrape. */
   observeRunPhases(list: () => Iterable<string | undefined>): void {
     this.#runPhases = list;
-    this.#observingRuns = true;
   }
-  #observingRuns = false;
   readonly runsByPhase = new Gauge({
     name: "sovereign_runs",
     help: "FederatedRuns the hub manages, by status.phase (a run without a phase yet counts as Pending)",
     labelNames: ["phase"] as const,
     registers: [this.registry],
     collect: () => {
-      if (!this.#observingRuns) return; // a member manages no runs: no series rather than zeros
+      const list = this.#runPhases;
+      if (!list) return; // a member manages no runs: no series rather than zeros
       // Every phase, zeros included, so a panel shows a run entering a phase it never had.
       const counts = new Map<string, number>(RUN_PHASES.map((p) => [p, 0]));
-      for (const phase of this.#runPhases()) {
+      for (const phase of list()) {
         const p = phase ?? "Pending";
         counts.set(p, (counts.get(p) ?? 0) + 1);
       }
