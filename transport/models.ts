@@ -8,6 +8,7 @@ import type { NatsConnection } from "@nats-io/transport-node";
 import type { ByteSource } from "../deltas/mod.ts";
 import { TransportError } from "./errors.ts";
 import {
+  MODEL_BUCKET_PREFIX,
   MODEL_DIGEST_METADATA,
   modelMirrorDeliverPrefix,
   modelObjectName,
@@ -83,6 +84,41 @@ export async function ensureRunModelMirror(
 
 export async function removeRunModelMirror(regionNc: NatsConnection, ref: RunRef): Promise<boolean> {
   return removeStream(regionNc, objectStoreStream(runModelBucket(ref.namespace, ref.run)));
+}
+
+/** JetStream's error code for "stream not found", as a mirror reports its source gone. */
+const JS_STREAM_NOT_FOUND = 10059;
+
+/** A mirror whose source has been gone at least this long is an orphan, not a bucket the hub is still creating. */
+export const ORPHANED_MIRROR_AFTER_MS = 60_000;
+
+/**
+ * Member: removes the region's mirrors of runs' model buckets whose bucket at the hub is gone
+ * (the run was deleted while no member that mirrored it was running to see it go). Such a
+ * mirror keeps asking the hub across the leaf link for its source, every few seconds, for
+ * ever. Only the mirror's own report counts: its source answered "stream not found", and has
+ * not been heard from for `ORPHANED_MIRROR_AFTER_MS` (a run just created may still be making
+ * its bucket at the hub). The mirrors of `inUse` (this member's current runs) are kept whatever
+ * they report. Returns the streams removed.
+ */
+export async function removeOrphanedModelMirrors(
+  regionNc: NatsConnection,
+  inUse: readonly RunRef[],
+  orphanedAfterMs = ORPHANED_MIRROR_AFTER_MS,
+): Promise<string[]> {
+  const jsm = await jetstreamManager(regionNc);
+  const prefix = objectStoreStream(MODEL_BUCKET_PREFIX);
+  const kept = new Set(inUse.map((r) => objectStoreStream(runModelBucket(r.namespace, r.run))));
+  const removed: string[] = [];
+  for await (const info of jsm.streams.list()) {
+    const name = info.config.name;
+    const m = info.mirror;
+    if (!name.startsWith(prefix) || !m || kept.has(name)) continue;
+    // active is -1 for a mirror never heard from: not known to be an orphan, so kept.
+    if (m.error?.err_code !== JS_STREAM_NOT_FOUND || m.active < orphanedAfterMs * 1e6) continue;
+    if (await removeStream(regionNc, name)) removed.push(name);
+  }
+  return removed;
 }
 
 export async function runModelMirrorProgress(regionNc: NatsConnection, ref: RunRef): Promise<MirrorProgress> {

@@ -48,9 +48,12 @@ export function regionDeltaBucket(region: string): string {
   return `deltas-${checkName("region", region)}`;
 }
 
+/** Every run's model bucket is named with this prefix (and nothing else is). */
+export const MODEL_BUCKET_PREFIX = "model-";
+
 /** Run names may hold dots, bucket names may not; `_` never occurs in a Kubernetes name, so the mapping is one-to-one. */
 export function runModelBucket(namespace: string, run: string): string {
-  return `model-${checkName("namespace", namespace)}_${checkName("run", run).replaceAll(".", "_")}`;
+  return `${MODEL_BUCKET_PREFIX}${checkName("namespace", namespace)}_${checkName("run", run).replaceAll(".", "_")}`;
 }
 
 /** Hub-only per-run state (outer optimiser), never mirrored. */

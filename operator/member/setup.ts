@@ -19,6 +19,7 @@ import {
 } from "../../attestation/audit/mod.ts";
 import type { TrustAnchors } from "../../attestation/mod.ts";
 import type { RegionWork } from "../../crds/types.generated.ts";
+import { ORPHANED_MIRROR_AFTER_MS, removeOrphanedModelMirrors } from "../../transport/mod.ts";
 import { regionNamespace } from "../hub/region-access.ts";
 import { SOVEREIGN_API } from "../names.ts";
 import { type Clock, realClock } from "../runtime/clock.ts";
@@ -296,6 +297,23 @@ export function memberControllers(opts: MemberOptions) {
     heartbeatIntervalMs: opts.heartbeatIntervalMs ?? 10_000,
     labels: opts.labels,
   });
+  // Runs deleted while no member was up to see them go leave their model mirrors behind in
+  // the region, each asking the hub for its gone source across the leaf link for ever.
+  let mirrorsSweptAt = Number.NEGATIVE_INFINITY;
+  const sweepOrphanedMirrors = async () => {
+    if (!opts.nats || clock.now() - mirrorsSweptAt < ORPHANED_MIRROR_AFTER_MS) return;
+    mirrorsSweptAt = clock.now();
+    const inUse = works
+      .list()
+      .flatMap((w) => (w.spec?.run ? [{ namespace: w.spec.run.namespace, run: w.spec.run.name }] : []));
+    const removed = await removeOrphanedModelMirrors(opts.nats, inUse).catch((err: unknown) => {
+      log.warn("looking for orphaned model mirrors failed; trying again next minute", { err });
+      return [];
+    });
+    if (removed.length) {
+      log.info("removed model mirrors whose run is gone at the hub", { streams: removed });
+    }
+  };
   const registrationController = new Controller({
     name: "registration",
     workers: 1,
@@ -304,6 +322,7 @@ export function memberControllers(opts: MemberOptions) {
     clock,
     reconcile: async () => {
       sweep();
+      await sweepOrphanedMirrors();
       // A quiet log still gets its checkpoint within checkpointEverySeconds.
       if (gateOn) await (await audit()).checkpointIfDue();
       return beat();

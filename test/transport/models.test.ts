@@ -2,6 +2,7 @@
 // model once; a region placed in the run mirrors the run's bucket and its learners read the
 // local copy; a region that is not in the run has nothing to read.
 import { createHash, randomBytes } from "node:crypto";
+import { jetstreamManager } from "@nats-io/jetstream";
 import { Objm } from "@nats-io/obj";
 import test from "ava";
 import {
@@ -10,6 +11,8 @@ import {
   MODEL_DIGEST_METADATA,
   modelObjectName,
   publishGlobalModel,
+  type RunRef,
+  removeOrphanedModelMirrors,
   removeRunModelMirror,
   runModelBucket,
   runModelMirrorProgress,
@@ -81,4 +84,59 @@ test("a model whose bytes no longer match the digest the hub recorded is refused
   );
   const fetched = await fetchGlobalModel(hub, { ...ref, round: 0 });
   t.is(await refusal(collect(fetched.data)), "ModelDigestMismatch");
+});
+
+test("a region's mirror of a run whose bucket the hub removed is swept once its source has been gone a while; live and in-use mirrors stay", async (t) => {
+  const tb = await useTestbed();
+  const region = "region-b";
+  const { hub, member } = await connectParties(t, tb, region);
+  const [orphan, inUse, live] = ["orphan", "in-use", "live"].map((n) => ({
+    namespace: "default",
+    run: uniqueName(n),
+  })) as [RunRef, RunRef, RunRef];
+  const stream = (r: RunRef) => `OBJ_${runModelBucket(r.namespace, r.run)}`;
+  t.teardown(async () => {
+    for (const r of [orphan, inUse, live]) {
+      await removeRunModelMirror(member, r);
+      await new Objm(hub)
+        .open(runModelBucket(r.namespace, r.run))
+        .then((s) => s.destroy())
+        .catch(() => undefined);
+    }
+  });
+  for (const r of [orphan, inUse, live]) {
+    await publishGlobalModel(hub, { ...r, round: 0 }, [randomBytes(64)]);
+    await ensureRunModelMirror(member, region, r);
+  }
+  for (const r of [orphan, inUse, live]) {
+    await eventually(
+      async () =>
+        (await runModelMirrorProgress(member, r)).lag === 0 && (await runModelMirrorProgress(member, r)),
+      `${r.run} mirrored`,
+    );
+  }
+  // The hub deletes two runs' buckets; the member that mirrored them is not there to see it.
+  for (const r of [orphan, inUse]) {
+    await new Objm(hub).open(runModelBucket(r.namespace, r.run)).then((s) => s.destroy());
+  }
+  const ours = (removed: string[]) =>
+    removed.filter((n) => [orphan, inUse, live].some((r) => stream(r) === n));
+  // Just orphaned: within the default minute, a bucket might still be on its way at the hub.
+  t.deepEqual(ours(await removeOrphanedModelMirrors(member, [inUse])), []);
+  // Once the mirror reports its source gone (it asks again every few seconds), it is swept.
+  const removed = await eventually(
+    async () => {
+      const r = ours(await removeOrphanedModelMirrors(member, [inUse], 2_000));
+      return r.length > 0 && r;
+    },
+    "the orphaned mirror swept",
+    60_000,
+  );
+  t.deepEqual(removed, [stream(orphan)]);
+  const jsm = await jetstreamManager(member);
+  const names: string[] = [];
+  for await (const info of jsm.streams.list()) names.push(info.config.name);
+  t.false(names.includes(stream(orphan)));
+  t.true(names.includes(stream(inUse)), "the member's own run keeps its mirror whatever it reports");
+  t.true(names.includes(stream(live)), "a mirror whose source is there stays");
 });
