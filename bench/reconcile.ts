@@ -626,6 +626,22 @@ async function main(): Promise<Record<string, unknown>> {
   }
   const peakRss = operators.map((o) => o.peakRssBytes);
 
+  // Counted by listing, not from the watches: a watch restarted after the server ended it
+  // never hears of the pods deleted in between.
+  const ourPodsLeft = async () => {
+    let n = 0;
+    for (const r of regions) {
+      const prefix = `${regionNamespace(r.name)}/${ns}.`;
+      const pods = await r.core.listNamespacedPod({
+        namespace: LEARNER_NAMESPACE,
+        labelSelector: WORK_LABEL,
+      });
+      n += pods.items.filter((p) =>
+        p.metadata?.annotations?.["sovereign.ai/region-work"]?.startsWith(prefix),
+      ).length;
+    }
+    return n;
+  };
   // Delete every run while the operators run: finalizers released, work and pods removed.
   deleting = true;
   const tDelete = now();
@@ -639,7 +655,7 @@ async function main(): Promise<Record<string, unknown>> {
           plural: "federatedruns",
           namespace: ns,
         });
-        return (left as { items: unknown[] }).items.length === 0 && livePods.size === 0;
+        return (left as { items: unknown[] }).items.length === 0 && (await ourPodsLeft()) === 0;
       },
       "every run deleted and its learner pods gone",
       timeoutMs,
@@ -648,8 +664,9 @@ async function main(): Promise<Record<string, unknown>> {
     log(`all runs deleted and learners gone in ${deletion.seconds} s`);
   } catch (err) {
     if (interrupt.signal.aborted) throw err;
-    deletion = { error: (err as Error).message, podsLeft: livePods.size };
-    log(`${(err as Error).message}; ${livePods.size} pods left for the sweep`);
+    const podsLeft = await ourPodsLeft().catch(() => livePods.size);
+    deletion = { error: (err as Error).message, podsLeft };
+    log(`${(err as Error).message}; ${podsLeft} pods left for the sweep`);
   }
   const hwm = operators.map((o) => o.proc().hwm);
   const afterDelete = await Promise.all(operators.map((o) => o.stats())).catch(() => undefined);
