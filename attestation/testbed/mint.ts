@@ -13,7 +13,7 @@ import { Reason, type ReasonCode } from "../reasons.ts";
 import type { RimDocument } from "../rim.ts";
 import type { LocalDeviceEvidence, LocalVerificationInput, TrustAnchors } from "../verify.ts";
 import { TestbedMintError } from "./errors.ts";
-import { buildOcspResponse } from "./ocsp.ts";
+import { buildOcspResponse, type OcspTarget } from "./ocsp.ts";
 import {
   type Authority,
   gpuIdentity,
@@ -181,25 +181,10 @@ export async function mintTestbedEvidence(options: MintOptions): Promise<MintedE
   const pki = testbedPki(options.seed ?? TESTBED_SEED);
   const identity = gpuIdentity(pki, gpu.uuid, gpu.vbiosVersion);
   const { project, projectSku, chipSku } = TESTBED_GPU_DEFAULTS;
-  const rimIds = {
-    driver: `NV_GPU_DRIVER_GH100_${gpu.driverVersion}`,
-    vbios: `NV_GPU_VBIOS_${project}_${projectSku}_${chipSku}_${gpu.vbiosVersion.replace(/\./g, "")}`,
-  };
+  const rimIds = testbedRimIds(gpu);
 
-  const golden = (component: "driver" | "vbios", version: string, indices: number[]) =>
-    new Map(
-      indices.map((i) => {
-        const value = toHex(measurementValue(component, version, i));
-        return [
-          i,
-          TWO_ALTERNATIVES.has(i)
-            ? [toHex(measurementValue(`${component}-previous`, version, i)), value]
-            : [value],
-        ];
-      }),
-    );
-  const driverGolden = golden("driver", gpu.driverVersion, DRIVER_INDICES);
-  const vbiosGolden = golden("vbios", gpu.vbiosVersion, VBIOS_INDICES);
+  const driverGolden = goldenValues("driver", gpu.driverVersion, DRIVER_INDICES);
+  const vbiosGolden = goldenValues("vbios", gpu.vbiosVersion, VBIOS_INDICES);
   const measurements = Array.from({ length: MEASUREMENT_BLOCKS }, (_, i) => {
     const alternatives = driverGolden.get(i) ?? vbiosGolden.get(i);
     return alternatives === undefined ? new Uint8Array(48) : fromHex(alternatives.at(-1) as string, "golden");
@@ -229,55 +214,28 @@ export async function mintTestbedEvidence(options: MintOptions): Promise<MintedE
   );
   if (faults.has("bad-signature")) report[report.length - 1] = (report[report.length - 1] as number) ^ 0x01;
 
-  const { l3, l2, root: rimRoot, driverSigner, vbiosSigner } = pki.rim;
-  const [driverRim, vbiosRim] = await Promise.all([
-    signRim(
-      rimXml(
-        { chip: "GH100", version: gpu.driverVersion, golden: driverGolden, resources: MEASUREMENT_BLOCKS },
-        tagId(rimIds.driver),
-      ),
-      driverSigner,
-      [driverSigner, l3, l2, rimRoot],
-    ),
-    signRim(
-      rimXml(
-        { chip: "GH100", version: gpu.vbiosVersion, golden: vbiosGolden, resources: MEASUREMENT_BLOCKS },
-        tagId(rimIds.vbios),
-      ),
-      vbiosSigner,
-      [vbiosSigner, l3, l2, rimRoot],
-    ),
-  ]);
-
   const ocspRequestNonce = derive(`sovereign-testbed/ocsp-nonce/${toHex(nonce)}`, 32);
-  const targets = ocspTargets(pki, identity.brom);
-  const ocspResponses = targets.map(({ target, issuer, responder, revocable }) =>
-    buildOcspResponse({
-      target,
-      issuer,
-      responder,
-      thisUpdate: new Date(at.getTime() - OCSP_ISSUED_BEFORE_MS),
-      status:
-        revocable && faults.has("revoked")
-          ? { kind: "revoked", at: new Date(at.getTime() - 86_400_000), reason: CRL_REASON_KEY_COMPROMISE }
-          : { kind: "good" },
+  const [rims, ocsp] = await Promise.all([
+    testbedRims(gpu, options.seed),
+    testbedOcspAnswers({
+      brom: identity.brom,
+      at,
       nonce: ocspRequestNonce,
+      revoked: faults.has("revoked"),
+      seed: options.seed,
     }),
-  );
+  ]);
 
   return {
     device: {
       report,
       certificateChain: identity.chainPem,
-      rims: [
-        { id: rimIds.driver, xml: driverRim },
-        { id: rimIds.vbios, xml: vbiosRim },
-      ],
-      ocspResponses,
+      rims,
+      ocspResponses: ocsp.answers,
       ocspRequestNonce,
       declaredCcMode: faults.has("cc-off") ? "off" : (options.ccMode ?? "on"),
     },
-    ocspLabels: targets.map((t) => t.label),
+    ocspLabels: ocsp.labels,
     expectedNonce: toHex(nonce),
     collectedAt: new Date(faults.has("stale") ? at.getTime() - STALE_BY_MS : at.getTime()).toISOString(),
     at: at.toISOString(),
@@ -289,6 +247,109 @@ export async function mintTestbedEvidence(options: MintOptions): Promise<MintedE
 
 const tagId = (rimId: string) => createHash("sha384").update(`sovereign-testbed/rim/${rimId}`).digest("hex");
 
+const goldenValues = (component: "driver" | "vbios", version: string, indices: number[]) =>
+  new Map(
+    indices.map((i) => {
+      const value = toHex(measurementValue(component, version, i));
+      return [
+        i,
+        TWO_ALTERNATIVES.has(i)
+          ? [toHex(measurementValue(`${component}-previous`, version, i)), value]
+          : [value],
+      ];
+    }),
+  );
+
+/** NVIDIA's RIM ids for the testbed board (H100 SXM5) at these versions. */
+export function testbedRimIds(versions: { driverVersion: string; vbiosVersion: string }): {
+  driver: string;
+  vbios: string;
+} {
+  const { project, projectSku, chipSku } = TESTBED_GPU_DEFAULTS;
+  return {
+    driver: `NV_GPU_DRIVER_GH100_${versions.driverVersion}`,
+    vbios: `NV_GPU_VBIOS_${project}_${projectSku}_${chipSku}_${versions.vbiosVersion.toUpperCase().replace(/\./g, "")}`,
+  };
+}
+
+/**
+ * The testbed's stand-in for NVIDIA's RIM service: the signed driver and VBIOS RIMs with the
+ * golden values of these versions. A verifier that fetches RIMs by the versions a report names
+ * (as NRAS does) gets what the minter handed out with the evidence.
+ */
+export async function testbedRims(
+  versions: { driverVersion: string; vbiosVersion: string },
+  seed = TESTBED_SEED,
+): Promise<Required<RimDocument>[]> {
+  const vbiosVersion = versions.vbiosVersion.toUpperCase();
+  const rimIds = testbedRimIds(versions);
+  const { l3, l2, root: rimRoot, driverSigner, vbiosSigner } = testbedPki(seed).rim;
+  const [driverRim, vbiosRim] = await Promise.all([
+    signRim(
+      rimXml(
+        {
+          chip: "GH100",
+          version: versions.driverVersion,
+          golden: goldenValues("driver", versions.driverVersion, DRIVER_INDICES),
+          resources: MEASUREMENT_BLOCKS,
+        },
+        tagId(rimIds.driver),
+      ),
+      driverSigner,
+      [driverSigner, l3, l2, rimRoot],
+    ),
+    signRim(
+      rimXml(
+        {
+          chip: "GH100",
+          version: vbiosVersion,
+          golden: goldenValues("vbios", vbiosVersion, VBIOS_INDICES),
+          resources: MEASUREMENT_BLOCKS,
+        },
+        tagId(rimIds.vbios),
+      ),
+      vbiosSigner,
+      [vbiosSigner, l3, l2, rimRoot],
+    ),
+  ]);
+  return [
+    { id: rimIds.driver, xml: driverRim },
+    { id: rimIds.vbios, xml: vbiosRim },
+  ];
+}
+
+/**
+ * The testbed's stand-in for NVIDIA's OCSP responders: an answer, echoing `nonce`, for every
+ * certificate the verifier asks about, fresh at `at`. `revoked` revokes the GPU's BROM.
+ */
+export async function testbedOcspAnswers(options: {
+  brom: { cert: { der: Uint8Array } };
+  at: Date;
+  nonce: Uint8Array;
+  revoked?: boolean;
+  seed?: string;
+}): Promise<{ labels: string[]; answers: Uint8Array[] }> {
+  const targets = ocspTargets(testbedPki(options.seed ?? TESTBED_SEED), options.brom);
+  const answers = targets.map(({ target, issuer, responder, revocable }) =>
+    buildOcspResponse({
+      target,
+      issuer,
+      responder,
+      thisUpdate: new Date(options.at.getTime() - OCSP_ISSUED_BEFORE_MS),
+      status:
+        revocable && options.revoked
+          ? {
+              kind: "revoked",
+              at: new Date(options.at.getTime() - 86_400_000),
+              reason: CRL_REASON_KEY_COMPROMISE,
+            }
+          : { kind: "good" },
+      nonce: options.nonce,
+    }),
+  );
+  return { labels: targets.map((t) => t.label), answers };
+}
+
 /**
  * Every certificate the verifier asks OCSP about: device-chain [1]..[3] (the leaf and the pinned
  * root are not checked, as NVIDIA does not), and each RIM signing chain below its root. The
@@ -296,11 +357,11 @@ const tagId = (rimId: string) => createHash("sha384").update(`sovereign-testbed/
  */
 function ocspTargets(
   pki: TestbedPki,
-  brom: Signer,
-): { label: string; target: Signer; issuer: Signer; responder: Signer; revocable: boolean }[] {
+  brom: OcspTarget,
+): { label: string; target: OcspTarget; issuer: Signer; responder: Signer; revocable: boolean }[] {
   const { root, identity, provisioner } = pki.device;
   const { root: rimRoot, l2, l3, driverSigner, vbiosSigner } = pki.rim;
-  const pairs: [string, Signer, Authority, boolean][] = [
+  const pairs: [string, OcspTarget, Authority, boolean][] = [
     ["device-chain-1", brom, provisioner, true],
     ["device-chain-2", provisioner, identity, false],
     ["device-chain-3", identity, root, false],

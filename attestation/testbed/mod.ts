@@ -14,6 +14,9 @@ export {
   TESTBED_GPU_DEFAULTS,
   type TestbedFault,
   type TestbedGpu,
+  testbedOcspAnswers,
+  testbedRimIds,
+  testbedRims,
   testbedVerificationInput,
   VBIOS_INDICES,
 } from "./mint.ts";

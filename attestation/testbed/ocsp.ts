@@ -29,9 +29,12 @@ import { keyIdentifier, OID_ECDSA_SHA384 } from "./x509.ts";
 const OID_SHA384 = "2.16.840.1.101.3.4.2.2";
 const DAY_MS = 86_400_000;
 
+/** The certificate an answer is about: only its DER is read (a responder needs no key of it). */
+export type OcspTarget = { cert: { der: Uint8Array } };
+
 export interface OcspAnswerSpec {
   /** The certificate the answer is about, and its issuer. */
-  target: Signer;
+  target: OcspTarget;
   issuer: Signer;
   /** The delegated responder the issuer certified. */
   responder: Signer;
@@ -43,7 +46,7 @@ export interface OcspAnswerSpec {
 
 const wholeSeconds = (d: Date) => new Date(Math.floor(d.getTime() / 1000) * 1000);
 
-function certId(target: Signer, issuer: Signer): CertID {
+function certId(target: OcspTarget, issuer: Signer): CertID {
   const issuerTbs = AsnConvert.parse(issuer.cert.der, Certificate).tbsCertificate;
   const sha384 = (data: ArrayBuffer | Uint8Array) =>
     new OctetString(
