@@ -187,6 +187,10 @@ function deviceFromClaims(
   const fail = (reason: ReasonCode, message: string) => failures.push({ reason, subject: name, message });
   if (claims.eat_nonce !== expectedNonce)
     fail(Reason.NonceMismatch, `${name} answers nonce ${String(claims.eat_nonce)}, not ours`);
+  // NRAS signs the request's nonce as eat_nonce whatever the report says; whether the report
+  // itself answered that nonce is this claim (a replayed report fails only here).
+  if (claims[`${prefix}-attestation-report-nonce-match`] === false)
+    fail(Reason.NonceMismatch, `NRAS reports that ${name}'s attestation report answers another nonce`);
   if (claims.measres !== "success")
     fail(Reason.MeasurementMismatch, `NRAS measres is ${String(claims.measres)}`);
   if (claims[`${prefix}-attestation-report-signature-verified`] !== true)

@@ -45,6 +45,8 @@ export interface OperatorConfig {
   evidenceSource: "agent" | "testbed";
   /** Member only: the port the node attestation agent listens on (host network, the node's InternalIP). */
   attestationAgentPort: number;
+  /** PEM file of CAs trusted for an NRAS-mode policy's url and jwksUrl instead of the system's; "" for the system's. */
+  nrasCa: string;
   /** JSON-lines audit log file (empty: in memory, lost on restart). */
   auditLog: string;
   /** PEM file with the Ed25519 private key that signs the audit log's checkpoints (empty: a key made at start). */
@@ -178,6 +180,11 @@ export const flags: Record<string, FlagSpec> = {
     env: "SOVEREIGN_EVIDENCE_SOURCE",
     default: "agent",
     help: "member mode: agent (the attestation agent on each GPU node) or testbed (minted evidence for kwok nodes)",
+  },
+  "nras-ca": {
+    env: "SOVEREIGN_NRAS_CA",
+    default: "",
+    help: "member mode, verification.mode NRAS: PEM file of the CAs to trust for the policy's NRAS and JWKS URLs (default: the system's roots)",
   },
   "attestation-agent-port": {
     env: "SOVEREIGN_ATTESTATION_AGENT_PORT",
@@ -389,6 +396,7 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env
     trustAnchors,
     evidenceSource,
     attestationAgentPort: agentPort,
+    nrasCa: get("nras-ca"),
     auditLog: get("audit-log"),
     auditKey: get("audit-key"),
   };

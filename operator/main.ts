@@ -100,11 +100,16 @@ async function loadAttestation(
       `the file holds AttestationPolicy "${name}", but the registration names "${policyName}"; give the policy the region registered with`,
     );
   }
-  if (spec.verification.mode !== "Local") {
-    throw new ConfigError(
-      "attestation-policy",
-      "the member's gate verifies locally only; use verification.mode: Local",
-    );
+  let nras: MemberAttestation["nras"];
+  if (config.nrasCa) {
+    if (spec.verification.mode !== "NRAS") {
+      throw new ConfigError("nras-ca", `applies to verification.mode NRAS only; ${name} verifies locally`);
+    }
+    try {
+      nras = { ca: await readFile(config.nrasCa, "utf8") };
+    } catch (err) {
+      throw new ConfigError("nras-ca", `cannot read ${config.nrasCa}: ${(err as Error).message}`);
+    }
   }
   let anchors: TrustAnchors;
   let source: EvidenceSource;
@@ -135,7 +140,12 @@ async function loadAttestation(
     // Testbed only: faults can be injected into a running member through a node annotation.
     source = new TestbedEvidenceSource({ faultsFromNodes: regionKc });
   } else source = new AgentEvidenceSource({ port: config.attestationAgentPort });
-  return { policy: { name, generation: doc.metadata?.generation ?? 0, spec }, anchors, source };
+  return {
+    policy: { name, generation: doc.metadata?.generation ?? 0, spec },
+    anchors,
+    source,
+    ...(nras ? { nras } : {}),
+  };
 }
 
 /** --audit-log and --audit-key: a file store and a kept signing key. */

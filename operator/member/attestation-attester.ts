@@ -46,7 +46,7 @@ import {
   summarise,
   unavailableBackoffMs,
 } from "./attestation-rules.ts";
-import { type EvidenceSource, isEvidenceError } from "./evidence-source.ts";
+import { type EvidenceAppraiser, type EvidenceSource, isEvidenceError } from "./evidence-source.ts";
 import { ATTESTED_LABEL } from "./registration.ts";
 
 /** The AttestationPolicy the member verifies against: its name, generation (for the audit) and spec. */
@@ -84,6 +84,8 @@ export interface NodeAttesterDeps {
   policy: MemberPolicy;
   anchors: TrustAnchors;
   source: EvidenceSource;
+  /** Default: the local verifier against `anchors`; NRAS mode passes nras-appraiser.ts's. */
+  appraise?: EvidenceAppraiser;
   audit: () => Promise<AuditLog>;
   clock: Clock;
   log: Logger;
@@ -127,12 +129,22 @@ export class NodeAttester {
   readonly #records = new Map<string, NodeRecord>();
   readonly #locks = new Map<string, Promise<unknown>>();
   readonly #random: () => number;
+  readonly #appraise: EvidenceAppraiser;
 
   constructor(deps: NodeAttesterDeps) {
     this.#deps = deps;
     this.#core = deps.regionKc.makeApiClient(CoreV1Api);
     this.#random = deps.random ?? Math.random;
     this.policyDigest = policyDigestOf(deps.policy.spec);
+    this.#appraise =
+      deps.appraise ??
+      ((input) =>
+        verifyLocalEvidence({
+          devices: input.devices,
+          expectedNonce: input.nonce,
+          collectedAt: input.collectedAt,
+          anchors: deps.anchors,
+        }));
   }
 
   get policy(): MemberPolicy {
@@ -216,9 +228,17 @@ export class NodeAttester {
     const address = node?.status?.addresses?.find((a) => a.type === "InternalIP")?.address;
     const issuedAt = clock.now();
     const started = performance.now();
-    let devices: Awaited<ReturnType<EvidenceSource["collect"]>>;
+    let collectedAt = issuedAt;
+    let facts: Awaited<ReturnType<EvidenceAppraiser>>;
     try {
-      devices = await this.#deps.source.collect({ node: name, address, nonce, gpus });
+      const devices = await this.#deps.source.collect({ node: name, address, nonce, gpus });
+      const claimed = devices.collectedAt ? Date.parse(devices.collectedAt) : Number.NaN;
+      collectedAt = Number.isNaN(claimed) ? issuedAt : Math.min(issuedAt, claimed);
+      facts = await this.#appraise({
+        devices: devices.devices,
+        nonce,
+        collectedAt: new Date(collectedAt).toISOString(),
+      });
     } catch (err) {
       if (isEvidenceError(err) && err.reason === "EvidenceMalformed") {
         const verdict: NodeVerdict = {
@@ -252,14 +272,6 @@ export class NodeAttester {
       });
       return { kind: "unavailable", message: (err as Error).message };
     }
-    const claimed = devices.collectedAt ? Date.parse(devices.collectedAt) : Number.NaN;
-    const collectedAt = Number.isNaN(claimed) ? issuedAt : Math.min(issuedAt, claimed);
-    const facts = await verifyLocalEvidence({
-      devices: devices.devices,
-      expectedNonce: nonce,
-      collectedAt: new Date(collectedAt).toISOString(),
-      anchors: this.#deps.anchors,
-    });
     const evaluatedAt = clock.now();
     const verdict = evaluatePolicy(facts, policy.spec, { at: new Date(evaluatedAt) });
     // Every GPU the node offers must be covered, each by its own device identity: eight copies

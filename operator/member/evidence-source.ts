@@ -3,7 +3,7 @@
 // every GPU node (host network) answering on the node's InternalIP (attestation/agent/). The
 // testbed: attestation-testbed-source.ts mints evidence for kwok nodes.
 import { isAgentError, requestEvidence } from "../../attestation/agent/mod.ts";
-import type { LocalDeviceEvidence } from "../../attestation/mod.ts";
+import type { EvidenceFacts, LocalDeviceEvidence } from "../../attestation/mod.ts";
 
 export interface EvidenceRequest {
   node: string;
@@ -31,6 +31,19 @@ export interface EvidenceSource {
   readonly name: string;
   collect(request: EvidenceRequest): Promise<NodeEvidence>;
 }
+
+/**
+ * Turns a node's evidence into facts for the policy: the local verifier (verification.mode Local)
+ * or NVIDIA's Remote Attestation Service (NRAS, nras-appraiser.ts). An appraiser that cannot be
+ * reached throws EvidenceError("EvidenceUnavailable"), so the node is treated as if its agent had
+ * not answered; evidence it refuses comes back as facts with failures.
+ */
+export type EvidenceAppraiser = (input: {
+  devices: LocalDeviceEvidence[];
+  nonce: Uint8Array;
+  /** When the challenge was issued (RFC 3339). */
+  collectedAt: string;
+}) => Promise<EvidenceFacts>;
 
 /**
  * The evidence could not be had: Unavailable (no answer; retried with backoff, the node keeps

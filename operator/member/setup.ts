@@ -36,6 +36,7 @@ import {
 import { GATE_CONTROLLER_NAME, gateReconciler, isGated } from "./attestation-gate.ts";
 import { GPU_NODE_SELECTOR } from "./attestation-rules.ts";
 import type { EvidenceSource } from "./evidence-source.ts";
+import { NrasAppraiser, type NrasClientOptions } from "./nras-appraiser.ts";
 import { type Registration, registrationReconciler } from "./registration.ts";
 import {
   LEARNER_NAMESPACE,
@@ -71,6 +72,8 @@ export interface MemberAttestation {
   policy: MemberPolicy;
   anchors: TrustAnchors;
   source: EvidenceSource;
+  /** verification.mode NRAS only: how the member reaches NRAS (a CA to trust, a timeout). */
+  nras?: NrasClientOptions;
   /** GPU nodes to attest (default nvidia.com/gpu.present=true). */
   nodeSelector?: string;
   random?: () => number;
@@ -126,11 +129,6 @@ export function memberControllers(opts: MemberOptions) {
   const hubApi = opts.hubKc.makeApiClient(CustomObjectsApi);
   const core = opts.regionKc.makeApiClient(CoreV1Api);
   const gateOn = opts.attestation !== undefined && !opts.insecureSkipAttestation;
-  if (opts.attestation?.policy.spec.verification.mode === "NRAS") {
-    throw new Error(
-      `AttestationPolicy ${opts.attestation.policy.name} uses NRAS verification; the member's gate verifies locally only (verification.mode: Local)`,
-    );
-  }
   if (!gateOn && !opts.insecureSkipAttestation) {
     log.warn("no attestation is configured: learner pods stay behind their scheduling gate", {});
   }
@@ -216,6 +214,15 @@ export function memberControllers(opts: MemberOptions) {
         log: log.child("informer.nodes"),
       })
     : undefined;
+  // Only where the facts come from differs between the modes; the verdict is the same evaluator's.
+  const nras = gate?.policy.spec.verification.nras;
+  if (gate?.policy.spec.verification.mode === "NRAS" && !nras) {
+    throw new Error(
+      `NrasSettingsRequired: AttestationPolicy ${gate.policy.name} has verification.mode NRAS but no verification.nras; give it url, acceptedIssuers and jwksUrl`,
+    );
+  }
+  const appraiser =
+    gate?.policy.spec.verification.mode === "NRAS" && nras ? new NrasAppraiser(nras, gate.nras) : undefined;
   const attester =
     gate && nodes
       ? new NodeAttester({
@@ -224,6 +231,7 @@ export function memberControllers(opts: MemberOptions) {
           policy: gate.policy,
           anchors: gate.anchors,
           source: gate.source,
+          ...(appraiser ? { appraise: appraiser.appraise } : {}),
           audit,
           clock,
           log: log.child(ATTESTATION_CONTROLLER),

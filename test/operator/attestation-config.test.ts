@@ -94,8 +94,18 @@ test("a policy the registration does not name, or one the gate cannot apply, sto
         `--attestation-policy=${join(dir, "nras.yaml")}`,
         "--trust-anchors=testbed",
         "--evidence-source=testbed",
+        `--nras-ca=${join(dir, "absent-ca.pem")}`,
       ],
-      /--attestation-policy: the member's gate verifies locally only/,
+      /--nras-ca: cannot read .*absent-ca\.pem/,
+    ],
+    [
+      [
+        `--attestation-policy=${join(dir, "strict.yaml")}`,
+        "--trust-anchors=testbed",
+        "--evidence-source=testbed",
+        `--nras-ca=${join(dir, "region.yaml")}`,
+      ],
+      /--nras-ca: applies to verification.mode NRAS only/,
     ],
     [
       [`--attestation-policy=${join(dir, "strict.yaml")}`, `--trust-anchors=${dir}`],

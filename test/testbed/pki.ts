@@ -134,3 +134,71 @@ export function kubeconfigYaml(cluster: string, port: number, p: ClusterPki): st
     "current-context": cluster,
   });
 }
+
+export interface ServingPki {
+  caCert: string;
+  serverCert: string;
+  serverKey: string;
+}
+
+/**
+ * A CA of its own and a serving certificate for 127.0.0.1 under it, for a testbed service that
+ * clients must reach over verified TLS (the NRAS stand-in): clients trust `caCert` explicitly.
+ */
+export async function ensureServingPki(dir: string, name: string): Promise<ServingPki> {
+  const p = {
+    caCert: join(dir, "ca.crt"),
+    caKey: join(dir, "ca.key"),
+    serverCert: join(dir, "server.crt"),
+    serverKey: join(dir, "server.key"),
+  };
+  await mkdir(dir, { recursive: true, mode: 0o700 });
+  if (!existsSync(p.serverCert)) {
+    const ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
+    await openssl(
+      [
+        "req",
+        "-x509",
+        ...ec,
+        "-days",
+        "3650",
+        "-subj",
+        `/CN=sovereign-testbed-${name}-ca`,
+        "-keyout",
+        p.caKey,
+        "-out",
+        p.caCert,
+      ],
+      dir,
+    );
+    await writeFile(
+      join(dir, "server.ext"),
+      "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n",
+    );
+    await openssl(
+      ["req", ...ec, "-subj", `/CN=${name}`, "-keyout", p.serverKey, "-out", join(dir, "server.csr")],
+      dir,
+    );
+    await openssl(
+      [
+        "x509",
+        "-req",
+        "-in",
+        join(dir, "server.csr"),
+        "-CA",
+        p.caCert,
+        "-CAkey",
+        p.caKey,
+        "-CAcreateserial",
+        "-days",
+        "3650",
+        "-extfile",
+        join(dir, "server.ext"),
+        "-out",
+        p.serverCert,
+      ],
+      dir,
+    );
+  }
+  return { caCert: p.caCert, serverCert: p.serverCert, serverKey: p.serverKey };
+}
