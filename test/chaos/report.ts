@@ -10,9 +10,11 @@ import { type ChaosResult, RESULTS_DIR } from "./results.ts";
 /** What issue 10 asks the suite to measure, by result id; a missing one is listed as such. */
 const EXPECTED: Record<string, string> = {
   rounds: "server restarts mid-round (hub API server, etcd, hub nats-server)",
+  "region-kill": "a region killed mid-run and brought back: time to detect it and to take it back",
   goodput: "goodput with one of three regions killed for a third of a run, and its synchronous baseline",
   "hub-failover": "a hub failover to a second replica during rounds",
   "leaf-link": "a leaf link down for longer than a round",
+  "gpu-quarantine": "time to detect and quarantine a GPU failing attestation mid-run",
   "bad-input": "bad inputs tried per input path",
 };
 

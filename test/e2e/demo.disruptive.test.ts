@@ -4,7 +4,7 @@
 // registered and accepted, learners (Python, the SDK) on each region's non-IID share of the
 // digits. It must succeed and converge (above a threshold, and above every region alone), send
 // ≥100× fewer bytes than synchronising every inner step, send deltas under a tenth of each
-// region's data and move less than the data over each leaf link (beyond the link's background),
+// region's data and move under a quarter of the data over each leaf link (beyond its background),
 // keep the hub away from the data, and link
 // every aggregate in the audit trail to its contributors' attested evidence.
 import { execFile } from "node:child_process";
@@ -74,10 +74,12 @@ test("make demo trains one model across three regions: converges, communicates l
   t.true(diloco.comm.ratio >= 100, "≥100× fewer bytes than synchronising every inner step");
 
   // Sovereignty: what the region chose to send (its deltas, by the hub's count) is a small
-  // fraction of its data; the leaf link's own counters carry at least that, and what they carried
-  // beyond the link's background (streams of earlier runs and tests on the shared testbed, at the
-  // rate measured before the run) is less than the region's data. That no data crosses at all is
-  // shown by the hub's permission model below and by the audit link, not by a byte count.
+  // fraction of its data; the leaf link's own counters carry at least that, and all the link
+  // carried out of the region beyond its background (measured before the run; members sweep the
+  // mirrors of gone runs, so on a quiet testbed it is 0) is under a quarter of the region's data:
+  // the deltas and the JetStream traffic around them, about 2.6 KiB per round. That no data
+  // crosses at all is shown by the hub's permission model below and by the audit link, not by a
+  // byte count.
   for (const region of tb.regions) {
     const leaf = diloco.leaf[region];
     const data = demo.datasets[region]?.bytes ?? 0;
@@ -89,7 +91,7 @@ test("make demo trains one model across three regions: converges, communicates l
     t.true(deltas > 0 && deltas < data / 10, `${region}: the deltas are under a tenth of the region's data`);
     t.true(leaf.reconnected || leaf.up >= deltas, `${region}: the leaf carried at least the deltas`);
     if (!leaf.reconnected)
-      t.true((leaf.upNet ?? leaf.up) < data, `${region}: the run moved less than the data`);
+      t.true((leaf.upNet ?? leaf.up) < data / 4, `${region}: the run moved under a quarter of the data out`);
   }
   t.true(demo.hubDenied, "the hub's permission flags deny reading the regions' data");
 

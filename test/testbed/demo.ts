@@ -15,11 +15,15 @@
 //
 //   node test/testbed/demo.ts [--run=fedavg|diloco] [--rounds=N] [--inner-steps=H] [--batch=B]
 //        [--fail-attestation=REGION[:FAULT]] [--fail-after-round=N] [--timeout=S] [--keep]
-//        [--kill-region=REGION] [--quorum=all] [--grace=S] [--overlap] [--no-baselines] [--goodput]
+//        [--kill-region=REGION [--kill-after-round=N] [--outage=S]] [--quorum=all] [--grace=S]
+//        [--overlap] [--no-baselines]
+//        [--goodput]
 //
-// --kill-region (testbed only): in each run, once round ⌈R/3⌉ closed, REGION's member operator,
+// --kill-region (testbed only): in each run, once round ⌈R/3⌉ (or N) closed, REGION's member operator,
 // its leaf nats-server and its learner processes are killed (SIGKILL); after an outage as long
-// as the run took so far they are started again, and the member replaces its failed learner.
+// as the run took so far (or --outage seconds) they are started again, and the member replaces
+// its failed learner. The demo reports when the hub showed the region not Ready (the hub here
+// gives up on a region after 20 s without a heartbeat; members beat every 5 s) and Ready again.
 // --quorum=all with no --grace: the synchronous baseline (every region in every round, grace 0).
 // --overlap: the learners keep training while a round closes (sovereign_sdk.Overlap).
 // --goodput: two DiLoCo runs, the first with --overlap and the YAML's quorum (2 of 3), the second
@@ -132,6 +136,14 @@ if (RUNS.length === 0) throw new Error(`--run=${flag("run")}: use fedavg or dilo
 if (flag("quorum") && flag("quorum") !== "all")
   throw new Error(`--quorum=${flag("quorum")}: only "all" is known`);
 const killRegion = flag("kill-region");
+/** --kill-after-round=N: kill once round N closed (default ⌈R/3⌉). */
+const killAfterFlag = flag("kill-after-round") ? Number(flag("kill-after-round")) : undefined;
+if (killAfterFlag !== undefined && !(Number.isInteger(killAfterFlag) && killAfterFlag > 0))
+  throw new Error(`--kill-after-round=${flag("kill-after-round")}: a round number, above 0`);
+/** --outage=S: how long the killed region stays down (default: as long as the run has trained so far). */
+const outageFlag = flag("outage") ? Number(flag("outage")) : undefined;
+if (outageFlag !== undefined && !(outageFlag > 0))
+  throw new Error(`--outage=${flag("outage")}: seconds, above 0`);
 const withBaselines = !args.includes("--no-baselines");
 const [failRegion, failFault = "measurement-mismatch"] = (flag("fail-attestation") ?? "").split(":");
 const failAfterRound = Number(flag("fail-after-round") ?? 2);
@@ -294,6 +306,8 @@ startOperator(
   "hub",
   [
     "--mode=hub",
+    // Members beat every 5 s (below): four missed beats and a region is not Ready.
+    "--heartbeat-timeout=20s",
     `--watch-namespace=${runNs}`,
     `--region-selector=${CONSORTIUM}`,
     `--kubeconfig=${tb.cluster("hub").kubeconfig}`,
@@ -318,8 +332,30 @@ say(
   `the hub's permission flags deny reading the regions' data: ${hubDenied ? "yes" : "NO"} (a probe under the same flags: ${probe.map((l) => l.split(" ")[0]).join(", ")})`,
 );
 
+/**
+ * --fail-attestation: when each step of the quarantine happened (ms since the epoch): the fault
+ * injected, the failed region's first failed verdict and its first NodeQuarantined record (the
+ * members' audit times), its quarantine first shown in the run's status, and the first round
+ * closed without it.
+ */
+interface QuarantineTimeline {
+  region: string;
+  injectedAt: number;
+  failedVerdictAt?: number;
+  quarantinedAt?: number;
+  statusShowsAt?: number;
+  firstRoundWithout?: { round: number; outcome: string; contributingRegions: string[]; closedAt: number };
+}
+let quarantineTimeline: QuarantineTimeline | undefined;
+
 // Attestation verdicts, admissions and quarantines, as the members write them to their audit logs.
 const verdictTail = new AuditTail(Object.fromEntries(regions.map((r) => [r, auditFile(r)])), (region, e) => {
+  const qt = quarantineTimeline;
+  const at = Date.parse(e.time);
+  if (qt && region === qt.region && at >= qt.injectedAt) {
+    if (e.kind === "AttestationVerdict" && !e.body.verdict.passed) qt.failedVerdictAt ??= at;
+    if (e.kind === "NodeQuarantined") qt.quarantinedAt ??= at;
+  }
   if (e.kind === "AttestationVerdict") {
     const v = e.body.verdict;
     say(
@@ -495,6 +531,7 @@ interface RunResult {
   evaluation?: Judged;
   link?: AuditLink;
   quarantine?: string[];
+  quarantineTimeline?: QuarantineTimeline;
   label: string;
   quorum?: { minRegions?: number; graceWindowSeconds?: number; lateDeltas?: string };
   overlap: boolean;
@@ -519,6 +556,14 @@ interface Outage {
   contributedAfter: number[];
   /** The first round the region's fresh learner trained (the global model it fetched is round − 1). */
   rejoinedAtRound?: number;
+  /** When the hub first showed the region not Ready (its SovereignNode), read by the demo each second. */
+  detectedAt?: number;
+  /** Why the hub said so (the Ready condition's reason). */
+  detectedReason?: string;
+  /** When the hub showed the region Ready again after it came back. */
+  readyAgainAt?: number;
+  /** Rounds closed while the region was out, who aggregated them, and when (ms, whole seconds). */
+  roundsDuring: { round: number; outcome: string; contributingRegions: string[]; closedAt: number }[];
 }
 
 /** Every accepted delta against the round history: aggregated once, lost, or counted twice. */
@@ -662,7 +707,7 @@ for (const [index, spec] of runDocs.entries()) {
   const learnerKeys = new Map<string, LearnerKey>();
   const quarantine: string[] = [];
   let faultInjected = false;
-  const killAfter = Math.ceil(runDoc.spec.rounds / 3);
+  const killAfter = killAfterFlag ?? Math.ceil(runDoc.spec.rounds / 3);
   /** --kill-region: the region's member, leaf server and learners go down at once. */
   const killNow = async (region: string) => {
     const killedAt = Date.now();
@@ -676,8 +721,18 @@ for (const [index, spec] of runDocs.entries()) {
     // Out for as long as the run has trained so far: its first third. Admitting the first
     // learners (attestation, minutes under load) is set-up, not training, so it is not counted:
     // the clock starts once every region has a learner.
-    const plannedMs = killedAt - (everyLearnerAt ?? firstLearnerAt ?? started);
-    outage = { region, afterRound: killAfter, killedAt, plannedMs, learnersKilled, contributedAfter: [] };
+    const plannedMs = outageFlag
+      ? outageFlag * 1000
+      : killedAt - (everyLearnerAt ?? firstLearnerAt ?? started);
+    outage = {
+      region,
+      afterRound: killAfter,
+      killedAt,
+      plannedMs,
+      learnersKilled,
+      contributedAfter: [],
+      roundsDuring: [],
+    };
     say(
       `--kill-region: killed ${region}'s member operator, its leaf nats-server and ${learnersKilled} learner process(es) after round ${killAfter}; back in ${(plannedMs / 1000).toFixed(0)} s (as long as the run has trained so far)`,
     );
@@ -698,6 +753,42 @@ for (const [index, spec] of runDocs.entries()) {
     say(
       `--kill-region: ${region} is back after ${outage.outageSeconds.toFixed(0)} s (nats-server and member operator started; the member replaces its failed learner)`,
     );
+  };
+  /** The hub's view of the killed region (its SovereignNode's Ready), and the rounds closed without it. */
+  const watchOutage = async (o: Outage, rounds: NonNullable<FederatedRun["status"]>["rounds"] = []) => {
+    for (const r of rounds) {
+      if (o.roundsDuring.some((x) => x.round === r.round) || !r.completionTime) continue;
+      const closedAt = Date.parse(r.completionTime);
+      if (closedAt < o.killedAt - 1000 || closedAt > (o.restoredAt ?? Number.POSITIVE_INFINITY)) continue;
+      if (r.outcome === "QuorumReached" || r.outcome === "AllRegionsReported")
+        o.roundsDuring.push({
+          round: r.round,
+          outcome: r.outcome,
+          contributingRegions: r.contributingRegions ?? [],
+          closedAt,
+        });
+    }
+    if (o.detectedAt && (o.readyAgainAt || !o.restoredAt)) return;
+    const node = (await custom.getClusterCustomObject({
+      ...G,
+      plural: "sovereignnodes",
+      name: o.region,
+    })) as {
+      status?: { conditions?: { type: string; status: string; reason?: string }[] };
+    };
+    const ready = node.status?.conditions?.find((c) => c.type === "Ready");
+    if (!o.detectedAt && ready?.status === "False") {
+      o.detectedAt = Date.now();
+      o.detectedReason = ready.reason;
+      say(
+        `--kill-region: the hub shows ${o.region} not Ready (${ready.reason}) ${((o.detectedAt - o.killedAt) / 1000).toFixed(0)} s after it went down`,
+      );
+    } else if (o.detectedAt && o.restoredAt && !o.readyAgainAt && ready?.status === "True") {
+      o.readyAgainAt = Date.now();
+      say(
+        `--kill-region: the hub shows ${o.region} Ready again ${((o.readyAgainAt - o.restoredAt) / 1000).toFixed(0)} s after it came back`,
+      );
+    }
   };
   const progress = async (): Promise<FederatedRun | undefined> => {
     const run = (await custom.getNamespacedCustomObject({
@@ -748,6 +839,24 @@ for (const [index, spec] of runDocs.entries()) {
           quarantine.push(l);
           say(l);
         }
+        const qt = quarantineTimeline;
+        if (qt && entry?.quarantined) qt.statusShowsAt ??= Date.now();
+        const without = (s?.rounds ?? []).find(
+          (r) =>
+            r.round > failAfterRound &&
+            r.completionTime !== undefined &&
+            Date.parse(r.completionTime) >= (qt?.injectedAt ?? 0) - 1000 &&
+            (r.outcome === "QuorumReached" || r.outcome === "AllRegionsReported") &&
+            !(r.contributingRegions ?? []).includes(failRegion),
+        );
+        if (qt && without && !qt.firstRoundWithout) {
+          qt.firstRoundWithout = {
+            round: without.round,
+            outcome: without.outcome ?? "",
+            contributingRegions: without.contributingRegions ?? [],
+            closedAt: Date.parse(without.completionTime ?? ""),
+          };
+        }
       }
     }
     // A closed round (QuorumMissed retries are recorded too, and aggregate nothing).
@@ -755,6 +864,7 @@ for (const [index, spec] of runDocs.entries()) {
       (r) => r.outcome === "QuorumReached" || r.outcome === "AllRegionsReported",
     );
     if (killRegion && !outage && closed.some((r) => r.round >= killAfter)) await killNow(killRegion);
+    if (outage) await watchOutage(outage, s?.rounds ?? []);
     if (outage && !outage.restoredAt && Date.now() - outage.killedAt >= outage.plannedMs) await restore();
     return s?.phase === "Succeeded" || s?.phase === "Failed" ? run : undefined;
   };
@@ -802,6 +912,7 @@ for (const [index, spec] of runDocs.entries()) {
     modelBytes: initial.size,
     ...(finished ? { run: finished } : {}),
     ...(quarantine.length ? { quarantine } : {}),
+    ...(quarantineTimeline ? { quarantineTimeline } : {}),
     label: spec.label,
     quorum: runDoc.spec.quorum,
     overlap: spec.overlap,
@@ -977,6 +1088,7 @@ async function hubDeltaBytes(): Promise<Map<string, number>> {
 /** Testbed only: the region's GPU nodes answer their next challenge with bad evidence, at once. */
 async function injectFault(region: string, fault: string): Promise<void> {
   const core = tb.kubeConfig(region).makeApiClient(CoreV1Api);
+  quarantineTimeline = { region, injectedAt: Date.now() };
   for (const n of tb.cluster(region).nodes.filter((x) => x.gpus > 0)) {
     await core.patchNode(
       {
@@ -1187,6 +1299,14 @@ for (const r of results) {
     `${r.algorithm}: ${r.run?.status?.phase ?? "unfinished"}, ${r.run?.status?.rounds?.length ?? 0} rounds in ${r.seconds.toFixed(0)} s`,
   );
   if (r.quarantine) for (const l of r.quarantine.slice(-1)) say(`  ${l}`);
+  const qt = r.quarantineTimeline;
+  if (qt) {
+    const after = (t?: number) =>
+      t === undefined ? "never" : `+${((t - qt.injectedAt) / 1000).toFixed(1)} s`;
+    say(
+      `  ${qt.region} after its fault: failed verdict ${after(qt.failedVerdictAt)}, quarantined ${after(qt.quarantinedAt)}, shown in the run's status ${after(qt.statusShowsAt)}, first round closed without it ${qt.firstRoundWithout ? `(round ${qt.firstRoundWithout.round}, ${qt.firstRoundWithout.outcome}) ${after(qt.firstRoundWithout.closedAt)}` : "never"}`,
+    );
+  }
 }
 say(`wall time ${((Date.now() - t0) / 1000).toFixed(0)} s`);
 // One line for tools (test/e2e/demo.disruptive.test.ts) to read.
@@ -1211,6 +1331,7 @@ console.log(
       evaluation: r.evaluation,
       link: r.link,
       quarantine: r.quarantine,
+      quarantineTimeline: r.quarantineTimeline,
       label: r.label,
       quorum: r.quorum,
       overlap: r.overlap,
