@@ -17,8 +17,12 @@
 // (SOVEREIGN_RELIABILITY=full) each path runs ten times as many. The counts go to
 // bench/results/chaos-bad-input.json, from which test/chaos/report.ts writes docs/reliability.md.
 import { createHash, generateKeyPairSync, type KeyObject, sign } from "node:crypto";
+import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { createServer, request, type Server } from "node:http";
+import { createServer as createHttpsServer } from "node:https";
 import type { AddressInfo } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { CoreV1Api, PatchStrategy, setHeaderOptions } from "@kubernetes/client-node";
 import test, { type ExecutionContext } from "ava";
 import fc from "fast-check";
@@ -70,6 +74,7 @@ import {
   TestbedEvidenceSource,
 } from "../../operator/member/attestation-testbed-source.ts";
 import { isEvidenceError } from "../../operator/member/evidence-source.ts";
+import { NrasAppraiser, nrasRequest } from "../../operator/member/nras-appraiser.ts";
 import { describeArrival } from "../../transport/deltas.ts";
 import { isTransportError } from "../../transport/errors.ts";
 import { MANIFEST_METADATA } from "../../transport/names.ts";
@@ -79,6 +84,8 @@ import { type ExampleObject, exampleFiles, loadExample, specParsers } from "../c
 import { invalidCases } from "../crds/invalid-cases.ts";
 import { createNamespace, HUB } from "../crds/testbed-helpers.ts";
 import { uniqueName, useTestbed } from "../testbed/harness.ts";
+import { TestbedNras } from "../testbed/nras-appraiser.ts";
+import { ensureServingPki } from "../testbed/pki.ts";
 import { fullReliabilityRun, writeChaosResult } from "./results.ts";
 
 /** Every path's generator is seeded from this (plus the path's index), so a failure reproduces. */
@@ -1810,6 +1817,101 @@ test("bad input: testbed evidence fault annotation", async (t) => {
   );
 });
 
+test("bad input: NRAS answers as the member reads them", async (t) => {
+  t.timeout(FULL ? 1_800_000 : 600_000);
+  const dir = await mkdtemp(join(tmpdir(), "bad-nras-"));
+  const nras = await TestbedNras.start({ dir: join(dir, "nras") });
+  // A server in NRAS's place that answers each evidence POST with the body under test; the keys
+  // are the testbed NRAS's own JWKS, so only the answer is bad.
+  const pki = await ensureServingPki(join(dir, "fake"), "bad-nras");
+  let body: Uint8Array | string = "";
+  const fake = createHttpsServer(
+    { key: await readFile(pki.serverKey), cert: await readFile(pki.serverCert) },
+    (req, res) => {
+      req.resume();
+      req.on("end", () => res.writeHead(200, { "content-type": "application/json" }).end(body));
+    },
+  );
+  await new Promise<void>((r) => fake.listen(0, "127.0.0.1", r));
+  t.teardown(async () => {
+    await nras.close();
+    await new Promise<void>((r) => fake.close(() => r()));
+    await rm(dir, { recursive: true, force: true });
+  });
+  const settings = {
+    url: `https://127.0.0.1:${(fake.address() as AddressInfo).port}/v4/attest/gpu`,
+    acceptedIssuers: [nras.issuer],
+    jwksUrl: nras.jwksUrl,
+  };
+  const appraiser = new NrasAppraiser(settings, {
+    ca: `${await readFile(pki.caCert, "utf8")}\n${nras.ca}`,
+    timeoutMs: 10_000,
+  });
+  const spec: AttestationPolicySpec = {
+    ...TESTBED_POLICY_SPEC,
+    verification: { mode: "NRAS", nras: settings },
+  };
+  const nonce = new Uint8Array(32).fill(9);
+  const { devices } = await new TestbedEvidenceSource().collect({ node: "bad-nras-node", nonce, gpus: 2 });
+  const feed = async (answer: Uint8Array | string): Promise<Outcome> => {
+    body = answer;
+    const facts = await appraiser.appraise({ devices, nonce, collectedAt: new Date().toISOString() });
+    const verdict = evaluatePolicy(facts, spec, { at: new Date() });
+    return verdictOutcome(verdict.passed, verdict.reasons);
+  };
+  // The genuine answer, appraised by the testbed NRAS for this nonce, passes.
+  const good = JSON.stringify(await nras.appraise(JSON.stringify(nrasRequest(devices, nonce))));
+  t.is((await feed(good)).kind, "accepted");
+  const goodBytes = new Uint8Array(Buffer.from(good));
+  const inputs = sample<Uint8Array | string>(
+    fc.oneof(
+      // One byte of the answer changed: its JSON, a label, a JWS under a signature.
+      {
+        weight: 4,
+        arbitrary: fc
+          .tuple(fc.nat({ max: goodBytes.length - 1 }), fc.integer({ min: 1, max: 255 }))
+          .map(([at, x]) => {
+            const b = goodBytes.slice();
+            b[at] = (b[at] as number) ^ x;
+            return b;
+          }),
+      },
+      // Cut short anywhere.
+      { weight: 2, arbitrary: fc.nat({ max: goodBytes.length - 1 }).map((cut) => good.slice(0, cut)) },
+      // A part of the detached EAT removed, or the per-GPU claims of another answer's shape.
+      {
+        weight: 2,
+        arbitrary: fc.constantFrom(0, 1, 2, 3).map((what) => {
+          const [overall, perGpu] = JSON.parse(good) as [[string, string], Record<string, string>];
+          const gpus = Object.entries(perGpu);
+          if (what === 0) return JSON.stringify([overall]);
+          if (what === 1) return JSON.stringify([overall, Object.fromEntries(gpus.slice(1))]);
+          if (what === 2) return JSON.stringify([overall, {}]);
+          return JSON.stringify([["JWT", (gpus[0]?.[1] as string) ?? ""], perGpu]);
+        }),
+      },
+      // Any JSON, any bytes.
+      { weight: 2, arbitrary: fc.jsonValue({ maxDepth: 3 }).map((v) => JSON.stringify(v)) },
+      { weight: 1, arbitrary: fc.uint8Array({ maxLength: 600 }) },
+      { weight: 1, arbitrary: fc.string({ unit: "binary", maxLength: 300 }) },
+      // Larger than the member reads (4 MiB).
+      {
+        weight: 1,
+        arbitrary: fc.integer({ min: (4 << 20) + 1, max: (4 << 20) + 4096 }).map((n) => "x".repeat(n)),
+      },
+    ),
+    17,
+    150,
+  );
+  await runPath(
+    t,
+    new Tally("NRAS: the answer as the member reads it", "NrasAppraiser.appraise over HTTPS"),
+    inputs,
+    (v) => (typeof v === "string" ? JSON.stringify(v.slice(0, 300)) : hexOf(v)),
+    feed,
+  );
+});
+
 // ---------------------------------------------------------------------------------------------
 
 /** The report's row order (tests finish in any order). */
@@ -1820,6 +1922,7 @@ const ROW_ORDER = [
   "evidence: RIM XML",
   "evidence: OCSP responses",
   "evidence: NRAS EAT token",
+  "NRAS: the answer as the member reads it",
   "delta: safetensors bytes",
   "delta: signed manifest",
   "delta: object arriving in the hub's mirror",
@@ -1851,8 +1954,8 @@ test.after.always("record the bad-input figures", async () => {
       "|---|---|---:|---:|---:|---:|---|",
       ...rows,
       "",
-      "Not covered: the agent's answer as the member reads it (parseEvidenceResponse), NRAS tokens on a member " +
-        "(the member verifies locally; NRAS is checked as a library call), RIM edits other than one character, " +
+      "Not covered: the agent's answer as the member reads it (parseEvidenceResponse), NRAS's answer at a status " +
+        "other than 200 (tested in test/operator/nras-appraiser.test.ts, not fuzzed), RIM edits other than one character, " +
         "reordered or repeated chain certificates, and CR updates (transition rules).",
       "",
       `Produced by \`test/chaos/bad-input.test.ts\` (${FULL ? "full" : "reduced"} form); rerun it alone with \`ava test/chaos/bad-input.test.ts\`.`,
