@@ -15,6 +15,7 @@ import { MEMBER_FIELD_MANAGER, SOVEREIGN_API } from "../names.ts";
 import type { Clock } from "../runtime/clock.ts";
 import { apiTime } from "../runtime/conditions.ts";
 import type { ReconcileResult } from "../runtime/controller.ts";
+import { GPU_NODE_SELECTOR } from "./attestation-rules.ts";
 
 export const FIELD_MANAGER = MEMBER_FIELD_MANAGER;
 export const OPERATOR_VERSION = "0.1.0";
@@ -38,6 +39,12 @@ export interface RegistrationDeps {
   heartbeatIntervalMs: number;
   /** Labels the region puts on its SovereignNode (placement selectors match them). */
   labels?: Record<string, string>;
+  /**
+   * The region's GPU nodes from a synced informer, when the member keeps one (the gate does);
+   * undefined means list them from the API server, once a beat. With hundreds of nodes that
+   * list is most of a beat's cost.
+   */
+  gpuNodes?: () => readonly V1Node[] | undefined;
 }
 
 /**
@@ -55,7 +62,7 @@ export async function gpuInventory(regionKc: KubeConfig): Promise<{
 }
 
 const listGpuNodes = async (regionKc: KubeConfig): Promise<V1Node[]> =>
-  (await regionKc.makeApiClient(CoreV1Api).listNode({ labelSelector: "nvidia.com/gpu.present=true" })).items;
+  (await regionKc.makeApiClient(CoreV1Api).listNode({ labelSelector: GPU_NODE_SELECTOR })).items;
 
 function inventoryOf(nodes: readonly V1Node[]) {
   const inv = { total: 0, attested: 0, failing: 0, totalGpus: 0, attestedGpus: 0 };
@@ -133,7 +140,7 @@ export function registrationReconciler(deps: RegistrationDeps): () => Promise<Re
       },
       apply,
     );
-    const nodes = await listGpuNodes(deps.regionKc);
+    const nodes = deps.gpuNodes?.() ?? (await listGpuNodes(deps.regionKc));
     const gpuNodes = inventoryOf(nodes);
     const attestation = attestationSummaryOf(
       nodes,

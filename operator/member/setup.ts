@@ -304,6 +304,8 @@ export function memberControllers(opts: MemberOptions) {
     clock,
     heartbeatIntervalMs: opts.heartbeatIntervalMs ?? 10_000,
     labels: opts.labels,
+    // The gate's node cache holds exactly the inventory's nodes when it selects them the same way.
+    gpuNodes: () => (nodes?.hasSynced() && selector === GPU_NODE_SELECTOR ? nodes.list() : undefined),
   });
   // Runs deleted while no member was up to see them go leave their model mirrors behind in
   // the region, each asking the hub for its gone source across the leaf link for ever.
