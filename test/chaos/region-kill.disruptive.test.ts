@@ -113,6 +113,7 @@ test("a region killed mid-run is detected, the run goes on within quorum, and th
   t.log(
     `detected after ${sec(k.killedAt, k.detectedAt)} s; back after ${k.outageSeconds?.toFixed(0)} s; Ready again ${sec(k.restoredAt ?? 0, k.readyAgainAt)} s later; learner back ${sec(k.restoredAt ?? 0, k.learnerBackAt)} s; rejoined at round ${k.rejoinedAtRound}; contributed to ${k.contributedAfter.join(", ")}`,
   );
+  const firstWithout = k.roundsDuring.find((x) => !x.contributingRegions.includes(victim));
   await writeChaosResult({
     id: "region-kill",
     order: 15,
@@ -123,7 +124,8 @@ test("a region killed mid-run is detected, the run goes on within quorum, and th
       "| Step | Time |",
       "|---|---|",
       `| The hub shows ${victim} not Ready (${k.detectedReason}) | ${sec(k.killedAt, k.detectedAt)} s after it went down |`,
-      `| Rounds closed while it was down | ${k.roundsDuring.length} (rounds ${k.roundsDuring.map((x) => x.round).join(", ")}), on ${others.join(" and ")} after the first |`,
+      `| First round closed without it (quorum and grace: the run does not wait for the heartbeat timeout) | ${firstWithout ? `round ${firstWithout.round}, ${sec(k.killedAt, firstWithout.closedAt)} s after it went down` : "none"} |`,
+      `| Rounds closed while it was down | ${k.roundsDuring.length} (rounds ${k.roundsDuring[0]?.round}–${k.roundsDuring.at(-1)?.round}) |`,
       `| The hub shows it Ready again | ${sec(k.restoredAt ?? 0, k.readyAgainAt)} s after it came back |`,
       `| Its fresh learner starts (attested, admitted) | ${sec(k.restoredAt ?? 0, k.learnerBackAt)} s after it came back |`,
       `| Its first round again | round ${k.rejoinedAtRound} (from the then-current global model); aggregated in rounds ${k.contributedAfter.join(", ")} |`,
