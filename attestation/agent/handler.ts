@@ -1,14 +1,9 @@
 /**
  * The agent side: an HTTP request listener for a DaemonSet pod on every GPU node. It takes the
  * member's challenge and hands it to a collector, which asks each GPU to sign an attestation
- * report over the nonce and gathers its certificate chain, RIMs and OCSP answers.
- *
- * The collector is the part that talks to NVIDIA's stack, and it is not built here: on a real node
- * it would call NVML (`nvmlDeviceGetConfComputeGpuAttestationReport` with the nonce, and
- * `nvmlDeviceGetConfComputeGpuCertificate` for the chain), fetch the RIMs from NVIDIA's RIM service
- * (or a mirror) and the OCSP answers from NVIDIA's responder, as nvtrust's local verifier does.
- * None of that is reachable on this machine (no GPU, no NVIDIA endpoints), so `nvmlCollector()`
- * only says so; tests plug in a collector that mints testbed evidence.
+ * report over the nonce and gathers its certificate chain. In production that is `nvmlCollector()`
+ * (nvml-collector.ts, NVML through nvidia-ml-py); tests plug in a collector that mints testbed
+ * evidence.
  */
 import type { IncomingMessage, RequestListener, ServerResponse } from "node:http";
 import type { LocalDeviceEvidence } from "../verify.ts";
@@ -39,17 +34,6 @@ export interface AgentHandlerOptions {
   timeoutMs?: number;
   /** Called on every failed collection, for the agent's log. */
   onError?: (err: unknown) => void;
-}
-
-/** The production collector until NVIDIA's tooling is wired in: it refuses every challenge, saying why. */
-export function nvmlCollector(): EvidenceCollector {
-  return async () => {
-    throw new AgentError(
-      "EvidenceUnavailable",
-      "this agent has no NVIDIA evidence collector: collecting GPU attestation reports needs NVML's confidential-computing calls and NVIDIA's RIM and OCSP services, which this build does not include",
-      { status: 503 },
-    );
-  };
 }
 
 function send(res: ServerResponse, status: number, body: unknown): void {
@@ -106,7 +90,11 @@ export function agentHandler(opts: AgentHandlerOptions): RequestListener {
           : new AgentError("EvidenceUnavailable", `collecting evidence failed: ${(err as Error).message}`, {
               status: 503,
             });
-        send(res, agentErr.status ?? 503, { reason: agentErr.reason, message: agentErr.message });
+        send(res, agentErr.status ?? 503, {
+          reason: agentErr.reason,
+          ...(agentErr.code ? { code: agentErr.code } : {}),
+          message: agentErr.message,
+        });
       }
     })();
   };

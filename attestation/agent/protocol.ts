@@ -4,7 +4,7 @@
  *
  *   POST /v1/evidence  {"apiVersion": AGENT_API_VERSION, "nonce": "<64 hex>", "gpus": 8}
  *   200                {"apiVersion": AGENT_API_VERSION, "node": "gpu-0", "devices": [WireDevice…]}
- *   4xx/5xx            {"reason": "BadRequest" | "EvidenceUnavailable", "message": "…"}
+ *   4xx/5xx            {"reason": "BadRequest" | "EvidenceUnavailable", "code"?: "…", "message": "…"}
  *
  * The channel needs no authentication for integrity: every report is signed by its GPU over the
  * member's nonce, so a man in the middle can only withhold evidence or replay old evidence, which
@@ -35,10 +35,17 @@ export class AgentError extends Error {
   readonly reason: AgentReason;
   /** The HTTP status the agent answered with, when it answered. */
   readonly status: number | undefined;
-  constructor(reason: AgentReason, message: string, options?: { cause?: unknown; status?: number }) {
+  /** A finer code under the reason (e.g. the NVML collector's NvmlLibraryNotFound), when there is one. */
+  readonly code: string | undefined;
+  constructor(
+    reason: AgentReason,
+    message: string,
+    options?: { cause?: unknown; status?: number; code?: string },
+  ) {
     super(`${reason}: ${message}`, options);
     this.reason = reason;
     this.status = options?.status;
+    this.code = options?.code;
   }
 }
 
