@@ -9,16 +9,11 @@
 // current global model and contributed again, every accepted delta aggregated exactly once,
 // the audit link and chains intact) and that the quorum run's measured goodput is above the
 // baseline's; the 90% target is reported, not asserted (docs/reliability.md).
-import { execFile } from "node:child_process";
-import { join } from "node:path";
-import { promisify } from "node:util";
 import test from "ava";
+import { runDemo } from "../testbed/demo-run.ts";
 import type { Goodput } from "../testbed/goodput.ts";
 import { useTestbed } from "../testbed/harness.ts";
-import { repoRoot } from "../testbed/topology.ts";
 import { fullReliabilityRun, writeChaosResult } from "./results.ts";
-
-const run = promisify(execFile);
 
 interface GoodputRun {
   key: string;
@@ -74,7 +69,6 @@ goodputTest(
     const tb = await useTestbed();
     const victim = tb.regions[1] ?? "region-b";
     const argv = [
-      join(repoRoot, "test", "testbed", "demo.ts"),
       "--goodput",
       `--rounds=${rounds}`,
       `--inner-steps=${innerSteps}`,
@@ -84,20 +78,12 @@ goodputTest(
       "--no-baselines",
       `--timeout=${full ? 3600 : 1800}`,
     ];
-    t.log(`node ${argv.map((a) => a.replace(`${repoRoot}/`, "")).join(" ")}`);
-    const result = await run(process.execPath, argv, {
-      cwd: repoRoot,
-      maxBuffer: 32 * 1024 * 1024,
-      timeout: (full ? 128 : 73) * 60_000,
-    }).catch((err: { stdout?: string; stderr?: string; code?: number }) => {
-      t.log(err.stdout?.split("\n").slice(-60).join("\n"));
-      t.log(err.stderr?.split("\n").slice(-20).join("\n"));
-      throw new Error(`the demo exited ${err.code}`);
+    t.log(`node test/testbed/demo.ts ${argv.join(" ")}`);
+    const { stdout, result: demo } = await runDemo<{ runs: GoodputRun[] }>(t, argv, {
+      timeoutMs: (full ? 128 : 73) * 60_000,
+      tailLines: 60,
     });
-    const line = result.stdout.split("\n").find((l) => l.startsWith("DEMO-RESULT "));
-    if (!line) return t.fail("the demo printed no DEMO-RESULT line");
-    const demo = JSON.parse(line.slice("DEMO-RESULT ".length)) as { runs: GoodputRun[] };
-    for (const l of result.stdout
+    for (const l of stdout
       .split("\n")
       .filter((x) => /kill-region|goodput|deltas diloco|after the outage/.test(x)))
       t.log(l);
@@ -132,10 +118,10 @@ goodputTest(
       // The audit link from every aggregate to attested learners, across the restarted member.
       t.deepEqual(r.link?.problems, [], `${r.label}: audit link`);
       t.true(r.link?.ok);
-      t.regex(result.stdout, new RegExp(`audit trail ${victim}: intact`));
+      t.regex(stdout, new RegExp(`audit trail ${victim}: intact`));
       t.truthy(r.goodput, `${r.label}: goodput measured`);
     }
-    t.regex(result.stdout, /audit trail hub: intact/);
+    t.regex(stdout, /audit trail hub: intact/);
     const gq = quorum.goodput as Goodput;
     const gs = sync.goodput as Goodput;
     t.log(`goodput: quorum + overlap ${pct(gq.goodput)}, synchronous ${pct(gs.goodput)} (target ≥ 90%)`);

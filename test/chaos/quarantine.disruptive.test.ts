@@ -6,15 +6,11 @@
 // quorum of 2; the run must succeed, every accepted delta be aggregated exactly once, and the
 // audit trail link every aggregate to passing evidence. Measures how long each step took after
 // the fault (docs/reliability.md: time to detect and quarantine a failing GPU).
-import { execFile } from "node:child_process";
-import { join } from "node:path";
-import { promisify } from "node:util";
 import test from "ava";
+import type { QuarantineTimeline } from "../testbed/demo.ts";
+import { runDemo } from "../testbed/demo-run.ts";
 import { useTestbed } from "../testbed/harness.ts";
-import { repoRoot } from "../testbed/topology.ts";
 import { fullReliabilityRun, writeChaosResult } from "./results.ts";
-
-const run = promisify(execFile);
 
 interface QuarantineRun {
   phase: string;
@@ -25,14 +21,7 @@ interface QuarantineRun {
   evaluation?: { accuracy: number };
   link?: { ok: boolean; rounds: number; deltas: number; problems: string[] };
   deltas?: { published: number; accepted: number; aggregated: number; lost: number; doubleCounted: number };
-  quarantineTimeline?: {
-    region: string;
-    injectedAt: number;
-    failedVerdictAt?: number;
-    quarantinedAt?: number;
-    statusShowsAt?: number;
-    firstRoundWithout?: { round: number; outcome: string; contributingRegions: string[]; closedAt: number };
-  };
+  quarantineTimeline?: QuarantineTimeline;
 }
 
 const full = fullReliabilityRun();
@@ -43,27 +32,19 @@ const victim = "region-b";
 test("a GPU failing attestation mid-run is quarantined and the run goes on within quorum on the other regions", async (t) => {
   t.timeout(12 * 60_000);
   const tb = await useTestbed();
-  const args = [
-    join(repoRoot, "test", "testbed", "demo.ts"),
-    "--run=diloco",
-    `--rounds=${rounds}`,
-    `--fail-attestation=${victim}`,
-    `--fail-after-round=${failAfter}`,
-    "--no-baselines",
-    "--timeout=480",
-  ];
-  const result = await run(process.execPath, args, {
-    cwd: repoRoot,
-    maxBuffer: 16 * 1024 * 1024,
-    timeout: 11 * 60_000,
-  }).catch((err: { stdout?: string; stderr?: string; code?: number }) => {
-    t.log(err.stdout?.split("\n").slice(-40).join("\n"));
-    t.log(err.stderr?.split("\n").slice(-20).join("\n"));
-    throw new Error(`the demo exited ${err.code}`);
-  });
-  const line = result.stdout.split("\n").find((l) => l.startsWith("DEMO-RESULT "));
-  if (!line) return t.fail("the demo printed no DEMO-RESULT line");
-  const r = (JSON.parse(line.slice("DEMO-RESULT ".length)) as { runs: QuarantineRun[] }).runs[0];
+  const { result } = await runDemo<{ runs: QuarantineRun[] }>(
+    t,
+    [
+      "--run=diloco",
+      `--rounds=${rounds}`,
+      `--fail-attestation=${victim}`,
+      `--fail-after-round=${failAfter}`,
+      "--no-baselines",
+      "--timeout=480",
+    ],
+    { timeoutMs: 11 * 60_000 },
+  );
+  const r = result.runs[0];
   if (!r) return t.fail("no run in the demo's result");
   const qt = r.quarantineTimeline;
   if (!qt) return t.fail("the fault was never injected");

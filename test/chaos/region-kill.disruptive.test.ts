@@ -6,15 +6,11 @@
 // fresh learner trains from the current global model and its deltas are aggregated again. The
 // run must succeed with every accepted delta aggregated exactly once and the audit link intact.
 // Measures the time to detect the failed region and to take it back (docs/reliability.md).
-import { execFile } from "node:child_process";
-import { join } from "node:path";
-import { promisify } from "node:util";
 import test from "ava";
+import type { Outage } from "../testbed/demo.ts";
+import { runDemo } from "../testbed/demo-run.ts";
 import { useTestbed } from "../testbed/harness.ts";
-import { repoRoot } from "../testbed/topology.ts";
 import { fullReliabilityRun, writeChaosResult } from "./results.ts";
-
-const run = promisify(execFile);
 
 interface KilledRegionRun {
   phase: string;
@@ -23,20 +19,7 @@ interface KilledRegionRun {
   evaluation?: { accuracy: number };
   link?: { ok: boolean; rounds: number; deltas: number; problems: string[] };
   deltas?: { published: number; accepted: number; aggregated: number; lost: number; doubleCounted: number };
-  kill?: {
-    region: string;
-    afterRound: number;
-    killedAt: number;
-    restoredAt?: number;
-    outageSeconds?: number;
-    learnerBackAt?: number;
-    rejoinedAtRound?: number;
-    contributedAfter: number[];
-    detectedAt?: number;
-    detectedReason?: string;
-    readyAgainAt?: number;
-    roundsDuring: { round: number; outcome: string; contributingRegions: string[]; closedAt: number }[];
-  };
+  kill?: Outage;
 }
 
 const full = fullReliabilityRun();
@@ -51,29 +34,21 @@ const victim = "region-b";
 test("a region killed mid-run is detected, the run goes on within quorum, and the region rejoins from the current model", async (t) => {
   t.timeout(14 * 60_000);
   const tb = await useTestbed();
-  const args = [
-    join(repoRoot, "test", "testbed", "demo.ts"),
-    "--run=diloco",
-    `--rounds=${rounds}`,
-    `--kill-region=${victim}`,
-    `--kill-after-round=${killAfter}`,
-    `--outage=${outageSeconds}`,
-    "--grace=2",
-    "--no-baselines",
-    "--timeout=720",
-  ];
-  const result = await run(process.execPath, args, {
-    cwd: repoRoot,
-    maxBuffer: 16 * 1024 * 1024,
-    timeout: 13 * 60_000,
-  }).catch((err: { stdout?: string; stderr?: string; code?: number }) => {
-    t.log(err.stdout?.split("\n").slice(-40).join("\n"));
-    t.log(err.stderr?.split("\n").slice(-20).join("\n"));
-    throw new Error(`the demo exited ${err.code}`);
-  });
-  const line = result.stdout.split("\n").find((l) => l.startsWith("DEMO-RESULT "));
-  if (!line) return t.fail("the demo printed no DEMO-RESULT line");
-  const r = (JSON.parse(line.slice("DEMO-RESULT ".length)) as { runs: KilledRegionRun[] }).runs[0];
+  const { result } = await runDemo<{ runs: KilledRegionRun[] }>(
+    t,
+    [
+      "--run=diloco",
+      `--rounds=${rounds}`,
+      `--kill-region=${victim}`,
+      `--kill-after-round=${killAfter}`,
+      `--outage=${outageSeconds}`,
+      "--grace=2",
+      "--no-baselines",
+      "--timeout=720",
+    ],
+    { timeoutMs: 13 * 60_000 },
+  );
+  const r = result.runs[0];
   if (!r) return t.fail("no run in the demo's result");
   const k = r.kill;
   if (!k) return t.fail("the region was never killed");

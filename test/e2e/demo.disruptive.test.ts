@@ -7,14 +7,9 @@
 // region's data and move under a quarter of the data over each leaf link (beyond its background),
 // keep the hub away from the data, and link
 // every aggregate in the audit trail to its contributors' attested evidence.
-import { execFile } from "node:child_process";
-import { join } from "node:path";
-import { promisify } from "node:util";
 import test from "ava";
+import { runDemo } from "../testbed/demo-run.ts";
 import { useTestbed } from "../testbed/harness.ts";
-import { repoRoot } from "../testbed/topology.ts";
-
-const run = promisify(execFile);
 
 interface DemoResult {
   ok: boolean;
@@ -36,20 +31,13 @@ test("make demo trains one model across three regions: converges, communicates l
   t.timeout(10 * 60_000);
   const tb = await useTestbed();
   const rounds = 6;
-  const result = await run(
-    process.execPath,
-    [join(repoRoot, "test", "testbed", "demo.ts"), "--run=diloco", `--rounds=${rounds}`, "--timeout=420"],
-    { cwd: repoRoot, maxBuffer: 16 * 1024 * 1024, timeout: 9 * 60_000 },
-  ).catch((err: { stdout?: string; stderr?: string; code?: number }) => {
-    t.log(err.stdout?.split("\n").slice(-40).join("\n"));
-    t.log(err.stderr?.split("\n").slice(-20).join("\n"));
-    throw new Error(`the demo exited ${err.code}`);
-  });
-  t.regex(result.stdout, new RegExp(`the run succeeded: ${rounds} rounds`));
-  t.regex(result.stdout, /Where to look next:/);
-  const line = result.stdout.split("\n").find((l) => l.startsWith("DEMO-RESULT "));
-  if (!line) return t.fail("the demo printed no DEMO-RESULT line");
-  const demo = JSON.parse(line.slice("DEMO-RESULT ".length)) as DemoResult;
+  const { stdout, result: demo } = await runDemo<DemoResult>(
+    t,
+    ["--run=diloco", `--rounds=${rounds}`, "--timeout=420"],
+    { timeoutMs: 9 * 60_000 },
+  );
+  t.regex(stdout, new RegExp(`the run succeeded: ${rounds} rounds`));
+  t.regex(stdout, /Where to look next:/);
   t.true(demo.ok);
   const diloco = demo.runs[0];
   if (!diloco) return t.fail("no run");

@@ -338,7 +338,7 @@ say(
  * members' audit times), its quarantine first shown in the run's status, and the first round
  * closed without it.
  */
-interface QuarantineTimeline {
+export interface QuarantineTimeline {
   region: string;
   injectedAt: number;
   failedVerdictAt?: number;
@@ -542,7 +542,7 @@ interface RunResult {
 }
 
 /** --kill-region: what was killed and when (ms since the epoch). */
-interface Outage {
+export interface Outage {
   region: string;
   afterRound: number;
   killedAt: number;
