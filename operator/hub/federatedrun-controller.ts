@@ -532,6 +532,8 @@ async function advanceRound(
   const settings: RoundSettings = {
     algorithm: run.spec.algorithm,
     maxDeltaBytes: (run.spec.deltaEncoding?.maxSizeMiB ?? 4096) * MiB,
+    rounds: run.spec.rounds,
+    foldsLate: run.spec.quorum?.lateDeltas === "NextRound" && !run.spec.algorithm.robustAggregator,
   };
   const progressIn = run.status?.roundProgress as RoundProgress | undefined;
   let history = run.status?.rounds;

@@ -83,6 +83,10 @@ export interface RoundSettings {
   maxRobustBytes?: number;
   /** Largest delta accepted, in bytes (spec.deltaEncoding.maxSizeMiB). */
   maxDeltaBytes: number;
+  /** The run's last round (spec.rounds): no round after it will fold a late delta in. */
+  rounds?: number;
+  /** Late deltas are folded into the next rounds (quorum.lateDeltas NextRound, no robust rule). */
+  foldsLate?: boolean;
 }
 
 /** The key a learner's manifest must be signed with, or undefined when none is bound to it. */
@@ -236,6 +240,21 @@ export class RoundCoordinator {
             ref,
             recorded.has(region),
           );
+          if (
+            !round.has(region) &&
+            !recorded.has(region) &&
+            !this.#stillAggregatable(key, ref.round, settings)
+          ) {
+            // Accepting it would promise an aggregation that cannot happen any more: every
+            // round that could take it (its own, or the next ones folding late deltas, up to
+            // the run's last) has fixed its set. Said as a refusal, audited and counted.
+            throw Object.assign(
+              new Error(
+                `round ${ref.round} and every later round that could fold it in have closed; the delta arrived too late to be aggregated (quorum.lateDeltas and graceWindowSeconds set how late a region may be)`,
+              ),
+              { reason: "DeltaTooLate" },
+            );
+          }
           if (!round.has(region)) {
             round.set(region, { arrival: arrival.delta, digest, key: verifiedKey });
             if (!recorded.has(region)) this.#opts.onAccepted?.(runKey, arrival.delta, digest);
@@ -276,6 +295,16 @@ export class RoundCoordinator {
       }
     }
     if (changed) this.#opts.onProgress(runKey);
+  }
+
+  /** Whether some round that could aggregate a delta of `round` has not fixed its set yet. */
+  #stillAggregatable(key: string, round: number, settings: RoundSettings): boolean {
+    const last = Math.min(
+      settings.rounds ?? Number.POSITIVE_INFINITY,
+      round + (settings.foldsLate ? MAX_ROUNDS_LATE : 0),
+    );
+    for (let r = round; r <= last; r++) if (!this.#aggregations.has(`${key}#${r}`)) return true;
+    return false;
   }
 
   /** Regions whose delivery for the round was refused and that have no accepted delta for it (yet). */

@@ -263,6 +263,8 @@ export async function federation(t: ExecutionContext) {
     hubOptions,
     startHub,
     publisher,
+    /** The key every delta `publisher` writes is signed with (for tests that resolve keys themselves). */
+    learnerPublicKey: keys.publicKey,
     deltaOf,
     getRun,
   };

@@ -8,6 +8,8 @@ import { exportAuditLog, trustedKey, verifyAuditExport } from "../../attestation
 import type { FederatedRun } from "../../crds/types.generated.ts";
 import { collectBytes, readSafetensors, writeSafetensors } from "../../deltas/mod.ts";
 import { regionNamespace } from "../../operator/hub/region-access.ts";
+import { RoundCoordinator, type RoundSettings } from "../../operator/hub/round-coordinator.ts";
+import { silentLogger } from "../../operator/runtime/log.ts";
 import {
   fetchGlobalModel,
   listRegionDeltas,
@@ -530,4 +532,53 @@ test("a run deleted and created again under its name starts afresh: the old run'
     worst = Math.max(worst, Math.abs((published[k] as number) - ((initial[k] as number) + mean)));
   }
   t.true(worst < 1e-6, `the second run's model is its own initial model + the mean of its deltas (${worst})`);
+});
+
+test("a delta verified only after every round that could take it fixed its set is refused as DeltaTooLate, never accepted", async (t) => {
+  t.timeout(3 * 60_000);
+  // No hub process: the test drives the hub's round coordinator itself, so that the order
+  // (the set fixed first, the delta verified after) is certain rather than a race to win.
+  const { ns, regions, hubNc, startRun, publisher, learnerPublicKey } = await federation(t);
+  const { runName } = await startRun(t, "toolate", {
+    minRegions: 3,
+    rounds: 2,
+    seed: 6,
+    quorum: { minRegions: 2, graceWindowSeconds: 0, maxRoundSeconds: 120, lateDeltas: "Discard" },
+  });
+  const [a, b, c] = regions as [(typeof regions)[0], (typeof regions)[0], (typeof regions)[0]];
+  const base0 = await fetchGlobalModel(hubNc, { namespace: ns, run: runName, round: 0 });
+  await collectBytes(base0.data);
+  await publisher(runName)(c, 2, 1, 1000, base0.digest);
+  const endpoint = [{ name: c.name, domain: c.cluster }];
+  const judge = async (settings: RoundSettings, fixed: number[]) => {
+    const outcome = { accepted: 0, refused: [] as string[] };
+    const coordinator = new RoundCoordinator({
+      nc: hubNc,
+      keyFor: () => learnerPublicKey,
+      log: silentLogger,
+      onProgress: () => undefined,
+      onAccepted: () => outcome.accepted++,
+      onRefused: (_run, r) => outcome.refused.push(r.reason),
+    });
+    const ref = { namespace: ns, run: runName, uid: "uid-toolate", round: 1 };
+    // Sets fixed without c (their aggregations fail on missing deltas: only that they are fixed matters).
+    for (const round of fixed) coordinator.aggregation({ ...ref, round }, [a.name, b.name], settings);
+    return eventually(() => {
+      coordinator.delivered(ref, endpoint, settings);
+      return outcome.accepted + outcome.refused.length > 0 ? outcome : undefined;
+    }, "c's round-1 delta judged");
+  };
+  const settings = { algorithm: { type: "FedAvg" as const }, maxDeltaBytes: 1 << 30, rounds: 2 };
+  // lateDeltas Discard: round 1 closed without it; nothing else could take it.
+  t.deepEqual(await judge({ ...settings, foldsLate: false }, [1]), {
+    accepted: 0,
+    refused: ["DeltaTooLate"],
+  });
+  // NextRound: round 2 (the run's last) may still fold it in, so it is accepted...
+  t.deepEqual(await judge({ ...settings, foldsLate: true }, [1]), { accepted: 1, refused: [] });
+  // ...unless round 2 fixed its set too.
+  t.deepEqual(await judge({ ...settings, foldsLate: true }, [1, 2]), {
+    accepted: 0,
+    refused: ["DeltaTooLate"],
+  });
 });
