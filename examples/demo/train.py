@@ -48,6 +48,21 @@ def timed_train(weights, opt, x, y, steps, rng, batch, for_round):
     return trained
 
 
+async def moved_on(call):
+    """The learner's move to a next round. A delta the hub refused as too late (its round, and
+    every round that could fold it in, closed before it was verified) is the run's late-delta
+    policy at work, not the learner's fault: said, and the learner goes on."""
+    from sovereign_sdk import DeltaRefused
+
+    while True:
+        try:
+            return await call()
+        except DeltaRefused as err:
+            if err.refusal.reason != "DeltaTooLate":
+                raise
+            event("refused", t=time.time(), reason=err.refusal.reason, delta_round=err.refusal.round)
+
+
 async def learn():
     from sovereign_sdk import Learner, Overlap
 
@@ -68,7 +83,7 @@ async def learn():
         t0 = time.time()
         # A learner that starts late (a region back from an outage: its pod was created at the
         # round its member saw, admitted minutes later) starts from the newest global model.
-        await learner.poll_next_round()
+        await moved_on(learner.poll_next_round)
         model = await learner.global_model()
         event("wait", t0=t0, t1=time.time(), why="model")
         weights = dict(model.items())
@@ -87,7 +102,7 @@ async def learn():
             }), flush=True)  # fmt: skip
             if overlap is None:
                 t0 = time.time()
-                more = await learner.next_round()
+                more = await moved_on(learner.next_round)
                 event("wait", t0=t0, t1=time.time(), why="round")
                 if not more:
                     break
@@ -108,7 +123,7 @@ async def learn():
                 # A look costs a round trip to the region's server: a few per second at most.
                 if time.time() - looked >= 0.2:
                     looked = time.time()
-                    if await learner.poll_next_round():
+                    if await moved_on(learner.poll_next_round):
                         break
                 n = overlap.allowed(chunk)
                 if n > 0:
