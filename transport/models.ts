@@ -89,36 +89,58 @@ export async function removeRunModelMirror(regionNc: NatsConnection, ref: RunRef
 /** JetStream's error code for "stream not found", as a mirror reports its source gone. */
 const JS_STREAM_NOT_FOUND = 10059;
 
-/** A mirror whose source has been gone at least this long is an orphan, not a bucket the hub is still creating. */
+/** A mirror whose source has been reported gone at least this long is an orphan, not a bucket the hub is still creating. */
 export const ORPHANED_MIRROR_AFTER_MS = 60_000;
 
 /**
  * Member: removes the region's mirrors of runs' model buckets whose bucket at the hub is gone
  * (the run was deleted while no member that mirrored it was running to see it go). Such a
- * mirror keeps asking the hub across the leaf link for its source, every few seconds, for
- * ever. Only the mirror's own report counts: its source answered "stream not found", and has
- * not been heard from for `ORPHANED_MIRROR_AFTER_MS` (a run just created may still be making
- * its bucket at the hub). The mirrors of `inUse` (this member's current runs) are kept whatever
- * they report. Returns the streams removed.
+ * mirror keeps asking the hub across the leaf link for its source, for ever. Only the mirror's
+ * own report counts: its source answered "stream not found", in every sweep for
+ * `orphanedAfterMs` (a run just created may still be making its bucket at the hub). The
+ * mirror's `active` age cannot measure that: nats-server resets it to -1 when it retries. So the
+ * sweeper remembers since when each mirror has been reporting its source gone; a new sweeper
+ * (a restarted member) starts that clock again. The mirrors of `inUse` (the member's current
+ * runs) are kept whatever they report.
  */
-export async function removeOrphanedModelMirrors(
-  regionNc: NatsConnection,
-  inUse: readonly RunRef[],
-  orphanedAfterMs = ORPHANED_MIRROR_AFTER_MS,
-): Promise<string[]> {
-  const jsm = await jetstreamManager(regionNc);
-  const prefix = objectStoreStream(MODEL_BUCKET_PREFIX);
-  const kept = new Set(inUse.map((r) => objectStoreStream(runModelBucket(r.namespace, r.run))));
-  const removed: string[] = [];
-  for await (const info of jsm.streams.list()) {
-    const name = info.config.name;
-    const m = info.mirror;
-    if (!name.startsWith(prefix) || !m || kept.has(name)) continue;
-    // active is -1 for a mirror never heard from: not known to be an orphan, so kept.
-    if (m.error?.err_code !== JS_STREAM_NOT_FOUND || m.active < orphanedAfterMs * 1e6) continue;
-    if (await removeStream(regionNc, name)) removed.push(name);
+export class ModelMirrorSweeper {
+  readonly #nc: NatsConnection;
+  readonly #orphanedAfterMs: number;
+  readonly #now: () => number;
+  readonly #goneSince = new Map<string, number>();
+
+  constructor(regionNc: NatsConnection, opts: { orphanedAfterMs?: number; now?: () => number } = {}) {
+    this.#nc = regionNc;
+    this.#orphanedAfterMs = opts.orphanedAfterMs ?? ORPHANED_MIRROR_AFTER_MS;
+    this.#now = opts.now ?? Date.now;
   }
-  return removed;
+
+  /** One sweep; returns the streams removed. */
+  async sweep(inUse: readonly RunRef[]): Promise<string[]> {
+    const jsm = await jetstreamManager(this.#nc);
+    const prefix = objectStoreStream(MODEL_BUCKET_PREFIX);
+    const kept = new Set(inUse.map((r) => objectStoreStream(runModelBucket(r.namespace, r.run))));
+    const now = this.#now();
+    const reporting = new Set<string>();
+    const removed: string[] = [];
+    for await (const info of jsm.streams.list()) {
+      const name = info.config.name;
+      const m = info.mirror;
+      if (!name.startsWith(prefix) || !m || kept.has(name)) continue;
+      const sourceGone =
+        m.error?.err_code === JS_STREAM_NOT_FOUND || /stream not found/i.test(m.error?.description ?? "");
+      if (!sourceGone) continue;
+      reporting.add(name);
+      const since = this.#goneSince.get(name) ?? now;
+      this.#goneSince.set(name, since);
+      if (now - since < this.#orphanedAfterMs) continue;
+      if (await removeStream(this.#nc, name)) removed.push(name);
+    }
+    // A mirror that stopped reporting its source gone (or went) starts its clock again.
+    for (const name of this.#goneSince.keys()) if (!reporting.has(name)) this.#goneSince.delete(name);
+    for (const name of removed) this.#goneSince.delete(name);
+    return removed;
+  }
 }
 
 export async function runModelMirrorProgress(regionNc: NatsConnection, ref: RunRef): Promise<MirrorProgress> {

@@ -19,7 +19,7 @@ import {
 } from "../../attestation/audit/mod.ts";
 import type { TrustAnchors } from "../../attestation/mod.ts";
 import type { RegionWork } from "../../crds/types.generated.ts";
-import { ORPHANED_MIRROR_AFTER_MS, removeOrphanedModelMirrors } from "../../transport/mod.ts";
+import { ModelMirrorSweeper, ORPHANED_MIRROR_AFTER_MS } from "../../transport/mod.ts";
 import { regionNamespace } from "../hub/region-access.ts";
 import { SOVEREIGN_API } from "../names.ts";
 import { type Clock, realClock } from "../runtime/clock.ts";
@@ -309,15 +309,17 @@ export function memberControllers(opts: MemberOptions) {
   });
   // Runs deleted while no member was up to see them go leave their model mirrors behind in
   // the region, each asking the hub for its gone source across the leaf link for ever.
+  const mirrorSweeper = opts.nats ? new ModelMirrorSweeper(opts.nats, { now: () => clock.now() }) : undefined;
   let mirrorsSweptAt = Number.NEGATIVE_INFINITY;
   const sweepOrphanedMirrors = async () => {
-    if (!opts.nats || clock.now() - mirrorsSweptAt < ORPHANED_MIRROR_AFTER_MS) return;
+    // Often enough that an orphan goes about a minute after it is first seen.
+    if (!mirrorSweeper || clock.now() - mirrorsSweptAt < ORPHANED_MIRROR_AFTER_MS / 4) return;
     mirrorsSweptAt = clock.now();
     const inUse = works
       .list()
       .flatMap((w) => (w.spec?.run ? [{ namespace: w.spec.run.namespace, run: w.spec.run.name }] : []));
-    const removed = await removeOrphanedModelMirrors(opts.nats, inUse).catch((err: unknown) => {
-      log.warn("looking for orphaned model mirrors failed; trying again next minute", { err });
+    const removed = await mirrorSweeper.sweep(inUse).catch((err: unknown) => {
+      log.warn("looking for orphaned model mirrors failed; trying again shortly", { err });
       return [];
     });
     if (removed.length) {
