@@ -884,6 +884,13 @@ for (const [index, spec] of runDocs.entries()) {
     if (!finished) await new Promise((r) => setTimeout(r, 1000));
   }
   const seconds = (Date.now() - started) / 1000;
+  // A short run may end between two polls: its final status still counts as shown then.
+  if (
+    quarantineTimeline &&
+    !quarantineTimeline.statusShowsAt &&
+    finished?.status?.regions?.find((r) => r.name === quarantineTimeline?.region)?.quarantined
+  )
+    quarantineTimeline.statusShowsAt = Date.now();
   // Whatever happened, the killed region comes back for what runs next on the testbed.
   await restore().catch((err: Error) =>
     say(`--kill-region: bringing ${killRegion} back failed: ${err.message}`),
