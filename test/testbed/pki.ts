@@ -52,6 +52,50 @@ export function pkiPaths(dir: string): ClusterPki {
   };
 }
 
+const EC_KEY = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
+const SERVER_EXT = "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n";
+
+/** A self-signed P-256 CA, valid ten years. */
+async function makeCa(dir: string, subj: string, ca: { caKey: string; caCert: string }): Promise<void> {
+  await openssl(
+    ["req", "-x509", ...EC_KEY, "-days", "3650", "-subj", subj, "-keyout", ca.caKey, "-out", ca.caCert],
+    dir,
+  );
+}
+
+/** A P-256 key and a certificate for it signed by `ca`, with the extensions in `dir/ext`. */
+async function issueCert(
+  dir: string,
+  ca: { caKey: string; caCert: string },
+  name: string,
+  subj: string,
+  ext: string,
+  key: string,
+  crt: string,
+): Promise<void> {
+  await openssl(["req", ...EC_KEY, "-subj", subj, "-keyout", key, "-out", join(dir, `${name}.csr`)], dir);
+  await openssl(
+    [
+      "x509",
+      "-req",
+      "-in",
+      join(dir, `${name}.csr`),
+      "-CA",
+      ca.caCert,
+      "-CAkey",
+      ca.caKey,
+      "-CAcreateserial",
+      "-days",
+      "3650",
+      "-extfile",
+      join(dir, ext),
+      "-out",
+      crt,
+    ],
+    dir,
+  );
+}
+
 /** Creates the cluster's PKI once; an existing one is kept so a restarted testbed keeps its identity. */
 export async function ensureClusterPki(
   dir: string,
@@ -61,53 +105,19 @@ export async function ensureClusterPki(
   const p = pkiPaths(dir);
   await mkdir(dir, { recursive: true, mode: 0o700 });
   if (!existsSync(p.kubeconfig)) {
-    const ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
-    await openssl(
-      [
-        "req",
-        "-x509",
-        ...ec,
-        "-days",
-        "3650",
-        "-subj",
-        `/CN=sovereign-testbed-${cluster}-ca`,
-        "-keyout",
-        p.caKey,
-        "-out",
-        p.caCert,
-      ],
-      dir,
-    );
-    await writeFile(
-      join(dir, "server.ext"),
-      "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n",
-    );
+    await makeCa(dir, `/CN=sovereign-testbed-${cluster}-ca`, p);
+    await writeFile(join(dir, "server.ext"), SERVER_EXT);
     await writeFile(join(dir, "client.ext"), "extendedKeyUsage=clientAuth\n");
-    const issue = async (name: string, subj: string, ext: string, key: string, crt: string) => {
-      await openssl(["req", ...ec, "-subj", subj, "-keyout", key, "-out", join(dir, `${name}.csr`)], dir);
-      await openssl(
-        [
-          "x509",
-          "-req",
-          "-in",
-          join(dir, `${name}.csr`),
-          "-CA",
-          p.caCert,
-          "-CAkey",
-          p.caKey,
-          "-CAcreateserial",
-          "-days",
-          "3650",
-          "-extfile",
-          join(dir, ext),
-          "-out",
-          crt,
-        ],
-        dir,
-      );
-    };
-    await issue("apiserver", "/CN=kube-apiserver", "server.ext", p.serverKey, p.serverCert);
-    await issue("admin", "/O=system:masters/CN=testbed-admin", "client.ext", p.adminKey, p.adminCert);
+    await issueCert(dir, p, "apiserver", "/CN=kube-apiserver", "server.ext", p.serverKey, p.serverCert);
+    await issueCert(
+      dir,
+      p,
+      "admin",
+      "/O=system:masters/CN=testbed-admin",
+      "client.ext",
+      p.adminKey,
+      p.adminCert,
+    );
     // ServiceAccount tokens: the apiserver signs with the private key and verifies with
     // the public one (it does not derive the public half from a PKCS#8 file itself).
     await openssl(
@@ -154,51 +164,9 @@ export async function ensureServingPki(dir: string, name: string): Promise<Servi
   };
   await mkdir(dir, { recursive: true, mode: 0o700 });
   if (!existsSync(p.serverCert)) {
-    const ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
-    await openssl(
-      [
-        "req",
-        "-x509",
-        ...ec,
-        "-days",
-        "3650",
-        "-subj",
-        `/CN=sovereign-testbed-${name}-ca`,
-        "-keyout",
-        p.caKey,
-        "-out",
-        p.caCert,
-      ],
-      dir,
-    );
-    await writeFile(
-      join(dir, "server.ext"),
-      "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n",
-    );
-    await openssl(
-      ["req", ...ec, "-subj", `/CN=${name}`, "-keyout", p.serverKey, "-out", join(dir, "server.csr")],
-      dir,
-    );
-    await openssl(
-      [
-        "x509",
-        "-req",
-        "-in",
-        join(dir, "server.csr"),
-        "-CA",
-        p.caCert,
-        "-CAkey",
-        p.caKey,
-        "-CAcreateserial",
-        "-days",
-        "3650",
-        "-extfile",
-        join(dir, "server.ext"),
-        "-out",
-        p.serverCert,
-      ],
-      dir,
-    );
+    await makeCa(dir, `/CN=sovereign-testbed-${name}-ca`, p);
+    await writeFile(join(dir, "server.ext"), SERVER_EXT);
+    await issueCert(dir, p, "server", `/CN=${name}`, "server.ext", p.serverKey, p.serverCert);
   }
   return { caCert: p.caCert, serverCert: p.serverCert, serverKey: p.serverKey };
 }
