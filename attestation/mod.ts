@@ -17,6 +17,7 @@ export {
   verdictDigest,
 } from "./verdict.ts";
 export {
+  architectureOf,
   type LocalDeviceEvidence,
   type LocalVerificationInput,
   type TrustAnchors,

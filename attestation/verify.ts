@@ -64,7 +64,8 @@ const finding = (reason: ReasonCode, subject: string, message: string): Finding 
   message,
 });
 
-function architectureOf(leaf: X509Certificate): {
+/** The chip and its architecture from a device certificate's common name ("GH100 A01 GSP FMC LF"). */
+export function architectureOf(leaf: X509Certificate): {
   architecture: string;
   kind: "gpu" | "switch";
   chip: string;

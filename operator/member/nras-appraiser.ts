@@ -7,11 +7,11 @@
 // JWKS that cannot be fetched throw EvidenceError("EvidenceUnavailable") (NrasUnavailable /
 // JwksUnavailable in the message), so the node keeps its standing and is retried with backoff.
 // Whatever NRAS does answer is judged: a token that does not verify is a failed verdict.
-import { X509Certificate } from "node:crypto";
 import { request } from "node:https";
 import { decodeProtectedHeader, type JSONWebKeySet } from "jose";
 import { fromHex, toHex } from "../../attestation/bytes.ts";
-import { type LocalDeviceEvidence, verifyNrasToken } from "../../attestation/mod.ts";
+import { parsePemChain } from "../../attestation/certchain.ts";
+import { architectureOf, type LocalDeviceEvidence, verifyNrasToken } from "../../attestation/mod.ts";
 import type { NrasSettings } from "../../crds/types.generated.ts";
 import { type Clock, realClock } from "../runtime/clock.ts";
 import { type EvidenceAppraiser, EvidenceError } from "./evidence-source.ts";
@@ -39,12 +39,11 @@ export interface NrasClientOptions {
 const MAX_TOKEN_BYTES = 4 << 20;
 const MAX_JWKS_BYTES = 1 << 20;
 
-/** The chip's architecture from the leaf certificate's common name ("GH100 A01 GSP FMC LF"). */
+/** NRAS's name for the architecture of the node's GPUs, from the first one's leaf certificate. */
 function archOf(device: LocalDeviceEvidence): NrasRequest["arch"] {
-  const leaf = /-----BEGIN CERTIFICATE-----[^-]+-----END CERTIFICATE-----/.exec(device.certificateChain)?.[0];
   try {
-    const cn = /CN=([^\n,]+)/.exec(leaf ? new X509Certificate(leaf).subject : "")?.[1] ?? "";
-    return /^GB\d/.test(cn) ? "BLACKWELL" : "HOPPER";
+    const [leaf] = parsePemChain(device.certificateChain, "device certificate chain");
+    return leaf && architectureOf(leaf).architecture === "Blackwell" ? "BLACKWELL" : "HOPPER";
   } catch {
     // An unreadable chain is NRAS's to refuse (and then the token's claims say so), not ours.
     return "HOPPER";
