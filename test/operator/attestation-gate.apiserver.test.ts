@@ -5,8 +5,6 @@
 // while the learner on the other node keeps running. Replayed evidence is refused. The audit
 // export verifies. The test labels and annotates the region's GPU nodes and restores them.
 import { generateKeyPairSync } from "node:crypto";
-import { readFileSync } from "node:fs";
-import { join } from "node:path";
 import {
   CoreV1Api,
   CustomObjectsApi,
@@ -17,7 +15,6 @@ import {
   type V1Pod,
 } from "@kubernetes/client-node";
 import test from "ava";
-import { parse } from "yaml";
 import {
   type AuditEntry,
   ed25519CheckpointSigner,
@@ -29,7 +26,7 @@ import {
 import { TESTBED_POLICY_SPEC, testbedTrustAnchors } from "../../attestation/testbed/mod.ts";
 import { installCrds } from "../../crds/install.ts";
 import type { LearnerKey, RegionWork, SovereignNode } from "../../crds/types.generated.ts";
-import { issueRegionCredential, revokeRegionAccess } from "../../operator/hub/credentials.ts";
+import { issueRegionCredential } from "../../operator/hub/credentials.ts";
 import { regionNamespace } from "../../operator/hub/region-access.ts";
 import { learnerKeyBound } from "../../operator/learner-keys.ts";
 import {
@@ -42,7 +39,6 @@ import {
 import { NODE_ANNOTATIONS } from "../../operator/member/attestation-rules.ts";
 import { TestbedEvidenceSource } from "../../operator/member/attestation-testbed-source.ts";
 import { ATTESTED_LABEL } from "../../operator/member/registration.ts";
-import { memberControllers } from "../../operator/member/setup.ts";
 import {
   ATTESTATION_GATE,
   LEARNER_NAMESPACE,
@@ -52,7 +48,7 @@ import {
 import { jsonLogger, silentLogger } from "../../operator/runtime/log.ts";
 import { OperatorMetrics } from "../../operator/runtime/metrics.ts";
 import { eventually, holdGpuNodeLabels, uniqueName, useTestbed } from "../testbed/harness.ts";
-import { repoRoot } from "../testbed/topology.ts";
+import { createRegionWork, startGatedMember } from "./gate-fixture.ts";
 
 const GROUP = { group: "sovereign.ai", version: "v1alpha1" };
 const merge = setHeaderOptions("Content-Type", PatchStrategy.MergePatch);
@@ -84,7 +80,6 @@ test.serial(
     const workName = "train";
     const id = workId(workName);
     const metrics = new OperatorMetrics({ defaultMetrics: false });
-    const abort = new AbortController();
 
     // The member attests only these two nodes (other tests and benchmarks add GPU nodes of
     // their own to the shared cluster); what the test changes on them is put back afterwards.
@@ -118,23 +113,19 @@ test.serial(
     source.setFault(nodeB, "unreachable");
     const store = new MemoryAuditStore();
     const auditKey = generateKeyPairSync("ed25519");
-    const parts = memberControllers({
+    const parts = await startGatedMember({
+      t,
       region,
+      cluster,
       regionKc,
       hubKc,
+      admin,
+      core,
+      custom,
+      policyName,
+      workId: id,
       metrics,
       log: process.env.DEBUG_GATE ? jsonLogger({ level: "debug", name: "member" }) : silentLogger,
-      heartbeatIntervalMs: 1_000,
-      registration: {
-        jurisdiction: "DE",
-        attestationPolicyRef: { name: policyName },
-        dataResidency: {
-          allowedEgress: ["ModelDeltas"],
-          acceptAggregates: true,
-          checkpointLocation: "InRegion",
-        },
-        jetStreamDomain: cluster,
-      },
       attestation: {
         policy: { name: policyName, generation: 1, spec: TESTBED_POLICY_SPEC },
         anchors: testbedTrustAnchors(),
@@ -143,39 +134,15 @@ test.serial(
       },
       audit: { store, signer: ed25519CheckpointSigner(auditKey.privateKey) },
     });
-    for (const i of parts.informers) await i.start();
-    const running = parts.controllers.map((c) => c.run(abort.signal));
-    t.teardown(async () => {
-      abort.abort();
-      await Promise.all([...parts.informers.map((i) => i.stop()), ...running]);
-      await core
-        .deleteCollectionNamespacedPod({ namespace: LEARNER_NAMESPACE, labelSelector: `${WORK_LABEL}=${id}` })
-        .catch(() => undefined);
-      await core
-        .deleteCollectionNamespacedSecret({
-          namespace: LEARNER_NAMESPACE,
-          labelSelector: `${WORK_LABEL}=${id}`,
-        })
-        .catch(() => undefined);
-      await custom
-        .deleteClusterCustomObject({ ...GROUP, plural: "sovereignnodes", name: region })
-        .catch(() => undefined);
-      await revokeRegionAccess(admin, region);
-    });
 
     // The hub's work for this region: two learners of 4 GPUs each, under the member's policy.
-    const work = parse(readFileSync(join(repoRoot, "examples", "regionwork.yaml"), "utf8")) as RegionWork;
-    work.metadata = { name: workName, namespace: regionNamespace(region) };
-    work.spec.region = region;
-    work.spec.nats = { subjectPrefix: `sovereign.${region}.t.train`, jetStreamDomain: cluster };
-    work.spec.attestation = { policyRef: { name: policyName } };
-    work.spec.workload.learnersPerRegion = 2;
-    work.spec.workload.resources = { limits: { "nvidia.com/gpu": 5 } };
-    await custom.createNamespacedCustomObject({
-      ...GROUP,
-      plural: "regionworks",
-      namespace: regionNamespace(region),
-      body: work,
+    const work = await createRegionWork(custom, {
+      name: workName,
+      region,
+      cluster,
+      policyName,
+      learners: 2,
+      gpus: 5,
     });
     const getWork = async () =>
       (await custom.getNamespacedCustomObject({

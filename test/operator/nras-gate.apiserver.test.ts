@@ -6,7 +6,6 @@
 // quarantined, its learner stopped and re-admitted to the other node. NVIDIA's own service is not
 // exercised (no network): see docs/attestation.md.
 import { generateKeyPairSync } from "node:crypto";
-import { readFileSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -20,20 +19,17 @@ import {
   type V1Pod,
 } from "@kubernetes/client-node";
 import test from "ava";
-import { parse } from "yaml";
 import { type AuditEntry, ed25519CheckpointSigner, MemoryAuditStore } from "../../attestation/audit/mod.ts";
 import { TESTBED_POLICY_SPEC, testbedTrustAnchors } from "../../attestation/testbed/mod.ts";
 import { installCrds } from "../../crds/install.ts";
-import type { AttestationPolicySpec, RegionWork } from "../../crds/types.generated.ts";
-import { issueRegionCredential, revokeRegionAccess } from "../../operator/hub/credentials.ts";
-import { regionNamespace } from "../../operator/hub/region-access.ts";
+import type { AttestationPolicySpec } from "../../crds/types.generated.ts";
+import { issueRegionCredential } from "../../operator/hub/credentials.ts";
 import { NODE_ANNOTATIONS } from "../../operator/member/attestation-rules.ts";
 import {
   EVIDENCE_FAULT_ANNOTATION,
   TestbedEvidenceSource,
 } from "../../operator/member/attestation-testbed-source.ts";
 import { ATTESTED_LABEL } from "../../operator/member/registration.ts";
-import { memberControllers } from "../../operator/member/setup.ts";
 import {
   ATTESTATION_GATE,
   LEARNER_NAMESPACE,
@@ -44,9 +40,8 @@ import { silentLogger } from "../../operator/runtime/log.ts";
 import { OperatorMetrics } from "../../operator/runtime/metrics.ts";
 import { eventually, holdGpuNodeLabels, uniqueName, useTestbed } from "../testbed/harness.ts";
 import { TestbedNras } from "../testbed/nras-appraiser.ts";
-import { repoRoot } from "../testbed/topology.ts";
+import { createRegionWork, startGatedMember } from "./gate-fixture.ts";
 
-const GROUP = { group: "sovereign.ai", version: "v1alpha1" };
 const merge = setHeaderOptions("Content-Type", PatchStrategy.MergePatch);
 /** A node attestation appraises 8 GPUs; under a loaded machine allow for several. */
 const SLOW = 90_000;
@@ -70,7 +65,6 @@ test.serial(
     const policyName = uniqueName("nras-policy");
     const workName = "train";
     const id = workId(workName);
-    const abort = new AbortController();
 
     const dir = await mkdtemp(join(tmpdir(), "nras-gate-"));
     const nras = await TestbedNras.start({ dir });
@@ -123,23 +117,19 @@ test.serial(
     };
     const store = new MemoryAuditStore();
     const metrics = new OperatorMetrics({ defaultMetrics: false });
-    const parts = memberControllers({
+    await startGatedMember({
+      t,
       region,
+      cluster,
       regionKc,
       hubKc,
+      admin,
+      core,
+      custom,
+      policyName,
+      workId: id,
       metrics,
       log: silentLogger,
-      heartbeatIntervalMs: 1_000,
-      registration: {
-        jurisdiction: "DE",
-        attestationPolicyRef: { name: policyName },
-        dataResidency: {
-          allowedEgress: ["ModelDeltas"],
-          acceptAggregates: true,
-          checkpointLocation: "InRegion",
-        },
-        jetStreamDomain: cluster,
-      },
       attestation: {
         policy: { name: policyName, generation: 1, spec },
         anchors: testbedTrustAnchors(),
@@ -149,40 +139,9 @@ test.serial(
       },
       audit: { store, signer: ed25519CheckpointSigner(generateKeyPairSync("ed25519").privateKey) },
     });
-    for (const i of parts.informers) await i.start();
-    const running = parts.controllers.map((c) => c.run(abort.signal));
-    t.teardown(async () => {
-      abort.abort();
-      await Promise.all([...parts.informers.map((i) => i.stop()), ...running]);
-      await core
-        .deleteCollectionNamespacedPod({ namespace: LEARNER_NAMESPACE, labelSelector: `${WORK_LABEL}=${id}` })
-        .catch(() => undefined);
-      await core
-        .deleteCollectionNamespacedSecret({
-          namespace: LEARNER_NAMESPACE,
-          labelSelector: `${WORK_LABEL}=${id}`,
-        })
-        .catch(() => undefined);
-      await custom
-        .deleteClusterCustomObject({ ...GROUP, plural: "sovereignnodes", name: region })
-        .catch(() => undefined);
-      await revokeRegionAccess(admin, region);
-    });
 
     // One learner of 5 GPUs: it fits on either node, never on both.
-    const work = parse(readFileSync(join(repoRoot, "examples", "regionwork.yaml"), "utf8")) as RegionWork;
-    work.metadata = { name: workName, namespace: regionNamespace(region) };
-    work.spec.region = region;
-    work.spec.nats = { subjectPrefix: `sovereign.${region}.t.train`, jetStreamDomain: cluster };
-    work.spec.attestation = { policyRef: { name: policyName } };
-    work.spec.workload.learnersPerRegion = 1;
-    work.spec.workload.resources = { limits: { "nvidia.com/gpu": 5 } };
-    await custom.createNamespacedCustomObject({
-      ...GROUP,
-      plural: "regionworks",
-      namespace: regionNamespace(region),
-      body: work,
-    });
+    await createRegionWork(custom, { name: workName, region, cluster, policyName, learners: 1, gpus: 5 });
     const gated = (p: V1Pod) => p.spec?.schedulingGates?.some((g) => g.name === ATTESTATION_GATE) ?? false;
     const runningLearner = (what: string, not?: string) =>
       eventually(
