@@ -30,6 +30,7 @@ import {
   ensureObjectStore,
   isObjectStoreNotFound,
   isStreamNotFound,
+  listObjects,
   type MirrorProgress,
   mirrorProgress,
   objectChunks,
@@ -275,22 +276,22 @@ export async function listRegionDeltas(
   region: string,
   ref: { namespace: string; run: string; round: number },
 ): Promise<WatchedArrival[]> {
-  const store = await openObjectStore(hubNc, regionDeltaBucket(region)).catch((err: unknown) => {
-    if (isObjectStoreNotFound(err)) return undefined;
+  const prefix = `${ref.namespace}/${ref.run}/round-${ref.round}/`;
+  const infos = await listObjects(hubNc, regionDeltaBucket(region), {
+    names: (name) => name.startsWith(prefix),
+  }).catch((err: unknown) => {
+    if (isObjectStoreNotFound(err)) return [];
     throw err;
   });
-  if (!store) return [];
-  const prefix = `${ref.namespace}/${ref.run}/round-${ref.round}/`;
   const out: WatchedArrival[] = [];
-  for (const info of await store.list()) {
-    if (info.deleted || !info.name.startsWith(prefix)) continue;
+  for (const info of infos) {
     try {
       out.push({ name: info.name, delta: describeArrival(region, info) });
     } catch (error) {
       out.push({ name: info.name, error });
     }
   }
-  return out.sort((a, b) => (a.delta?.revision ?? 0) - (b.delta?.revision ?? 0));
+  return out; // in revision order: the first version of an object first
 }
 
 export interface PurgeDeltasRef {
@@ -333,14 +334,15 @@ export async function purgeRegionDeltas(
   ref: PurgeDeltasRef,
 ): Promise<PurgedDeltas> {
   const match = purgeable(ref);
-  const store = await openObjectStore(regionNc, regionDeltaBucket(region)).catch((err: unknown) => {
+  const bucket = regionDeltaBucket(region);
+  const infos = await listObjects(regionNc, bucket, { names: match }).catch((err: unknown) => {
     if (isObjectStoreNotFound(err)) return undefined;
     throw err;
   });
-  if (!store) return { objects: [], messages: 0 };
+  if (!infos) return { objects: [], messages: 0 };
+  const store = await openObjectStore(regionNc, bucket);
   const out: PurgedDeltas = { objects: [], messages: 0 };
-  for (const info of await store.list()) {
-    if (info.deleted || !match(info.name)) continue;
+  for (const info of infos) {
     const purged = await store.delete(info.name);
     out.objects.push(info.name);
     out.messages += purged.purged;

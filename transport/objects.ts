@@ -93,6 +93,43 @@ export async function ensureMirror(nc: NatsConnection, spec: MirrorSpec): Promis
   await jsm.streams.add(config);
 }
 
+/**
+ * The objects a bucket holds as they stand: the last meta of every name, read with one stream
+ * info and one message get per name. Unlike the object store client's list(), this leaves no
+ * consumer behind: list() creates an ordered push consumer per call that the server keeps
+ * until its inactivity threshold (a hub listing every mirror every two seconds kept hundreds),
+ * and whose first delivery it waits on. `names` filters before any message is read.
+ */
+export async function listObjects(
+  nc: NatsConnection,
+  bucket: string,
+  options: { names?: (name: string) => boolean; includeDeleted?: boolean } = {},
+): Promise<ObjectInfo[]> {
+  const jsm = await jetstreamManager(nc);
+  const stream = objectStoreStream(bucket);
+  const metaPrefix = `$O.${bucket}.M.`;
+  // A missing bucket throws the server's "stream not found" (isObjectStoreNotFound).
+  const info = await jsm.streams.info(stream, { subjects_filter: `${metaPrefix}>` });
+  const out: ObjectInfo[] = [];
+  for (const subject of Object.keys(info.state.subjects ?? {})) {
+    const name = Buffer.from(subject.slice(metaPrefix.length), "base64url").toString("utf8");
+    if (options.names && !options.names(name)) continue;
+    const m = await jsm.streams.getMessage(stream, { last_by_subj: subject });
+    if (!m) continue; // purged between the two reads
+    let meta: Omit<ObjectInfo, "revision" | "mtime">;
+    try {
+      meta = m.json();
+    } catch {
+      // A meta that is not JSON: reported as an object with no metadata, refused by the reader.
+      meta = { name, bucket, nuid: "", size: -1, chunks: 0, digest: "", deleted: false } as typeof meta;
+    }
+    const entry = { ...meta, deleted: meta.deleted === true, revision: m.seq, mtime: m.time.toISOString() };
+    if (entry.deleted && !options.includeDeleted) continue;
+    out.push(entry);
+  }
+  return out.sort((a, b) => a.revision - b.revision);
+}
+
 export async function removeStream(nc: NatsConnection, stream: string): Promise<boolean> {
   const jsm = await jetstreamManager(nc);
   return jsm.streams.delete(stream).catch((err: unknown) => {

@@ -11,7 +11,7 @@ import { jetstreamManager } from "@nats-io/jetstream";
 import { connect, type NatsConnection } from "@nats-io/transport-node";
 import test, { type ExecutionContext } from "ava";
 import { isTransportError, objectChunks, putObject } from "../../transport/mod.ts";
-import { ensureObjectStore, objectBytes, openObjectStore } from "../../transport/objects.ts";
+import { ensureObjectStore, listObjects, objectBytes, openObjectStore } from "../../transport/objects.ts";
 import { uniqueName, useTestbed } from "../testbed/harness.ts";
 
 const MiB = 1024 * 1024;
@@ -131,4 +131,46 @@ test("replacing an object purges its old chunks; reading replaced chunks fails w
   );
   const stale = await t.throwsAsync(collect(objectChunks(nc, bucket, first)));
   t.true(isTransportError(stale, "DeltaObjectMissing"), String(stale));
+});
+
+test("listObjects gives each object's last version with its revision, filters names before reading, skips deleted ones unless asked, and leaves no consumer", async (t) => {
+  const { nc, bucket } = await hubBucket(t);
+  const store = await openObjectStore(nc, bucket);
+  await store.putBlob({ name: "run/round-1/a" }, new Uint8Array([1]));
+  await store.putBlob({ name: "run/round-1/b" }, new Uint8Array([2, 2]));
+  await store.putBlob({ name: "run/round-2/a" }, new Uint8Array([3, 3, 3]));
+  await store.putBlob({ name: "run/round-1/a" }, new Uint8Array([4, 4, 4, 4])); // a second version
+  await store.delete("run/round-1/b");
+  const jsm = await jetstreamManager(nc);
+  const consumersBefore = (await jsm.streams.info(`OBJ_${bucket}`)).state.consumer_count;
+
+  const all = await listObjects(nc, bucket);
+  t.deepEqual(
+    all.map((o) => [o.name, o.size]),
+    [
+      ["run/round-2/a", 3],
+      ["run/round-1/a", 4],
+    ],
+    "last versions, in revision order, the deleted one left out",
+  );
+  const [first, second] = all;
+  t.true((first?.revision ?? 0) < (second?.revision ?? 0));
+  t.is(second?.revision, (await store.info("run/round-1/a"))?.revision, "the revision the library reports");
+  const round1 = await listObjects(nc, bucket, {
+    names: (n) => n.startsWith("run/round-1/"),
+    includeDeleted: true,
+  });
+  t.deepEqual(
+    round1.map((o) => [o.name, o.deleted]),
+    [
+      ["run/round-1/a", false],
+      ["run/round-1/b", true],
+    ],
+  );
+  t.is(
+    (await jsm.streams.info(`OBJ_${bucket}`)).state.consumer_count,
+    consumersBefore,
+    "no consumer created",
+  );
+  await t.throwsAsync(listObjects(nc, `${bucket}-missing`), { message: /stream not found/ });
 });
