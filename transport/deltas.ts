@@ -2,7 +2,7 @@
 // holds a mirror of that bucket in its own domain, which JetStream keeps up to date over the
 // leaf link the region dialled. The hub reads and verifies from its local copy.
 import type { KeyObject } from "node:crypto";
-import { jetstreamManager } from "@nats-io/jetstream";
+import { DeliverPolicy, jetstream, jetstreamManager } from "@nats-io/jetstream";
 import type { ObjectInfo, ObjectWatchInfo } from "@nats-io/obj";
 import type { NatsConnection } from "@nats-io/transport-node";
 import {
@@ -213,6 +213,36 @@ export async function* watchRegionDeltas(
   } finally {
     signal?.removeEventListener("abort", stop);
     watcher.stop();
+  }
+}
+
+/**
+ * Hub: the name of each object whose meta arrives in the hub's mirror of a region's bucket
+ * from now on (nothing already there). A hint to look sooner, not a delivery: the hub still
+ * lists and verifies what is there (listRegionDeltas), so a hint lost to a reconnect costs
+ * only time. One ordered pull consumer for as long as the hub watches, not one per look.
+ */
+export async function* deltaArrivals(
+  hubNc: NatsConnection,
+  region: string,
+  signal?: AbortSignal,
+): AsyncGenerator<string> {
+  const bucket = regionDeltaBucket(region);
+  const metaPrefix = `$O.${bucket}.M.`;
+  const consumer = await jetstream(hubNc).consumers.get(objectStoreStream(bucket), {
+    filter_subjects: `${metaPrefix}>`,
+    deliver_policy: DeliverPolicy.New,
+  });
+  const messages = await consumer.consume();
+  const stop = () => messages.stop();
+  signal?.addEventListener("abort", stop, { once: true });
+  try {
+    for await (const m of messages) {
+      yield Buffer.from(m.subject.slice(metaPrefix.length), "base64url").toString("utf8");
+    }
+  } finally {
+    signal?.removeEventListener("abort", stop);
+    messages.stop();
   }
 }
 

@@ -2,6 +2,7 @@
 export {
   type ArrivedDelta,
   arrivedDeltaBytes,
+  deltaArrivals,
   describeArrival,
   ensureRegionDeltaBucket,
   ensureRegionDeltaMirror,

@@ -35,12 +35,14 @@ import {
 import {
   type ArrivedDelta,
   arrivedDeltaBytes,
+  deltaArrivals,
   ensureRegionDeltaMirror,
   fetchGlobalModel,
   globalModelDigest,
   listRegionDeltas,
   loadRunState,
   openArrivedDelta,
+  parseDeltaObjectName,
   publishGlobalModel,
   purgeMirroredDeltas,
   saveRunState,
@@ -151,6 +153,8 @@ const reasonOf = (err: unknown) => (err as { reason?: string }).reason ?? "Delta
  * an aggregation that always fails still fails the run.
  */
 const MAX_READ_ATTEMPTS = 5;
+/** Pause before watching a region's mirror again after the watch failed (the poll goes on meanwhile). */
+const ARRIVAL_WATCH_RETRY_MS = 5_000;
 const readFailed = (err: unknown) => {
   const reason = (err as { reason?: string }).reason;
   return reason === undefined || reason === "DeltaObjectMissing";
@@ -168,6 +172,8 @@ export class RoundCoordinator {
   /** Aggregations (stateKey#round) interrupted by such a read, and started over. */
   readonly #aggregationFailures = new Map<string, number>();
   readonly #verifying = new Map<string, Promise<void>>();
+  /** Looks (stateKey#round) asked for while one was under way: look again when it ends. */
+  readonly #lookAgain = new Set<string>();
   readonly #aggregations = new Map<string, AggregationState>();
   readonly #mirrored = new Set<string>();
   /** Digest of the model each round starts from (stateKey#round), once read: published models never change. */
@@ -194,7 +200,10 @@ export class RoundCoordinator {
   ): string[] {
     const key = stateKey(ref);
     const job = `${key}#${ref.round}`;
-    if (!this.#verifying.has(job)) {
+    if (this.#verifying.has(job)) {
+      // A look already under way may have listed before what prompted this call arrived.
+      this.#lookAgain.add(job);
+    } else {
       const verifying = this.#verifyNew(ref, regions, settings, new Set(recorded))
         .catch((err) =>
           this.#opts.log.warn("listing deltas failed; retrying on the next reconcile", {
@@ -202,7 +211,10 @@ export class RoundCoordinator {
             error: messageOf(err),
           }),
         )
-        .finally(() => this.#verifying.delete(job));
+        .finally(() => {
+          this.#verifying.delete(job);
+          if (this.#lookAgain.delete(job)) this.#opts.onProgress(runKeyOf(ref));
+        });
       this.#verifying.set(job, verifying);
     }
     return [...(this.#accepted.get(key)?.get(ref.round)?.keys() ?? [])];
@@ -221,6 +233,7 @@ export class RoundCoordinator {
       if (!this.#mirrored.has(region)) {
         await ensureRegionDeltaMirror(this.#opts.nc, region, domain);
         this.#mirrored.add(region);
+        this.#watchArrivals(region);
       }
       const round = this.#round(key, ref.round);
       if (round.has(region)) continue;
@@ -295,6 +308,30 @@ export class RoundCoordinator {
       }
     }
     if (changed) this.#opts.onProgress(runKey);
+  }
+
+  /**
+   * Reconciles a run as soon as an object for it lands in a region's mirror, rather than at
+   * its next poll: a round closes when its last delta is in, not up to a poll later. Runs for
+   * as long as the hub's connection; a failed watch starts again after a pause.
+   */
+  #watchArrivals(region: string): void {
+    const watch = async () => {
+      for await (const name of deltaArrivals(this.#opts.nc, region)) {
+        const address = parseDeltaObjectName(name);
+        if (address) this.#opts.onProgress(runKeyOf(address));
+      }
+    };
+    const again = (err?: unknown) => {
+      if (this.#opts.nc.isClosed()) return;
+      if (err)
+        this.#opts.log.warn("watching a region's mirror for deltas failed; polling until it is back", {
+          region,
+          error: messageOf(err),
+        });
+      setTimeout(() => this.#watchArrivals(region), ARRIVAL_WATCH_RETRY_MS).unref();
+    };
+    watch().then(() => again(), again);
   }
 
   /** Whether some round that could aggregate a delta of `round` has not fixed its set yet. */

@@ -7,6 +7,7 @@ import { Objm } from "@nats-io/obj";
 import test, { type ExecutionContext } from "ava";
 import { decodeDeltaToArrays, openSafetensors, serializeSignedManifest } from "../../deltas/mod.ts";
 import {
+  deltaArrivals,
   deltaObjectName,
   ensureRegionDeltaBucket,
   ensureRegionDeltaMirror,
@@ -161,4 +162,40 @@ test("the hub refuses, with a reason, objects that are not a region's signed del
     ),
     "DeltaAddressMismatch",
   );
+});
+
+test("deltaArrivals names each delta as it lands in the hub's mirror, and none that was there before", async (t) => {
+  const region = "region-c";
+  const { hub, learner } = await regionReady(t, region);
+  const run = uniqueName("arrive");
+  const publish = async (round: number) => {
+    const { file, signed } = await signedDelta({
+      run,
+      round,
+      region,
+      learner: "learner-0",
+      encoding: "fp32",
+      tensors: [{ name: "w", shape: [4], values: gaussian(4, 0.01, round) }],
+    });
+    return publishDelta(learner, { region, namespace: "default", signed, source: [file] });
+  };
+  const before = await publish(1);
+  await arrivalOf(hub, region, before.name); // in the mirror before the watch starts
+  const abort = new AbortController();
+  t.teardown(() => abort.abort());
+  const seen: string[] = [];
+  const watching = (async () => {
+    for await (const name of deltaArrivals(hub, region, abort.signal)) {
+      if (name.includes(run)) seen.push(name);
+      if (seen.length === 1) return;
+    }
+  })();
+  // The watch's consumer exists before the next delta, or it would start after it.
+  await new Promise((r) => setTimeout(r, 500));
+  const after = await publish(2);
+  await Promise.race([
+    watching,
+    new Promise((_, reject) => setTimeout(() => reject(new Error("no arrival in 15 s")), 15_000)),
+  ]);
+  t.deepEqual(seen, [after.name]);
 });
