@@ -385,6 +385,7 @@ export function federatedRunReconciler(
             deps.rounds,
             eligibleRegions(placed, nodes),
             placed.map((r) => r.name),
+            unreachableRegions(placed, nodes),
             now,
             conditions,
             { ...deps, once },
@@ -496,7 +497,19 @@ function eligibleRegions(
     }));
 }
 
-/** How often an open round looks for newly delivered deltas in the hub's mirrors. */
+/** Placed regions whose SovereignNode says they are not Ready (no heartbeat, nothing attested). */
+function unreachableRegions(placed: readonly RegionRunStatus[], nodes: readonly SovereignNode[]): string[] {
+  return placed
+    .filter((r) => {
+      const ready = nodes
+        .find((n) => n.metadata.name === r.name)
+        ?.status?.conditions?.find((c) => c.type === "Ready");
+      return ready?.status === "False";
+    })
+    .map((r) => r.name);
+}
+
+/** How often an open round looks for newly delivered deltas in the hub's mirrors (besides arrivals, which wake it at once). */
 const DELTA_POLL_MS = 2_000;
 const MiB = 1024 * 1024;
 const HISTORY_LIMIT = 100;
@@ -521,6 +534,7 @@ async function advanceRound(
   endpoints: RegionEndpoint[],
   /** Every placed region, quarantined ones included (they are late, not absent). */
   placedNames: readonly string[],
+  unreachable: readonly string[],
   now: Date,
   conditionsIn: Condition[] | undefined,
   deps: Pick<FederatedRunReconcilerDeps, "events" | "metrics" | "audit"> & { once: (key: string) => boolean },
@@ -656,6 +670,7 @@ async function advanceRound(
     progress: progressIn,
     eligibleRegions: eligible,
     placedRegions: placedNames,
+    unreachableRegions: unreachable,
     delivered,
     baseModelReady,
     now: now.getTime(),

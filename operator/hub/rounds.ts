@@ -37,6 +37,12 @@ export interface RoundInputs {
   eligibleRegions: readonly string[];
   /** Every placed region, quarantined ones included: those are late, not "all reported". Default: eligibleRegions. */
   placedRegions?: readonly string[];
+  /**
+   * Eligible regions the hub has lost touch with (their SovereignNode not Ready: no heartbeat,
+   * no attested GPU). A delta of theirs still counts if it arrives, but the grace window, which
+   * is there for slow regions, does not wait for them.
+   */
+  unreachableRegions?: readonly string[];
   /** Regions with an accepted delta for progress.round, as the hub has verified them. */
   delivered: readonly string[];
   /** Whether the model the next round starts from exists (for round 1: the initial model). */
@@ -117,6 +123,9 @@ export function decideRound(input: RoundInputs): RoundStep {
     // a quorum round rather than one every placed region reported.
     if (delivered.length === eligible.size)
       return closing(delivered.length === placed.size ? "AllRegionsReported" : "QuorumReached");
+    const unreachable = new Set(input.unreachableRegions ?? []);
+    if ([...eligible].every((r) => delivered.includes(r) || unreachable.has(r)))
+      return closing("QuorumReached");
     const quorumAt = progress.quorumTime ? Date.parse(progress.quorumTime) : now;
     const graceEnds = Math.min(quorumAt + graceMs, started + maxRoundMs);
     if (now >= graceEnds) return closing("QuorumReached");

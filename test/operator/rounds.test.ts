@@ -77,6 +77,39 @@ test("quorum opens the grace window; the round closes when it ends or when every
   t.like(allIn, { action: "aggregate", outcome: { outcome: "AllRegionsReported", lateRegions: [] } });
 });
 
+test("the grace window does not wait for a region the hub has lost touch with, but its delta still counts when it comes", (t) => {
+  // region-c is not Ready (no heartbeat): quorum from a and b closes the round at once.
+  const closed = decideRound(
+    inputs({ delivered: ["region-a", "region-b"], unreachableRegions: ["region-c"], now: T0 + 20_000 }),
+  );
+  if (closed.action !== "aggregate") return t.fail(closed.action);
+  t.like(closed.outcome, {
+    outcome: "QuorumReached",
+    contributingRegions: ["region-a", "region-b"],
+    lateRegions: ["region-c"],
+  });
+  // Below quorum an unreachable region changes nothing: the round still waits for deltas.
+  t.like(
+    decideRound(inputs({ delivered: ["region-a"], unreachableRegions: ["region-c"], now: T0 + 20_000 })),
+    {
+      action: "wait",
+      progress: { phase: "WaitingForDeltas" },
+    },
+  );
+  // A reachable region still missing keeps the grace window open.
+  t.like(
+    decideRound(
+      inputs({ delivered: ["region-a", "region-b"], unreachableRegions: ["region-a"], now: T0 + 20_000 }),
+    ),
+    { action: "wait", progress: { phase: "GraceWindow" } },
+  );
+  // The unreachable region's delta, if it does arrive, is counted like any other.
+  t.like(decideRound(inputs({ delivered: regions, unreachableRegions: ["region-c"], now: T0 + 20_000 })), {
+    action: "aggregate",
+    outcome: { outcome: "AllRegionsReported", contributingRegions: regions },
+  });
+});
+
 test("the grace window never runs past maxRoundSeconds", (t) => {
   const late = decideRound(inputs({ delivered: ["region-a", "region-b"], now: T0 + 590_000 }));
   t.like(late, { action: "wait", requeueAfterMs: 10_000 });
