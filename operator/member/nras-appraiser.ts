@@ -224,11 +224,23 @@ export class NrasAppraiser {
 
   readonly appraise: EvidenceAppraiser = async ({ devices, nonce, collectedAt }) => {
     const url = this.settings.url ?? "https://nras.attestation.nvidia.com/v4/attest/gpu";
+    // Evidence that cannot even be put into a request is the node's answer, judged as in Local
+    // mode (a failed verdict), not NRAS being unavailable (a retry that would never succeed).
+    let body: string;
+    try {
+      body = JSON.stringify(nrasRequest(devices, nonce));
+    } catch (err) {
+      throw new EvidenceError(
+        "EvidenceMalformed",
+        `the node's evidence cannot be sent to NRAS: ${(err as Error).message}; the node agent answered something that is not an SPDM report`,
+        { cause: err },
+      );
+    }
     let answer: HttpAnswer;
     try {
       answer = await https(url, {
         method: "POST",
-        body: JSON.stringify(nrasRequest(devices, nonce)),
+        body,
         ca: this.#opts.ca,
         timeoutMs: this.#opts.timeoutMs ?? 60_000,
         maxBytes: MAX_TOKEN_BYTES,

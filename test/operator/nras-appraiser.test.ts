@@ -233,6 +233,30 @@ test("no answer from NRAS or its JWKS is EvidenceUnavailable (retried), not a ve
   await unavailable(viaFake("https://127.0.0.1:1/jwks.json"), /JwksUnavailable: cannot fetch/);
 });
 
+test("evidence that cannot be put into an NRAS request is EvidenceMalformed (a failed verdict, as in Local mode), and NRAS is not asked", async (t) => {
+  const nonce = nonceOf(6);
+  const evidence = await source.collect({ node: "n4", nonce, gpus: 1 });
+  let asked = 0;
+  answer = () => {
+    asked++;
+    return { status: 503, body: "{}" };
+  };
+  const [device] = evidence.devices;
+  if (!device) return t.fail("no device");
+  for (const report of ["not hex at all", "abc", "0g"]) {
+    const err = await t.throwsAsync(
+      viaFake().appraise({
+        devices: [{ ...device, report }],
+        nonce,
+        collectedAt: new Date().toISOString(),
+      }),
+      { instanceOf: EvidenceError },
+    );
+    t.is(err?.reason, "EvidenceMalformed", report);
+  }
+  t.is(asked, 0);
+});
+
 test("tokenKids reads every JWS header and ignores what is not one", (t) => {
   t.deepEqual(tokenKids("not json"), []);
   t.deepEqual(tokenKids('{"a":1}'), []);
