@@ -79,7 +79,9 @@ async def learn():
     # Steps between two looks for the next round while running ahead: small against H, so the
     # carried progress is picked up soon after the model arrives.
     chunk = max(1, steps // 20)
-    async with Learner.from_env() as learner:
+    # A learner waiting for the round's model has nothing else to do, and a look is one request
+    # to its own region's server: look often (the SDK's default second is for big fleets).
+    async with Learner.from_env(poll_interval=0.1) as learner:
         t0 = time.time()
         # A learner that starts late (a region back from an outage: its pod was created at the
         # round its member saw, admitted minutes later) starts from the newest global model.
@@ -134,7 +136,8 @@ async def learn():
                     overlap.stepped(n)
                 else:
                     stall = stall or time.time()
-                    await asyncio.sleep(learner.poll_interval / 4)
+                    await asyncio.sleep(learner.poll_interval)
+                    looked = 0.0  # stalled: look at every poll interval, not every 0.2 s
             if stall is not None:
                 event("wait", t0=stall, t1=time.time(), why="ahead")
             t0 = time.time()
