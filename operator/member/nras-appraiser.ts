@@ -7,7 +7,6 @@
 // JWKS that cannot be fetched throw EvidenceError("EvidenceUnavailable") (NrasUnavailable /
 // JwksUnavailable in the message), so the node keeps its standing and is retried with backoff.
 // Whatever NRAS does answer is judged: a token that does not verify is a failed verdict.
-import { request } from "node:https";
 import { decodeProtectedHeader, type JSONWebKeySet } from "jose";
 import { fromHex, toHex } from "../../attestation/bytes.ts";
 import { parsePemChain } from "../../attestation/certchain.ts";
@@ -15,6 +14,7 @@ import { architectureOf, type LocalDeviceEvidence, verifyNrasToken } from "../..
 import type { NrasSettings } from "../../crds/types.generated.ts";
 import { type Clock, realClock } from "../runtime/clock.ts";
 import { type EvidenceAppraiser, EvidenceError } from "./evidence-source.ts";
+import { httpsRequest } from "./https-client.ts";
 
 /** NRAS v4 `POST /v4/attest/gpu` body, as NVIDIA's attestation SDK sends it. */
 export interface NrasRequest {
@@ -92,50 +92,16 @@ interface HttpAnswer {
   body: string;
 }
 
-function https(
+async function https(
   url: string,
   opts: { method: "GET" | "POST"; body?: string; ca?: string; timeoutMs: number; maxBytes: number },
 ): Promise<HttpAnswer> {
-  return new Promise((resolve, reject) => {
-    const target = new URL(url);
-    if (target.protocol !== "https:") {
-      reject(new Error(`${url} is not an https URL`));
-      return;
-    }
-    const req = request(
-      target,
-      {
-        method: opts.method,
-        ...(opts.ca ? { ca: opts.ca } : {}),
-        timeout: opts.timeoutMs,
-        headers: {
-          accept: "application/json",
-          ...(opts.body !== undefined
-            ? { "content-type": "application/json", "content-length": Buffer.byteLength(opts.body) }
-            : {}),
-        },
-      },
-      (res) => {
-        const chunks: Buffer[] = [];
-        let size = 0;
-        res.on("data", (chunk: Buffer) => {
-          size += chunk.length;
-          if (size > opts.maxBytes) {
-            req.destroy(new Error(`the answer is larger than ${opts.maxBytes} bytes`));
-            return;
-          }
-          chunks.push(chunk);
-        });
-        res.on("end", () =>
-          resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString("utf8") }),
-        );
-        res.on("error", reject);
-      },
-    );
-    req.on("timeout", () => req.destroy(new Error(`no answer within ${opts.timeoutMs} ms`)));
-    req.on("error", reject);
-    req.end(opts.body);
+  const answer = await httpsRequest(url, {
+    ...opts,
+    accept: "application/json",
+    ...(opts.body !== undefined ? { contentType: "application/json" } : {}),
   });
+  return { status: answer.status, body: answer.body.toString("utf8") };
 }
 
 const snippet = (text: string) => JSON.stringify(text.slice(0, 200));
