@@ -107,6 +107,72 @@ export function evidenceDigest(input: LocalVerificationInput): string {
   return h.digest("hex");
 }
 
+/** A certificate OCSP is asked about, with the issuer its CertID is built from. */
+export interface RevocationTarget {
+  subject: string;
+  cert: X509Certificate;
+  issuer: X509Certificate;
+}
+
+/**
+ * Which certificates need an OCSP answer, given the verified paths (presented certificates, then
+ * the pinned root) of the device chain and of each selected RIM's signing chain. The one rule for
+ * the verifier and for whoever fetches answers on its behalf (operator/member/local-references.ts).
+ */
+export function revocationTargets(
+  devicePath: readonly X509Certificate[],
+  rimPaths: readonly { label: string; path: readonly X509Certificate[] }[],
+): RevocationTarget[] {
+  const targets: RevocationTarget[] = [];
+  // The leaf is a per-boot attestation key NVIDIA's responders do not serve; its issuer (the
+  // per-device BROM identity) and every CA above are checked. Roots are pinned, not revocable.
+  for (let i = 1; i < devicePath.length - 1; i++) {
+    targets.push({
+      subject: `device-chain[${i}]`,
+      cert: devicePath[i] as X509Certificate,
+      issuer: devicePath[i + 1] as X509Certificate,
+    });
+  }
+  const seen = new Set<string>();
+  for (const { label, path } of rimPaths) {
+    for (let i = 0; i < path.length - 1; i++) {
+      const cert = path[i] as X509Certificate;
+      if (seen.has(cert.fingerprint256)) continue;
+      seen.add(cert.fingerprint256);
+      targets.push({ subject: `rim:${label}[${i}]`, cert, issuer: path[i + 1] as X509Certificate });
+    }
+  }
+  return targets;
+}
+
+/**
+ * The RIM the verifier uses for a report's driver or VBIOS: the one supplied under that id, else
+ * (a plain file, no id) one declaring the version for this chip.
+ */
+export function selectRim(
+  parsed: readonly (ParsedRim | undefined)[],
+  role: { id: string; version: string },
+  chip: string,
+): ParsedRim | undefined {
+  return (
+    parsed.find((rim) => rim?.id === role.id) ??
+    parsed.find(
+      (r) =>
+        r?.id === undefined && r?.version.toUpperCase() === role.version.toUpperCase() && r?.name === chip,
+    )
+  );
+}
+
+/** The RIMs a report needs: its driver and VBIOS ids with the versions the report states. */
+export function rimRoles(report: AttestationReport, chip: string): { id: string; version: string }[] {
+  const wanted = expectedRimIds(report, chip);
+  const { driverVersion, vbiosVersion } = report.response.opaque;
+  const roles: { id: string; version: string }[] = [];
+  if (wanted.driver && driverVersion) roles.push({ id: wanted.driver, version: driverVersion });
+  if (wanted.vbios && vbiosVersion) roles.push({ id: wanted.vbios, version: vbiosVersion });
+  return roles;
+}
+
 export async function verifyLocalEvidence(input: LocalVerificationInput): Promise<EvidenceFacts> {
   const expectedNonce =
     typeof input.expectedNonce === "string"
@@ -236,25 +302,10 @@ async function verifyDevice(
       );
     }
   }
-  const targets: { subject: string; cert: X509Certificate; issuer: X509Certificate }[] = [];
-  // The leaf is a per-boot attestation key NVIDIA's responders do not serve; its issuer (the
-  // per-device BROM identity) and every CA above are checked. Roots are pinned, not revocable.
-  for (let i = 1; i < chain.path.length - 1; i++) {
-    targets.push({
-      subject: `device-chain[${i}]`,
-      cert: chain.path[i] as X509Certificate,
-      issuer: chain.path[i + 1] as X509Certificate,
-    });
-  }
-  const seen = new Set<string>();
-  for (const { label, chain: rimChain } of selected) {
-    for (let i = 0; i < rimChain.path.length - 1; i++) {
-      const cert = rimChain.path[i] as X509Certificate;
-      if (seen.has(cert.fingerprint256)) continue;
-      seen.add(cert.fingerprint256);
-      targets.push({ subject: `rim:${label}[${i}]`, cert, issuer: rimChain.path[i + 1] as X509Certificate });
-    }
-  }
+  const targets = revocationTargets(
+    chain.path,
+    selected.map(({ label, chain: rimChain }) => ({ label, path: rimChain.path })),
+  );
   facts.ocspTargets = targets.map(({ subject, cert, issuer }): OcspTarget => {
     const matches = responses
       .map((r) => answerFor(r, cert, issuer, evidence.ocspRequestNonce))
@@ -272,10 +323,7 @@ async function selectAndVerifyRims(
   facts: DeviceFacts,
   fail: (reason: ReasonCode, subject: string, message: string) => void,
 ): Promise<{ label: string; rim: ParsedRim; chain: ChainCheck }[]> {
-  const wanted = expectedRimIds(report, chip);
-  const roles: { id: string; version: string }[] = [];
-  if (wanted.driver && facts.driverVersion) roles.push({ id: wanted.driver, version: facts.driverVersion });
-  if (wanted.vbios && facts.vbiosVersion) roles.push({ id: wanted.vbios, version: facts.vbiosVersion });
+  const roles = rimRoles(report, chip);
   const parsed: (ParsedRim | undefined)[] = documents.map((doc) => {
     try {
       return parseRim(doc);
@@ -292,14 +340,7 @@ async function selectAndVerifyRims(
   });
   const out: { label: string; rim: ParsedRim; chain: ChainCheck }[] = [];
   for (const role of roles) {
-    const byId = parsed.find((rim) => rim?.id === role.id);
-    // Without an id (a plain file), a RIM is chosen by its declared version and chip name.
-    const rim =
-      byId ??
-      parsed.find(
-        (r) =>
-          r?.id === undefined && r?.version.toUpperCase() === role.version.toUpperCase() && r?.name === chip,
-      );
+    const rim = selectRim(parsed, role, chip);
     const subject = `rim:${role.id}`;
     if (rim === undefined) {
       fail(

@@ -29,8 +29,11 @@ import { keyIdentifier, OID_ECDSA_SHA384 } from "./x509.ts";
 const OID_SHA384 = "2.16.840.1.101.3.4.2.2";
 const DAY_MS = 86_400_000;
 
-/** The certificate an answer is about: only its DER is read (a responder needs no key of it). */
-export type OcspTarget = { cert: { der: Uint8Array } };
+/**
+ * The certificate an answer is about: only its serial is read (a responder needs no key of it), from
+ * its DER or given as the DER INTEGER content a request's CertID carries.
+ */
+export type OcspTarget = { cert: { der: Uint8Array } } | { serialNumber: ArrayBuffer };
 
 export interface OcspAnswerSpec {
   /** The certificate the answer is about, and its issuer. */
@@ -58,7 +61,10 @@ function certId(target: OcspTarget, issuer: Signer): CertID {
     hashAlgorithm: new AlgorithmIdentifier({ algorithm: OID_SHA384, parameters: null }),
     issuerNameHash: sha384(AsnConvert.serialize(issuerTbs.subject)),
     issuerKeyHash: sha384(issuerTbs.subjectPublicKeyInfo.subjectPublicKey),
-    serialNumber: AsnConvert.parse(target.cert.der, Certificate).tbsCertificate.serialNumber,
+    serialNumber:
+      "serialNumber" in target
+        ? target.serialNumber
+        : AsnConvert.parse(target.cert.der, Certificate).tbsCertificate.serialNumber,
   });
 }
 
