@@ -438,12 +438,24 @@ export interface NrasSettings {
   jwksUrl: string;
 }
 
+/** Where mode Local gets the references a node does not supply itself: the RIMs its report names and the OCSP answers for its certificates. Only with mode Local. Unset: fetched from NVIDIA's services (the defaults below). */
+export interface LocalVerificationSettings {
+  /** Whether the operator fetches missing RIMs and OCSP answers from rimServiceUrl and ocspUrl. false: offline (air-gapped), only what the node supplies is used (a RIM mirror), and anything missing fails the node with RimNotFound or OcspUnavailable. Default: true. */
+  fetch: boolean;
+  /** Base URL of the RIM service; a RIM is fetched as GET <rimServiceUrl><RIM id>, answered with NVIDIA's JSON (the RIM XML in base64 in its rim field). Put a mirror's URL here to keep RIM traffic in-house. Default: https://rim.attestation.nvidia.com/v1/rim/. */
+  rimServiceUrl: string;
+  /** OCSP responder the certificates' revocation status is asked of (POST application/ocsp-request, a SHA-384 CertID, a nonce when ocsp.requireNonce). Default: https://ocsp.ndis.nvidia.com/. */
+  ocspUrl: string;
+}
+
 /** Who appraises the evidence: the operator itself (Local) or NVIDIA's Remote Attestation Service (NRAS), whose signed token the operator then checks. */
 export interface Verification {
   /** Local verifies evidence and RIMs in-cluster (works offline with a RIM mirror); NRAS sends evidence to NRAS and accepts its signed EAT token. Default: Local. */
   mode: "Local" | "NRAS";
   /** NRAS settings. Required with mode NRAS, forbidden otherwise. */
   nras?: NrasSettings;
+  /** Where mode Local gets the references a node does not supply itself: the RIMs its report names and the OCSP answers for its certificates. Only with mode Local. Unset: fetched from NVIDIA's services (the defaults below). */
+  local?: LocalVerificationSettings;
 }
 
 /** How often attested nodes are challenged again, so a node that changes state loses its attestation. */

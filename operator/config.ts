@@ -47,6 +47,8 @@ export interface OperatorConfig {
   attestationAgentPort: number;
   /** PEM file of CAs trusted for an NRAS-mode policy's url and jwksUrl instead of the system's; "" for the system's. */
   nrasCa: string;
+  /** PEM file of CAs trusted for a Local-mode policy's rimServiceUrl and ocspUrl instead of the system's; "" for the system's. */
+  referenceCa: string;
   /** JSON-lines audit log file (empty: in memory, lost on restart). */
   auditLog: string;
   /** PEM file with the Ed25519 private key that signs the audit log's checkpoints (empty: a key made at start). */
@@ -185,6 +187,11 @@ export const flags: Record<string, FlagSpec> = {
     env: "SOVEREIGN_NRAS_CA",
     default: "",
     help: "member mode, verification.mode NRAS: PEM file of the CAs to trust for the policy's NRAS and JWKS URLs (default: the system's roots)",
+  },
+  "reference-ca": {
+    env: "SOVEREIGN_REFERENCE_CA",
+    default: "",
+    help: "member mode, verification.mode Local: PEM file of the CAs to trust for the policy's RIM service and OCSP responder URLs, e.g. an in-house mirror (default: the system's roots)",
   },
   "attestation-agent-port": {
     env: "SOVEREIGN_ATTESTATION_AGENT_PORT",
@@ -397,6 +404,7 @@ export function parseConfig(argv: string[], env: NodeJS.ProcessEnv = process.env
     evidenceSource,
     attestationAgentPort: agentPort,
     nrasCa: get("nras-ca"),
+    referenceCa: get("reference-ca"),
     auditLog: get("audit-log"),
     auditKey: get("audit-key"),
   };

@@ -111,6 +111,20 @@ async function loadAttestation(
       throw new ConfigError("nras-ca", `cannot read ${config.nrasCa}: ${(err as Error).message}`);
     }
   }
+  let references: MemberAttestation["references"];
+  if (config.referenceCa) {
+    if (spec.verification.mode !== "Local") {
+      throw new ConfigError(
+        "reference-ca",
+        `applies to verification.mode Local only; ${name} has NRAS appraise the evidence (see --nras-ca)`,
+      );
+    }
+    try {
+      references = { ca: await readFile(config.referenceCa, "utf8") };
+    } catch (err) {
+      throw new ConfigError("reference-ca", `cannot read ${config.referenceCa}: ${(err as Error).message}`);
+    }
+  }
   let anchors: TrustAnchors;
   let source: EvidenceSource;
   if (config.trustAnchors === "testbed") {
@@ -145,6 +159,7 @@ async function loadAttestation(
     anchors,
     source,
     ...(nras ? { nras } : {}),
+    ...(references ? { references } : {}),
   };
 }
 

@@ -73,6 +73,24 @@ const verification = obj(
       },
       { required: ["acceptedIssuers", "jwksUrl"], tsName: "NrasSettings" },
     ),
+    local: obj(
+      "Where mode Local gets the references a node does not supply itself: the RIMs its report names and the OCSP answers for its certificates. Only with mode Local. Unset: fetched from NVIDIA's services (the defaults below).",
+      {
+        fetch: bool(
+          "Whether the operator fetches missing RIMs and OCSP answers from rimServiceUrl and ocspUrl. false: offline (air-gapped), only what the node supplies is used (a RIM mirror), and anything missing fails the node with RimNotFound or OcspUnavailable.",
+          { default: true },
+        ),
+        rimServiceUrl: httpsUrl(
+          "Base URL of the RIM service; a RIM is fetched as GET <rimServiceUrl><RIM id>, answered with NVIDIA's JSON (the RIM XML in base64 in its rim field). Put a mirror's URL here to keep RIM traffic in-house.",
+          { default: "https://rim.attestation.nvidia.com/v1/rim/" },
+        ),
+        ocspUrl: httpsUrl(
+          "OCSP responder the certificates' revocation status is asked of (POST application/ocsp-request, a SHA-384 CertID, a nonce when ocsp.requireNonce).",
+          { default: "https://ocsp.ndis.nvidia.com/" },
+        ),
+      },
+      { tsName: "LocalVerificationSettings" },
+    ),
   },
   {
     default: {},
@@ -93,6 +111,14 @@ const verification = obj(
         fieldPath: ".nras",
         k8sReason: "FieldValueForbidden",
         holds: (self) => self.mode === "NRAS" || self.nras === undefined,
+      },
+      {
+        cel: "!has(self.mode) || self.mode == 'Local' || !has(self.local)",
+        message: "verification.local applies only to mode Local; remove it or set mode: Local",
+        reason: "LocalSettingsWithoutLocal",
+        fieldPath: ".local",
+        k8sReason: "FieldValueForbidden",
+        holds: (self) => self.mode === "Local" || self.local === undefined,
       },
     ],
   },

@@ -84,7 +84,10 @@ export interface NodeAttesterDeps {
   policy: MemberPolicy;
   anchors: TrustAnchors;
   source: EvidenceSource;
-  /** Default: the local verifier against `anchors`; NRAS mode passes nras-appraiser.ts's. */
+  /**
+   * Default: the local verifier against `anchors`, on the evidence as the node supplied it. setup.ts
+   * passes local-references.ts's (which fetches what is missing first) or nras-appraiser.ts's.
+   */
   appraise?: EvidenceAppraiser;
   audit: () => Promise<AuditLog>;
   clock: Clock;

@@ -36,6 +36,7 @@ import {
 import { GATE_CONTROLLER_NAME, gateReconciler, isGated } from "./attestation-gate.ts";
 import { GPU_NODE_SELECTOR } from "./attestation-rules.ts";
 import type { EvidenceSource } from "./evidence-source.ts";
+import { type ReferenceClientOptions, ReferenceFetcher, referenceSettings } from "./local-references.ts";
 import { NrasAppraiser, type NrasClientOptions } from "./nras-appraiser.ts";
 import { type Registration, registrationReconciler } from "./registration.ts";
 import {
@@ -74,6 +75,8 @@ export interface MemberAttestation {
   source: EvidenceSource;
   /** verification.mode NRAS only: how the member reaches NRAS (a CA to trust, a timeout). */
   nras?: NrasClientOptions;
+  /** verification.mode Local only: how the member reaches the RIM service and OCSP responder (a CA to trust, a timeout). */
+  references?: ReferenceClientOptions;
   /** GPU nodes to attest (default nvidia.com/gpu.present=true). */
   nodeSelector?: string;
   random?: () => number;
@@ -221,8 +224,16 @@ export function memberControllers(opts: MemberOptions) {
       `NrasSettingsRequired: AttestationPolicy ${gate.policy.name} has verification.mode NRAS but no verification.nras; give it url, acceptedIssuers and jwksUrl`,
     );
   }
+  // Local mode completes what the node does not supply (RIMs, OCSP answers) from the policy's
+  // services unless verification.local.fetch is false (air-gapped: a RIM mirror on the node).
+  const local =
+    gate?.policy.spec.verification.mode === "Local" ? referenceSettings(gate.policy.spec) : undefined;
   const appraiser =
-    gate?.policy.spec.verification.mode === "NRAS" && nras ? new NrasAppraiser(nras, gate.nras) : undefined;
+    gate?.policy.spec.verification.mode === "NRAS" && nras
+      ? new NrasAppraiser(nras, gate.nras)
+      : gate && local?.fetch
+        ? new ReferenceFetcher(local, gate.anchors, { clock, ...gate.references })
+        : undefined;
   const attester =
     gate && nodes
       ? new NodeAttester({

@@ -493,6 +493,16 @@ export const invalidCases: readonly InvalidCase[] = [
     serverMessage: "verification.nras applies only to mode NRAS",
   },
   {
+    name: "Local reference settings in NRAS mode",
+    example: STRICT,
+    break: (spec) => {
+      spec.verification.local = { fetch: false };
+    },
+    path: "spec.verification.local",
+    reason: "LocalSettingsWithoutLocal",
+    serverMessage: "verification.local applies only to mode Local",
+  },
+  {
     name: "plain-HTTP JWKS URL",
     example: STRICT,
     break: (spec) => {

@@ -108,6 +108,24 @@ test("a policy the registration does not name, or one the gate cannot apply, sto
       /--nras-ca: applies to verification.mode NRAS only/,
     ],
     [
+      [
+        `--attestation-policy=${join(dir, "strict.yaml")}`,
+        "--trust-anchors=testbed",
+        "--evidence-source=testbed",
+        `--reference-ca=${join(dir, "absent-ca.pem")}`,
+      ],
+      /--reference-ca: cannot read .*absent-ca\.pem/,
+    ],
+    [
+      [
+        `--attestation-policy=${join(dir, "nras.yaml")}`,
+        "--trust-anchors=testbed",
+        "--evidence-source=testbed",
+        `--reference-ca=${join(dir, "region.yaml")}`,
+      ],
+      /--reference-ca: applies to verification.mode Local only/,
+    ],
+    [
       [`--attestation-policy=${join(dir, "strict.yaml")}`, `--trust-anchors=${dir}`],
       /--trust-anchors: ENOENT: .*verifier_device_root\.pem/,
     ],
