@@ -670,7 +670,9 @@ async function advanceRound(
     progress: progressIn,
     eligibleRegions: eligible,
     placedRegions: placedNames,
-    unreachableRegions: unreachable,
+    // A region whose leaf link is down shows in its mirror within seconds, long before its
+    // heartbeats are missed: the grace window waits for neither.
+    unreachableRegions: [...new Set([...unreachable, ...(await coordinator.silentRegions(eligible))])],
     delivered,
     baseModelReady,
     now: now.getTime(),

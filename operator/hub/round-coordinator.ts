@@ -45,6 +45,7 @@ import {
   parseDeltaObjectName,
   publishGlobalModel,
   purgeMirroredDeltas,
+  regionDeltaMirrorProgress,
   saveRunState,
 } from "../../transport/mod.ts";
 import type { Logger } from "../runtime/log.ts";
@@ -155,6 +156,13 @@ const reasonOf = (err: unknown) => (err as { reason?: string }).reason ?? "Delta
 const MAX_READ_ATTEMPTS = 5;
 /** Pause before watching a region's mirror again after the watch failed (the poll goes on meanwhile). */
 const ARRIVAL_WATCH_RETRY_MS = 5_000;
+/**
+ * A mirror that has not heard from its origin for this long has lost it. nats-server reports a
+ * healthy, idle mirror's last contact as tens of milliseconds ago, and resets it to -1 (never)
+ * while it retries a lost origin.
+ */
+const MIRROR_SILENT_MS = 5_000;
+const MIRROR_HEALTH_TTL_MS = 1_000;
 const readFailed = (err: unknown) => {
   const reason = (err as { reason?: string }).reason;
   return reason === undefined || reason === "DeltaObjectMissing";
@@ -176,6 +184,8 @@ export class RoundCoordinator {
   readonly #lookAgain = new Set<string>();
   readonly #aggregations = new Map<string, AggregationState>();
   readonly #mirrored = new Set<string>();
+  /** region → whether its delta mirror was silent when last read (see silentRegions). */
+  readonly #mirrorHealth = new Map<string, { at: number; silent: boolean }>();
   /** Digest of the model each round starts from (stateKey#round), once read: published models never change. */
   readonly #baseDigests = new Map<string, string>();
   /** Runs (stateKey) forgotten after deletion, so their deltas are purged once. */
@@ -332,6 +342,33 @@ export class RoundCoordinator {
       setTimeout(() => this.#watchArrivals(region), ARRIVAL_WATCH_RETRY_MS).unref();
     };
     watch().then(() => again(), again);
+  }
+
+  /**
+   * Of `regions`, those whose delta mirror has heard nothing from its origin for
+   * MIRROR_SILENT_MS: the region's leaf link or its server is down, well before its missed
+   * heartbeats say so. A healthy mirror hears from its origin several times a second. Read at
+   * most once a second per region, as the mirror is shared by every run.
+   */
+  async silentRegions(regions: readonly string[]): Promise<string[]> {
+    const now = Date.now();
+    const silent: string[] = [];
+    for (const region of regions) {
+      if (!this.#mirrored.has(region)) continue; // not looked at yet: nothing to go by
+      let known = this.#mirrorHealth.get(region);
+      if (!known || now - known.at >= MIRROR_HEALTH_TTL_MS) {
+        const activeAgoMs = await regionDeltaMirrorProgress(this.#opts.nc, region)
+          .then((p) => p.activeAgoMs)
+          .catch(() => undefined); // unreadable: no evidence either way
+        known = {
+          at: now,
+          silent: activeAgoMs !== undefined && (activeAgoMs < 0 || activeAgoMs > MIRROR_SILENT_MS),
+        };
+        this.#mirrorHealth.set(region, known);
+      }
+      if (known.silent) silent.push(region);
+    }
+    return silent;
   }
 
   /** Whether some round that could aggregate a delta of `round` has not fixed its set yet. */
