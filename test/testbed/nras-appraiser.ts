@@ -9,8 +9,7 @@
 // What it proves is our client and our token checks; NVIDIA's own appraisal is not exercised. Its
 // tokens are signed by a key made at start: never put its issuer or JWKS into a real policy.
 import { createHash, randomBytes, randomUUID, X509Certificate } from "node:crypto";
-import { readFile } from "node:fs/promises";
-import { createServer, type Server } from "node:https";
+import type { Server } from "node:https";
 import type { AddressInfo } from "node:net";
 import { exportJWK, generateKeyPair, type JWK, SignJWT } from "jose";
 import { fromHex } from "../../attestation/bytes.ts";
@@ -31,7 +30,7 @@ import {
   testbedTrustAnchors,
 } from "../../attestation/testbed/mod.ts";
 import type { AttestationPolicySpec } from "../../crds/types.generated.ts";
-import { ensureServingPki } from "./pki.ts";
+import { serveHttps } from "./pki.ts";
 
 const MAX_REQUEST_BYTES = 32 << 20;
 const MAX_DEVICES = 64;
@@ -100,17 +99,10 @@ export class TestbedNras {
   }
 
   static async start(opts: TestbedNrasOptions): Promise<TestbedNras> {
-    const pki = await ensureServingPki(opts.dir, "testbed-nras");
-    const [key, cert, ca] = await Promise.all([
-      readFile(pki.serverKey, "utf8"),
-      readFile(pki.serverCert, "utf8"),
-      readFile(pki.caCert, "utf8"),
-    ]);
     let self: TestbedNras | undefined;
-    const server = createServer({ key, cert }, (req, res) => {
+    const { server, ca } = await serveHttps(opts.dir, "testbed-nras", (req, res) => {
       void self?.handle(req, res);
     });
-    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
     self = new TestbedNras(server, ca, await newKey(), opts);
     return self;
   }

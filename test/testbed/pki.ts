@@ -2,7 +2,9 @@
 // certificate and admin client certificate, as separate clusters would.
 import { execFile } from "node:child_process";
 import { existsSync } from "node:fs";
-import { mkdir, writeFile } from "node:fs/promises";
+import { mkdir, readFile, writeFile } from "node:fs/promises";
+import type { IncomingMessage, ServerResponse } from "node:http";
+import { createServer, type Server } from "node:https";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import { stringify } from "yaml";
@@ -169,4 +171,24 @@ export async function ensureServingPki(dir: string, name: string): Promise<Servi
     await issueCert(dir, p, "server", `/CN=${name}`, "server.ext", p.serverKey, p.serverCert);
   }
   return { caCert: p.caCert, serverCert: p.serverCert, serverKey: p.serverKey };
+}
+
+/**
+ * An HTTPS server on a free loopback port, serving with the testbed certificate for `name`
+ * (made in `dir` once): the stand-ins for NVIDIA's services. `ca` is what a client must trust.
+ */
+export async function serveHttps(
+  dir: string,
+  name: string,
+  handle: (req: IncomingMessage, res: ServerResponse) => void,
+): Promise<{ server: Server; ca: string }> {
+  const pki = await ensureServingPki(dir, name);
+  const [key, cert, ca] = await Promise.all([
+    readFile(pki.serverKey, "utf8"),
+    readFile(pki.serverCert, "utf8"),
+    readFile(pki.caCert, "utf8"),
+  ]);
+  const server = createServer({ key, cert }, handle);
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  return { server, ca };
 }

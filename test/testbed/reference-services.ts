@@ -10,9 +10,8 @@
 // Switches make it answer `revoked` for a certificate, hide a RIM, fail with an HTTP status, or
 // answer garbage. Its TLS certificate is under a CA of its own (`ca`).
 import { createHash, randomUUID } from "node:crypto";
-import { readFile } from "node:fs/promises";
 import type { IncomingMessage, ServerResponse } from "node:http";
-import { createServer, type Server } from "node:https";
+import type { Server } from "node:https";
 import type { AddressInfo } from "node:net";
 import { id_pkix_ocsp_nonce, OCSPRequest, OCSPResponse, OCSPResponseStatus } from "@peculiar/asn1-ocsp";
 import { AsnConvert } from "@peculiar/asn1-schema";
@@ -21,7 +20,7 @@ import * as asn1js from "asn1js";
 import { TESTBED_GPU_DEFAULTS, TESTBED_SEED, testbedRims } from "../../attestation/testbed/mod.ts";
 import { buildOcspResponse } from "../../attestation/testbed/ocsp.ts";
 import { type Authority, testbedPki } from "../../attestation/testbed/pki.ts";
-import { ensureServingPki } from "./pki.ts";
+import { serveHttps } from "./pki.ts";
 
 const MAX_REQUEST_BYTES = 64 << 10;
 const HASHES: Record<string, string> = {
@@ -91,17 +90,10 @@ export class TestbedReferenceServices {
   }
 
   static async start(opts: ReferenceServicesOptions): Promise<TestbedReferenceServices> {
-    const pki = await ensureServingPki(opts.dir, "testbed-references");
-    const [key, cert, ca] = await Promise.all([
-      readFile(pki.serverKey, "utf8"),
-      readFile(pki.serverCert, "utf8"),
-      readFile(pki.caCert, "utf8"),
-    ]);
     let self: TestbedReferenceServices | undefined;
-    const server = createServer({ key, cert }, (req, res) => {
+    const { server, ca } = await serveHttps(opts.dir, "testbed-references", (req, res) => {
       void self?.handle(req, res);
     });
-    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
     self = new TestbedReferenceServices(server, ca, opts);
     return self;
   }
