@@ -150,7 +150,7 @@ export interface Algorithm {
 export interface Quorum {
   /** Fewest regions whose deltas a round needs before it can be aggregated. Count of regions. Unset means placement.minRegions. */
   minRegions?: number;
-  /** How long to keep waiting for slower regions after quorum is reached, so that one fast region does not always decide the round alone. Seconds. Default: 60. */
+  /** How long to keep waiting for slower regions after quorum is reached, so that one fast region does not always decide the round alone. A region the hub has lost touch with (its SovereignNode not Ready, or its delta mirror silent for 5 s) is not waited for; its delta still counts if it arrives. Seconds. Default: 60. */
   graceWindowSeconds: number;
   /** Upper bound on a round's duration from its start; a round without quorum by then is recorded as QuorumMissed and retried. Seconds. Default: 3600. */
   maxRoundSeconds: number;

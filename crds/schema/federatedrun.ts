@@ -332,7 +332,7 @@ const quorum = obj(
       { minimum: 1, maximum: MAX_REGIONS },
     ),
     graceWindowSeconds: int(
-      "How long to keep waiting for slower regions after quorum is reached, so that one fast region does not always decide the round alone. Seconds.",
+      "How long to keep waiting for slower regions after quorum is reached, so that one fast region does not always decide the round alone. A region the hub has lost touch with (its SovereignNode not Ready, or its delta mirror silent for 5 s) is not waited for; its delta still counts if it arrives. Seconds.",
       { minimum: 0, maximum: 86400, default: 60 },
     ),
     maxRoundSeconds: int(
