@@ -4,28 +4,30 @@
  * refuses: the safetensors container (Delta*), the encodings (Encoding*), the signed manifest
  * (Manifest*).
  */
-export type DeltaReason =
-  | "DeltaHeaderTooLarge"
-  | "DeltaHeaderInvalid"
-  | "DeltaNameInvalid"
-  | "DeltaNameDuplicate"
-  | "DeltaDtypeUnsupported"
-  | "DeltaShapeOverflow"
-  | "DeltaShapeMismatch"
-  | "DeltaOffsetsOverlap"
-  | "DeltaOffsetsGap"
-  | "DeltaOffsetsOutOfBounds"
-  | "DeltaTooLarge"
-  | "DeltaTruncated"
-  | "DeltaTrailingBytes"
-  | "DeltaLayoutInvalid"
-  | "EncodingUnknown"
-  | "EncodingNonFinite"
-  | "ManifestFieldInvalid"
-  | "ManifestSignatureInvalid"
-  | "ManifestKeyMismatch"
-  | "ManifestHeaderMismatch"
-  | "ManifestDigestMismatch";
+export const DELTA_REASONS = [
+  "DeltaHeaderTooLarge",
+  "DeltaHeaderInvalid",
+  "DeltaNameInvalid",
+  "DeltaNameDuplicate",
+  "DeltaDtypeUnsupported",
+  "DeltaShapeOverflow",
+  "DeltaShapeMismatch",
+  "DeltaOffsetsOverlap",
+  "DeltaOffsetsGap",
+  "DeltaOffsetsOutOfBounds",
+  "DeltaTooLarge",
+  "DeltaTruncated",
+  "DeltaTrailingBytes",
+  "DeltaLayoutInvalid",
+  "EncodingUnknown",
+  "EncodingNonFinite",
+  "ManifestFieldInvalid",
+  "ManifestSignatureInvalid",
+  "ManifestKeyMismatch",
+  "ManifestHeaderMismatch",
+  "ManifestDigestMismatch",
+] as const;
+export type DeltaReason = (typeof DELTA_REASONS)[number];
 
 export class DeltaError extends Error {
   override name = "DeltaError";

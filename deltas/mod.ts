@@ -27,7 +27,7 @@ export {
   measureEncoding,
   parseEncoding,
 } from "./encodings.ts";
-export { DeltaError, type DeltaReason, isDeltaError } from "./errors.ts";
+export { DELTA_REASONS, DeltaError, type DeltaReason, isDeltaError } from "./errors.ts";
 export {
   canonicalJson,
   checkManifest,

@@ -3,25 +3,27 @@
  * (signature, digests, layout) keep the deltas/ library's own codes; these cover what is
  * about the object in JetStream.
  */
-export type TransportReason =
+export const TRANSPORT_REASONS = [
   /** No object under that name (not yet arrived, or removed). */
-  | "DeltaObjectMissing"
+  "DeltaObjectMissing",
   /** The object carries no signed manifest in its metadata: not written by publishDelta. */
-  | "DeltaManifestMissing"
+  "DeltaManifestMissing",
   /** The signed manifest names another run, round, region or learner than the object's place. */
-  | "DeltaAddressMismatch"
+  "DeltaAddressMismatch",
   /** The object is larger than the hub accepts; refused before a byte is read. */
-  | "DeltaObjectTooLarge"
+  "DeltaObjectTooLarge",
   /** The object's bytes differ in length from the signed manifest. */
-  | "DeltaSizeMismatch"
+  "DeltaSizeMismatch",
   /** No global model for that round (yet). */
-  | "ModelObjectMissing"
+  "ModelObjectMissing",
   /** The global model's bytes do not hash to the digest the hub recorded. */
-  | "ModelDigestMismatch"
+  "ModelDigestMismatch",
   /** A put did not store every chunk and its meta (JetStream refused or timed out); nothing became visible. */
-  | "ObjectPutFailed"
+  "ObjectPutFailed",
   /** A mirror stream exists under the name but mirrors something else. */
-  | "MirrorMisconfigured";
+  "MirrorMisconfigured",
+] as const;
+export type TransportReason = (typeof TRANSPORT_REASONS)[number];
 
 export class TransportError extends Error {
   override name = "TransportError";

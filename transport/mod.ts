@@ -20,7 +20,7 @@ export {
   type WatchedArrival,
   watchRegionDeltas,
 } from "./deltas.ts";
-export { isTransportError, TransportError, type TransportReason } from "./errors.ts";
+export { isTransportError, TRANSPORT_REASONS, TransportError, type TransportReason } from "./errors.ts";
 export {
   ensureRunModelMirror,
   type FetchedModel,
