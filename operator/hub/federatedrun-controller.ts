@@ -721,8 +721,13 @@ async function advanceRound(
           `round ${round} closed without ${step.outcome.lateRegions?.join(", ")}`,
         );
       }
-      // The set is fixed by the first decision, even if a stale read decides again with more.
-      const fixed = coordinator.aggregation(ref, step.progress.deliveredRegions, settings, lateVerified);
+      // The set is fixed here, by the first decision, even if a stale read decides again with
+      // more. It takes every eligible delta accepted by now, not only those the decision saw: a
+      // delta verified in between (during the await above) is aggregated, rather than left
+      // accepted and never used. Once fixed, a delta verified later is refused as DeltaTooLate.
+      const acceptedSince = coordinator.acceptedRegions(ref).filter((r) => eligible.includes(r));
+      const contributing = [...new Set([...step.progress.deliveredRegions, ...acceptedSince])].sort();
+      const fixed = coordinator.aggregation(ref, contributing, settings, lateVerified);
       return {
         progress: {
           roundProgress: {

@@ -25,6 +25,7 @@ import {
   trimmedMean,
 } from "../../deltas/aggregate/mod.ts";
 import {
+  DELTA_REASONS,
   type DeltaManifest,
   decodeDelta,
   manifestDigest,
@@ -47,6 +48,7 @@ import {
   purgeMirroredDeltas,
   regionDeltaMirrorProgress,
   saveRunState,
+  TRANSPORT_REASONS,
 } from "../../transport/mod.ts";
 import type { Logger } from "../runtime/log.ts";
 import { MAX_ROUNDS_LATE } from "./rounds.ts";
@@ -143,6 +145,19 @@ export interface RoundCoordinatorOptions {
 }
 
 const reasonOf = (err: unknown) => (err as { reason?: string }).reason ?? "DeltaUnreadable";
+
+/**
+ * Every reason a delta can be refused for: the delta library's, the transport's about the
+ * object, and the hub's own. Metrics start each at 0 (the first refusal shows in increase()).
+ */
+export const DELTA_REFUSAL_REASONS: readonly string[] = [
+  ...DELTA_REASONS,
+  ...TRANSPORT_REASONS.filter((r) => r.startsWith("Delta")),
+  "DeltaTooLate",
+  "DeltaBaseModelMismatch",
+  "LearnerKeyUnknown",
+  "DeltaUnreadable",
+];
 
 /**
  * Reads of one delta that may fail without a verdict on it before it is refused. A read that
@@ -369,6 +384,11 @@ export class RoundCoordinator {
       if (known.silent) silent.push(region);
     }
     return silent;
+  }
+
+  /** Regions with a delta accepted for the round so far (no look is started). */
+  acceptedRegions(ref: RoundRef): string[] {
+    return [...(this.#accepted.get(stateKey(ref))?.get(ref.round)?.keys() ?? [])];
   }
 
   /** Whether some round that could aggregate a delta of `round` has not fixed its set yet. */
