@@ -10,6 +10,7 @@ import type { ReconcileResult } from "../runtime/controller.ts";
 import type { EventRecorder } from "../runtime/events.ts";
 import type { OperatorMetrics } from "../runtime/metrics.ts";
 import { judgeRegion } from "./region-status.ts";
+import { DELTA_REFUSAL_REASONS } from "./round-coordinator.ts";
 
 export const CONTROLLER_NAME = "sovereignnode";
 export const FIELD_MANAGER = HUB_FIELD_MANAGER;
@@ -56,6 +57,7 @@ export function sovereignNodeReconciler(
     // A region's counters start at 0 when it is known, so its first delta shows in increase()
     // and rate() (a series that appears at 1 has no increase to show).
     for (const c of regionCounters(deps.metrics)) c.inc({ region: key }, 0);
+    for (const reason of DELTA_REFUSAL_REASONS) deps.metrics?.deltasRefused.inc({ region: key, reason }, 0);
     const before = node.status?.conditions;
     const after = judgement.conditions.reduce((acc, c) => setCondition(acc, c, new Date(now)), before);
     if (!sameConditions(before, after)) {

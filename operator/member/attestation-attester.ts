@@ -21,6 +21,7 @@ import {
   nodeQuarantinedRecord,
 } from "../../attestation/audit/mod.ts";
 import {
+  ALL_REASONS,
   canonicalJson,
   evaluatePolicy,
   type TrustAnchors,
@@ -56,7 +57,8 @@ export interface MemberPolicy {
   spec: AttestationPolicySpec;
 }
 
-export type AttestationPurpose = "admission" | "reattestation";
+export const ATTESTATION_PURPOSES = ["admission", "reattestation"] as const;
+export type AttestationPurpose = (typeof ATTESTATION_PURPOSES)[number];
 
 export interface NodeRecord {
   latest?: NodeVerdict;
@@ -136,6 +138,15 @@ export class NodeAttester {
 
   constructor(deps: NodeAttesterDeps) {
     this.#deps = deps;
+    // Every outcome this attester can count starts at 0: Prometheus's increase() needs a sample
+    // before the first event, or a dashboard misses the first failure of each reason.
+    for (const purpose of ATTESTATION_PURPOSES) {
+      const count = (result: string, reason: string) =>
+        deps.metrics?.attestationVerifications.inc({ result, reason, purpose }, 0);
+      count("passed", GateReason.Verified);
+      count("error", GateReason.EvidenceUnavailable);
+      for (const reason of [...ALL_REASONS, GateReason.EvidenceIncomplete]) count("failed", reason);
+    }
     this.#core = deps.regionKc.makeApiClient(CoreV1Api);
     this.#random = deps.random ?? Math.random;
     this.policyDigest = policyDigestOf(deps.policy.spec);

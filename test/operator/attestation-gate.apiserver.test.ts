@@ -197,9 +197,15 @@ test.serial(
       pendingWork.status?.conditions?.find((c) => c.type === "LearnersReady")?.reason ?? "",
       /^(AttestationPending|NoAttestedNode)$/,
     );
+    const firstText = await metricsText();
     t.regex(
-      await metricsText(),
+      firstText,
       /sovereign_attestation_verifications_total\{result="error",reason="EvidenceUnavailable",purpose="\w+"\} [1-9]/,
+    );
+    // Failures that have not happened yet are there at 0, so the first one shows in increase().
+    t.regex(
+      firstText,
+      /sovereign_attestation_verifications_total\{result="failed",reason="CertRevoked",purpose="reattestation"\} 0/,
     );
 
     // 2. The agents answer; the nodes are challenged at once (the reattest annotation), attest,

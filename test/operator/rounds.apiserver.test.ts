@@ -151,6 +151,8 @@ test("rounds close on quorum after the grace window, publish the token-weighted 
     text,
     new RegExp(`sovereign_deltas_refused_total\\{region="${c.name}",reason="ManifestDigestMismatch"\\} 1`),
   );
+  // Reasons no delta was refused for are there at 0, so the first such refusal shows in increase().
+  t.regex(text, new RegExp(`sovereign_deltas_refused_total\\{region="${c.name}",reason="DeltaTooLate"\\} 0`));
   t.regex(
     text,
     new RegExp(`sovereign_rounds_total\\{namespace="${ns}",run="${runName}",outcome="QuorumReached"\\} 1`),
