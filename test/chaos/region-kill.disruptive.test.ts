@@ -23,10 +23,13 @@ interface KilledRegionRun {
 }
 
 const full = fullReliabilityRun();
-// Rounds take 2–5 s here, depending on load: a few before the outage, the outage (longer than
-// the hub's 20 s heartbeat timeout, so that it is detected), and enough rounds after it for the
-// region to come back (member start, attestation, admission: 10–30 s) and contribute again.
-const rounds = full ? 60 : 40;
+// Each round trains H = 1000 steps of batch 256 (about a second here; more under load), so the
+// run's length does not hang on the protocol's speed: a few rounds before the outage, the outage
+// (longer than the hub's 20 s heartbeat timeout, so that it is detected), and enough rounds after
+// it for the region to come back and contribute again. Coming back takes 40–70 s: member start,
+// attestation and admission of a new learner pod, and nats-server's retry of the hub's mirror
+// of the region (docs/architecture.md, "A region back from an outage").
+const rounds = full ? 150 : 90;
 const killAfter = full ? 10 : 4;
 const outageSeconds = full ? 60 : 30;
 const victim = "region-b";
@@ -42,6 +45,8 @@ test("a region killed mid-run is detected, the run goes on within quorum, and th
       `--kill-region=${victim}`,
       `--kill-after-round=${killAfter}`,
       `--outage=${outageSeconds}`,
+      "--inner-steps=1000",
+      "--batch=256",
       "--grace=2",
       "--no-baselines",
       "--timeout=720",
