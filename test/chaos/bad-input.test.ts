@@ -43,7 +43,9 @@ import {
 import { parseOcspResponse } from "../../attestation/ocsp.ts";
 import {
   mintTestbedEvidence,
+  TESTBED_GPU_DEFAULTS,
   TESTBED_POLICY_SPEC,
+  testbedRimIds,
   testbedTrustAnchors,
 } from "../../attestation/testbed/mod.ts";
 import { installCrds } from "../../crds/install.ts";
@@ -74,6 +76,8 @@ import {
   TestbedEvidenceSource,
 } from "../../operator/member/attestation-testbed-source.ts";
 import { isEvidenceError } from "../../operator/member/evidence-source.ts";
+import { httpsRequest } from "../../operator/member/https-client.ts";
+import { ReferenceFetcher } from "../../operator/member/local-references.ts";
 import { NrasAppraiser, nrasRequest } from "../../operator/member/nras-appraiser.ts";
 import { describeArrival } from "../../transport/deltas.ts";
 import { isTransportError } from "../../transport/errors.ts";
@@ -85,7 +89,8 @@ import { invalidCases } from "../crds/invalid-cases.ts";
 import { createNamespace, HUB } from "../crds/testbed-helpers.ts";
 import { uniqueName, useTestbed } from "../testbed/harness.ts";
 import { TestbedNras } from "../testbed/nras-appraiser.ts";
-import { ensureServingPki } from "../testbed/pki.ts";
+import { ensureServingPki, serveHttps } from "../testbed/pki.ts";
+import { TestbedReferenceServices } from "../testbed/reference-services.ts";
 import { fullReliabilityRun, writeChaosResult } from "./results.ts";
 
 /** Every path's generator is seeded from this (plus the path's index), so a failure reproduces. */
@@ -1913,6 +1918,112 @@ test("bad input: NRAS answers as the member reads them", async (t) => {
 });
 
 // ---------------------------------------------------------------------------------------------
+// Local mode's references as the member fetches them (operator/member/local-references.ts): the
+// RIM service's answer and the OCSP responder's, each from a server that answers with the input
+// while the other service is the testbed's stand-in; the node supplied only reports and chains.
+
+test("bad input: RIM service and OCSP responder answers as the member reads them", async (t) => {
+  t.timeout(FULL ? 1_800_000 : 600_000);
+  const dir = await mkdtemp(join(tmpdir(), "bad-references-"));
+  const services = await TestbedReferenceServices.start({ dir: join(dir, "services") });
+  let body: Uint8Array | string = "";
+  // The driver RIM is the one under test; the VBIOS RIM the fake serves is the stand-in's own.
+  const rimIds = testbedRimIds(TESTBED_GPU_DEFAULTS);
+  let vbiosAnswer: Uint8Array = new Uint8Array(0);
+  const fake = await serveHttps(join(dir, "fake"), "bad-references", (req, res) => {
+    req.resume();
+    req.on("end", () => res.writeHead(200).end(req.url?.endsWith(`/${rimIds.vbios}`) ? vbiosAnswer : body));
+  });
+  const fakeUrl = `https://127.0.0.1:${(fake.server.address() as AddressInfo).port}`;
+  t.teardown(async () => {
+    await services.close();
+    await new Promise<void>((r) => fake.server.close(() => r()));
+    await rm(dir, { recursive: true, force: true });
+  });
+  const nonce = new Uint8Array(32).fill(11);
+  const { devices } = await new TestbedEvidenceSource().collect({
+    node: "bad-references-node",
+    nonce,
+    gpus: 1,
+  });
+  // What the NVML agent returns: the report, the chain and the CC mode it read; no RIM, no OCSP.
+  const agentOnly = devices.map((d) => ({
+    report: d.report,
+    certificateChain: d.certificateChain,
+    rims: [],
+    ...(d.declaredCcMode ? { declaredCcMode: d.declaredCcMode } : {}),
+  }));
+  const fetcherWith = (bad: "rim" | "ocsp") =>
+    new ReferenceFetcher(
+      {
+        fetch: true,
+        rimServiceUrl: bad === "rim" ? `${fakeUrl}/v1/rim/` : services.rimServiceUrl,
+        ocspUrl: bad === "ocsp" ? `${fakeUrl}/ocsp` : services.ocspUrl,
+        requireNonce: true,
+      },
+      testbedTrustAnchors(),
+      { ca: `${fake.ca}\n${services.ca}`, timeoutMs: 10_000 },
+    );
+  const feed =
+    (bad: "rim" | "ocsp") =>
+    async (answer: Uint8Array | string): Promise<Outcome> => {
+      body = answer;
+      // A fresh fetcher each time: a cached RIM must not stand in for the answer under test.
+      const facts = await fetcherWith(bad).appraise({
+        devices: agentOnly,
+        nonce,
+        collectedAt: new Date().toISOString(),
+      });
+      const verdict = evaluatePolicy(facts, TESTBED_POLICY_SPEC, { at: new Date() });
+      return verdictOutcome(verdict.passed, verdict.reasons);
+    };
+  const fetched = async (url: string, init: { method: "GET" | "POST"; body?: Uint8Array }) =>
+    (await httpsRequest(url, { ...init, ca: services.ca, timeoutMs: 10_000, maxBytes: 8 << 20 })).body;
+  // The genuine RIM answer, from the stand-in, passes: the path can accept.
+  vbiosAnswer = new Uint8Array(await fetched(`${services.rimServiceUrl}${rimIds.vbios}`, { method: "GET" }));
+  const goodRim = new Uint8Array(
+    await fetched(`${services.rimServiceUrl}${rimIds.driver}`, { method: "GET" }),
+  );
+  t.is((await feed("rim")(goodRim)).kind, "accepted", "the stand-in's own answer passes");
+  const mutations = (good: Uint8Array, path: number, n: number) =>
+    sample<Uint8Array | string>(
+      fc.oneof(
+        { weight: 4, arbitrary: byteFlip(good.length).map(({ at, xor }) => flipAt(good, at, xor)) },
+        { weight: 2, arbitrary: fc.nat({ max: good.length - 1 }).map((cut) => good.slice(0, cut)) },
+        { weight: 2, arbitrary: fc.jsonValue({ maxDepth: 3 }).map((v) => JSON.stringify(v)) },
+        { weight: 1, arbitrary: fc.uint8Array({ maxLength: 600 }) },
+        {
+          weight: 1,
+          arbitrary: fc.integer({ min: (4 << 20) + 1, max: (4 << 20) + 4096 }).map((k) => "x".repeat(k)),
+        },
+      ),
+      path,
+      n,
+    );
+  // The RIM answer: only a changed id, base64 or XML byte can make it bad, and each is refused.
+  await runPath(
+    t,
+    new Tally("Local references: the RIM service's answer", "ReferenceFetcher.appraise over HTTPS"),
+    mutations(goodRim, 18, 60),
+    (v) => (typeof v === "string" ? JSON.stringify(v.slice(0, 300)) : hexOf(v)),
+    feed("rim"),
+  );
+  // The OCSP answer: a genuine one for another request (its CertID and nonce are not ours),
+  // mutated or not.
+  const [stapled] = devices[0]?.ocspResponses ?? [];
+  const goodOcsp = new Uint8Array(
+    typeof stapled === "string" ? Buffer.from(stapled, "base64") : (stapled ?? new Uint8Array(1)),
+  );
+  await runPath(
+    t,
+    new Tally("Local references: the OCSP responder's answer", "ReferenceFetcher.appraise over HTTPS"),
+    [goodOcsp, ...mutations(goodOcsp, 19, 60)],
+    (v) => (typeof v === "string" ? JSON.stringify(v.slice(0, 300)) : hexOf(v)),
+    feed("ocsp"),
+  );
+});
+
+// ---------------------------------------------------------------------------------------------
 
 /** The report's row order (tests finish in any order). */
 const ROW_ORDER = [
@@ -1923,6 +2034,8 @@ const ROW_ORDER = [
   "evidence: OCSP responses",
   "evidence: NRAS EAT token",
   "NRAS: the answer as the member reads it",
+  "Local references: the RIM service's answer",
+  "Local references: the OCSP responder's answer",
   "delta: safetensors bytes",
   "delta: signed manifest",
   "delta: object arriving in the hub's mirror",
