@@ -977,10 +977,19 @@ for (const [index, spec] of runDocs.entries()) {
     const acceptedKeys = hubEntries
       .filter((e) => e.kind === "DeltaAccepted" && e.body.run === `${runNs}/${runName}`)
       .map((e) => `${e.body.region}/${e.body.round}`);
-    const aggregatedKeys = rounds.flatMap((r) => [
-      ...(r.contributingRegions ?? []).map((g2) => `${g2}/${r.round}`),
-      ...(r.foldedLateDeltas ?? []).map((f) => `${f.region}/${f.round}`),
-    ]);
+    // From the audit trail's RoundClosed entries: the run's status keeps only its last 100 rounds.
+    const aggregatedKeys = hubEntries
+      .filter(
+        (e) =>
+          e.kind === "RoundClosed" && e.body.run === `${runNs}/${runName}` && e.body.outcome === "QuorumMet",
+      )
+      .flatMap((e) => {
+        const b = e.body as { round: number; contributed: string[]; lateFolded?: string[] };
+        return [
+          ...b.contributed.map((g2) => `${g2}/${b.round}`),
+          ...(b.lateFolded ?? []).map((f) => f.replace("@", "/")),
+        ];
+      });
     const count = (xs: string[]) =>
       xs.reduce((m, x) => m.set(x, (m.get(x) ?? 0) + 1), new Map<string, number>());
     const acc = count(acceptedKeys);
