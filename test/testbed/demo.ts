@@ -17,7 +17,7 @@
 //        [--fail-attestation=REGION[:FAULT]] [--fail-after-round=N] [--timeout=S] [--keep]
 //        [--kill-region=REGION [--kill-after-round=N] [--outage=S]] [--quorum=all] [--grace=S]
 //        [--overlap] [--no-baselines]
-//        [--goodput]
+//        [--goodput] [--restart=PROCESS [--restart-after-round=N]]
 //
 // --kill-region (testbed only): in each run, once round ⌈R/3⌉ (or N) closed, REGION's member operator,
 // its leaf nats-server and its learner processes are killed (SIGKILL); after an outage as long
@@ -80,7 +80,7 @@ import {
 import { computeGoodput, type Goodput, type Incarnation, parseLearnerLog } from "./goodput.ts";
 import { eventually, useTestbed } from "./harness.ts";
 import { PodRunner } from "./pod-runner.ts";
-import { start as startServer, stop as stopServer } from "./testbed.ts";
+import { restart as restartServer, start as startServer, stop as stopServer } from "./testbed.ts";
 import { repoRoot } from "./topology.ts";
 
 const execFileP = promisify(execFile);
@@ -144,6 +144,11 @@ if (killAfterFlag !== undefined && !(Number.isInteger(killAfterFlag) && killAfte
 const outageFlag = flag("outage") ? Number(flag("outage")) : undefined;
 if (outageFlag !== undefined && !(outageFlag > 0))
   throw new Error(`--outage=${flag("outage")}: seconds, above 0`);
+/** --restart=PROCESS (a testbed server, e.g. region-b/kube-apiserver): restarted once round N closed. */
+const restartProcess = flag("restart");
+const restartAfterFlag = flag("restart-after-round") ? Number(flag("restart-after-round")) : undefined;
+if (restartAfterFlag !== undefined && !(Number.isInteger(restartAfterFlag) && restartAfterFlag > 0))
+  throw new Error(`--restart-after-round=${flag("restart-after-round")}: a round number, above 0`);
 const withBaselines = !args.includes("--no-baselines");
 const [failRegion, failFault = "measurement-mismatch"] = (flag("fail-attestation") ?? "").split(":");
 const failAfterRound = Number(flag("fail-after-round") ?? 2);
@@ -537,8 +542,19 @@ interface RunResult {
   overlap: boolean;
   batch: number;
   kill?: Outage;
+  restart?: ServerRestart;
   goodput?: Goodput;
   deltas?: DeltaAccount;
+}
+
+/** --restart: which server was restarted after which round, and how long it was away (ms since the epoch). */
+export interface ServerRestart {
+  process: string;
+  afterRound: number;
+  at: number;
+  backAt?: number;
+  /** The rounds closed after the restart began: their outcome and who contributed. */
+  roundsAfter: { round: number; outcome: string; contributingRegions: string[] }[];
 }
 
 /** --kill-region: what was killed and when (ms since the epoch). */
@@ -708,6 +724,7 @@ for (const [index, spec] of runDocs.entries()) {
   const quarantine: string[] = [];
   let faultInjected = false;
   const killAfter = killAfterFlag ?? Math.ceil(runDoc.spec.rounds / 3);
+  let serverRestart: ServerRestart | undefined;
   /** --kill-region: the region's member, leaf server and learners go down at once. */
   const killNow = async (region: string) => {
     const killedAt = Date.now();
@@ -864,6 +881,20 @@ for (const [index, spec] of runDocs.entries()) {
       (r) => r.outcome === "QuorumReached" || r.outcome === "AllRegionsReported",
     );
     if (killRegion && !outage && closed.some((r) => r.round >= killAfter)) await killNow(killRegion);
+    const restartAfter = restartAfterFlag ?? Math.ceil(runDoc.spec.rounds / 3);
+    if (restartProcess && !serverRestart && closed.some((r) => r.round >= restartAfter)) {
+      serverRestart = {
+        process: restartProcess,
+        afterRound: Math.max(...closed.map((r) => r.round)),
+        at: Date.now(),
+        roundsAfter: [],
+      };
+      await restartServer(restartProcess, { stateDir: tb.description.stateDir, log: say });
+      serverRestart.backAt = Date.now();
+      say(
+        `--restart: ${restartProcess} restarted after round ${serverRestart.afterRound} in ${((serverRestart.backAt - serverRestart.at) / 1000).toFixed(1)} s`,
+      );
+    }
     if (outage) await watchOutage(outage, s?.rounds ?? []);
     if (outage && !outage.restoredAt && Date.now() - outage.killedAt >= outage.plannedMs) await restore();
     return s?.phase === "Succeeded" || s?.phase === "Failed" ? run : undefined;
@@ -925,6 +956,20 @@ for (const [index, spec] of runDocs.entries()) {
     overlap: spec.overlap,
     batch: spec.batch,
     ...(outage ? { kill: outage } : {}),
+    ...(serverRestart
+      ? {
+          restart: {
+            ...serverRestart,
+            roundsAfter: (finished?.status?.rounds ?? [])
+              .filter((r) => r.round > (serverRestart?.afterRound ?? 0))
+              .map((r) => ({
+                round: r.round,
+                outcome: r.outcome,
+                contributingRegions: r.contributingRegions ?? [],
+              })),
+          },
+        }
+      : {}),
   };
   results.push(result);
   // Goodput, from the learners' own timing events and the round history.
@@ -1354,6 +1399,7 @@ console.log(
       innerSteps: r.innerSteps,
       batch: r.batch,
       kill: r.kill,
+      restart: r.restart,
       goodput: r.goodput,
       deltas: r.deltas,
     })),
