@@ -8,19 +8,13 @@
 // the fault (docs/reliability.md: time to detect and quarantine a failing GPU).
 import test from "ava";
 import type { QuarantineTimeline } from "../testbed/demo.ts";
-import { runDemo } from "../testbed/demo-run.ts";
+import { type DemoRunResult, runDemo } from "../testbed/demo-run.ts";
 import { useTestbed } from "../testbed/harness.ts";
 import { fullReliabilityRun, writeChaosResult } from "./results.ts";
 
-interface QuarantineRun {
-  phase: string;
-  rounds: { round: number; outcome: string; contributingRegions?: string[] }[];
+interface QuarantineRun extends DemoRunResult {
   regions: { name: string; quarantined?: boolean; reason?: string; message?: string }[];
   conditions: { type: string; status: string; reason?: string }[];
-  seconds: number;
-  evaluation?: { accuracy: number };
-  link?: { ok: boolean; rounds: number; deltas: number; problems: string[] };
-  deltas?: { published: number; accepted: number; aggregated: number; lost: number; doubleCounted: number };
   quarantineTimeline?: QuarantineTimeline;
 }
 

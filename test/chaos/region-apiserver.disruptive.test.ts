@@ -7,17 +7,11 @@
 // rounds after it looked like (docs/reliability.md).
 import test from "ava";
 import type { ServerRestart } from "../testbed/demo.ts";
-import { runDemo } from "../testbed/demo-run.ts";
+import { type DemoRunResult, runDemo } from "../testbed/demo-run.ts";
 import { useTestbed } from "../testbed/harness.ts";
 import { fullReliabilityRun, writeChaosResult } from "./results.ts";
 
-interface RestartRun {
-  phase: string;
-  rounds: { round: number; outcome: string; contributingRegions?: string[] }[];
-  seconds: number;
-  evaluation?: { accuracy: number };
-  link?: { ok: boolean; rounds: number; deltas: number; problems: string[] };
-  deltas?: { published: number; accepted: number; aggregated: number; lost: number; doubleCounted: number };
+interface RestartRun extends DemoRunResult {
   restart?: ServerRestart;
 }
 

@@ -8,17 +8,11 @@
 // Measures the time to detect the failed region and to take it back (docs/reliability.md).
 import test from "ava";
 import type { Outage } from "../testbed/demo.ts";
-import { runDemo } from "../testbed/demo-run.ts";
+import { type DemoRunResult, runDemo } from "../testbed/demo-run.ts";
 import { useTestbed } from "../testbed/harness.ts";
 import { fullReliabilityRun, writeChaosResult } from "./results.ts";
 
-interface KilledRegionRun {
-  phase: string;
-  rounds: { round: number; outcome: string; contributingRegions?: string[] }[];
-  seconds: number;
-  evaluation?: { accuracy: number };
-  link?: { ok: boolean; rounds: number; deltas: number; problems: string[] };
-  deltas?: { published: number; accepted: number; aggregated: number; lost: number; doubleCounted: number };
+interface KilledRegionRun extends DemoRunResult {
   kill?: Outage;
 }
 

@@ -9,6 +9,16 @@ import { repoRoot } from "./topology.ts";
 
 const execFileP = promisify(execFile);
 
+/** What every run in a DEMO-RESULT line carries (test/testbed/demo.ts prints more). */
+export interface DemoRunResult {
+  phase: string;
+  rounds: { round: number; outcome: string; contributingRegions?: string[] }[];
+  seconds: number;
+  evaluation?: { accuracy: number };
+  link?: { ok: boolean; rounds: number; deltas: number; problems: string[] };
+  deltas?: { published: number; accepted: number; aggregated: number; lost: number; doubleCounted: number };
+}
+
 export interface DemoOutput<T> {
   stdout: string;
   /** The parsed DEMO-RESULT line. */
