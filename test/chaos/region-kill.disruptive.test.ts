@@ -28,6 +28,16 @@ const killAfter = full ? 10 : 4;
 const outageSeconds = full ? 60 : 30;
 const victim = "region-b";
 
+/** "rounds 74–150 (77)" for a run of consecutive rounds, else the list. */
+const roundsText = (rs: readonly number[]): string => {
+  const first = rs[0];
+  const last = rs.at(-1);
+  if (first === undefined || last === undefined) return "no round";
+  return last - first + 1 === rs.length
+    ? `rounds ${first}–${last} (${rs.length})`
+    : `rounds ${rs.join(", ")}`;
+};
+
 test("a region killed mid-run is detected, the run goes on within quorum, and the region rejoins from the current model", async (t) => {
   t.timeout(14 * 60_000);
   const tb = await useTestbed();
@@ -85,7 +95,7 @@ test("a region killed mid-run is detected, the run goes on within quorum, and th
 
   const sec = (from: number, to?: number) => (to === undefined ? "-" : ((to - from) / 1000).toFixed(1));
   t.log(
-    `detected after ${sec(k.killedAt, k.detectedAt)} s; back after ${k.outageSeconds?.toFixed(0)} s; Ready again ${sec(k.restoredAt ?? 0, k.readyAgainAt)} s later; learner back ${sec(k.restoredAt ?? 0, k.learnerBackAt)} s; rejoined at round ${k.rejoinedAtRound}; contributed to ${k.contributedAfter.join(", ")}`,
+    `detected after ${sec(k.killedAt, k.detectedAt)} s; back after ${k.outageSeconds?.toFixed(0)} s; Ready again ${sec(k.restoredAt ?? 0, k.readyAgainAt)} s later; learner back ${sec(k.restoredAt ?? 0, k.learnerBackAt)} s; rejoined at round ${k.rejoinedAtRound}; contributed to ${roundsText(k.contributedAfter)}`,
   );
   const firstWithout = k.roundsDuring.find((x) => !x.contributingRegions.includes(victim));
   await writeChaosResult({
@@ -93,7 +103,7 @@ test("a region killed mid-run is detected, the run goes on within quorum, and th
     order: 15,
     scenario: "A region killed mid-run and brought back: time to detect it and to take it back",
     markdown: [
-      `After round ${k.afterRound} of a ${rounds}-round DiLoCo run (quorum 2 of 3, grace 2 s), ${victim}'s member operator, leaf nats-server and learner processes are SIGKILLed and started again ${k.outageSeconds?.toFixed(0)} s later. The hub gives up on a region after 20 s without a heartbeat (members beat every 5 s; \`--heartbeat-timeout\`, default 60 s); the demo reads the hub's SovereignNode every second. Reproduce: \`node test/testbed/demo.ts --run=diloco --rounds=${rounds} --kill-region=${victim} --kill-after-round=${killAfter} --outage=${outageSeconds} --grace=2 --no-baselines\`.`,
+      `After round ${k.afterRound} of a ${rounds}-round DiLoCo run (quorum 2 of 3, grace 2 s), ${victim}'s member operator, leaf nats-server and learner processes are SIGKILLed and started again ${k.outageSeconds?.toFixed(0)} s later. The hub gives up on a region after 20 s without a heartbeat (members beat every 5 s; \`--heartbeat-timeout\`, default 60 s); the demo reads the hub's SovereignNode every second. Reproduce: \`node test/testbed/demo.ts --run=diloco --rounds=${rounds} --kill-region=${victim} --kill-after-round=${killAfter} --outage=${outageSeconds} --inner-steps=1000 --batch=256 --grace=2 --no-baselines\`.`,
       "",
       "| Step | Time |",
       "|---|---|",
@@ -102,7 +112,7 @@ test("a region killed mid-run is detected, the run goes on within quorum, and th
       `| Rounds closed while it was down | ${k.roundsDuring.length} (rounds ${k.roundsDuring[0]?.round}–${k.roundsDuring.at(-1)?.round}) |`,
       `| The hub shows it Ready again | ${sec(k.restoredAt ?? 0, k.readyAgainAt)} s after it came back |`,
       `| Its fresh learner starts (attested, admitted) | ${sec(k.restoredAt ?? 0, k.learnerBackAt)} s after it came back |`,
-      `| Its first round again | round ${k.rejoinedAtRound} (from the then-current global model); aggregated in rounds ${k.contributedAfter.join(", ")} |`,
+      `| Its first round again | round ${k.rejoinedAtRound} (from the then-current global model); aggregated in ${roundsText(k.contributedAfter)} |`,
       "",
       `- The run **${r.phase}** in ${r.seconds.toFixed(0)} s at ${((r.evaluation?.accuracy ?? 0) * 100).toFixed(1)}%.`,
       `- Deltas accepted: ${r.deltas?.accepted}; **lost: ${r.deltas?.lost}**; **counted twice: ${r.deltas?.doubleCounted}**; every aggregate linked to passing evidence in the audit trail.`,
