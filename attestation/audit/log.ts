@@ -109,6 +109,11 @@ export class AuditLog {
     return { seq: this.#position.seq - 1, hash: this.#position.prev };
   }
 
+  /** The stored entries from `seq` on, in order (what this or an earlier writer appended). */
+  entriesFrom(seq: number): AsyncIterable<AuditEntry> {
+    return this.#store.readFrom(seq);
+  }
+
   /** The newest checkpoint written: what to hand an auditor to keep, so later truncation shows. */
   get latestCheckpoint(): SignedCheckpoint | undefined {
     return this.#position.latestCheckpoint;

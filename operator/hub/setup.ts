@@ -194,10 +194,32 @@ export function hubControllers(opts: HubOptions) {
   // failed append is logged and counted (it breaks no chain: the log refuses to continue).
   const { audit } = opts;
   const openAudit = typeof audit === "function" ? audit : audit && (async () => audit);
+  // A delta the previous leader accepted and audited, but had not yet recorded in the run's
+  // status when it died, is verified again by the next leader: the shared log gets its
+  // DeltaAccepted once. The subjects already there are read once per process.
+  let auditedDeltas: Promise<Set<string>> | undefined;
+  const deltaKey = (r: { subject: string; body: unknown }) =>
+    `${r.subject}@${(r.body as { manifestDigest?: string }).manifestDigest ?? ""}`;
+  // One chain, so appends keep the order in which they were made.
+  let appending: Promise<unknown> = Promise.resolve();
   const appendAudit = (record: AuditRecord) => {
-    // One opening promise, so appends keep the order in which they were made.
-    openAudit?.()
-      .then((log) => log.append(record))
+    appending = appending
+      .then(async () => {
+        const auditLog = await openAudit?.();
+        if (!auditLog) return;
+        if (record.kind === "DeltaAccepted") {
+          auditedDeltas ??= (async () => {
+            const seen = new Set<string>();
+            for await (const e of auditLog.entriesFrom(0))
+              if (e.kind === "DeltaAccepted") seen.add(deltaKey(e));
+            return seen;
+          })();
+          const seen = await auditedDeltas;
+          if (seen.has(deltaKey(record))) return;
+          seen.add(deltaKey(record));
+        }
+        await auditLog.append(record);
+      })
       .catch((err: unknown) => log.error("audit append failed", { error: String(err) }));
   };
   metrics.observeRunPhases(() => (runs.list() as FederatedRun[]).map((r) => r.status?.phase));
