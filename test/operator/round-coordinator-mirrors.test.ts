@@ -6,7 +6,7 @@ import { connect } from "@nats-io/transport-node";
 import test from "ava";
 import { RoundCoordinator } from "../../operator/hub/round-coordinator.ts";
 import { silentLogger } from "../../operator/runtime/log.ts";
-import { regionDeltaBucket } from "../../transport/mod.ts";
+import { ensureRegionDeltaBucket, regionDeltaBucket } from "../../transport/mod.ts";
 import { objectStoreStream } from "../../transport/objects.ts";
 import { eventually, uniqueName, useTestbed } from "../testbed/harness.ts";
 
@@ -14,6 +14,12 @@ test("silentRegions names a region whose delta mirror never hears from its origi
   const tb = await useTestbed();
   const { hub } = tb.description.nats;
   const nc = await connect({ servers: hub.url, user: hub.admin.user, pass: hub.admin.password });
+  // region-a's bucket exists, as once its member has started (the mirror needs an origin).
+  const a = tb.description.nats.regions["region-a"];
+  if (!a) return t.fail("no region-a in the testbed");
+  const member = await connect({ servers: a.url, user: a.member.user, pass: a.member.password });
+  await ensureRegionDeltaBucket(member, "region-a");
+  await member.close();
   // A region no server serves: its mirror is created, and retries for ever.
   const ghost = uniqueName("ghost");
   t.teardown(async () => {
@@ -48,7 +54,12 @@ test("silentRegions names a region whose delta mirror never hears from its origi
     "the ghost region's mirror judged silent",
     15_000,
   );
-  // Past the one-second cache, read again: the answering region stays out.
-  await new Promise((r) => setTimeout(r, 1_100));
+  // region-a's mirror hears from its origin once it has connected (a fresh mirror is silent
+  // until then): within seconds, only the ghost is left.
+  await eventually(
+    async () => (await coordinator.silentRegions(["region-a", ghost])).join() === ghost,
+    "only the ghost region judged silent",
+    15_000,
+  );
   t.deepEqual(await coordinator.silentRegions(["region-a", ghost]), [ghost]);
 });
