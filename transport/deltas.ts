@@ -34,6 +34,7 @@ import {
   type MirrorProgress,
   mirrorProgress,
   objectChunks,
+  objectMetaSubjects,
   objectStoreStream,
   openObjectStore,
   putObject,
@@ -398,16 +399,13 @@ export async function purgeMirroredDeltas(
   const jsm = await jetstreamManager(hubNc);
   // Every object the mirror has a meta for, deleted ones included (the store's list skips
   // those, and an object deleted at the origin is exactly what is left to purge here).
-  const info = await jsm.streams
-    .info(stream, { subjects_filter: `$O.${bucket}.M.>` })
-    .catch((err: unknown) => {
-      if (isStreamNotFound(err)) return undefined;
-      throw err;
-    });
-  if (!info) return { objects: [], messages: 0 };
+  const metas = await objectMetaSubjects(jsm, bucket).catch((err: unknown) => {
+    if (isStreamNotFound(err)) return undefined;
+    throw err;
+  });
+  if (!metas) return { objects: [], messages: 0 };
   const out: PurgedDeltas = { objects: [], messages: 0 };
-  for (const metaSubject of Object.keys(info.state.subjects ?? {})) {
-    const name = Buffer.from(metaSubject.slice(`$O.${bucket}.M.`.length), "base64url").toString("utf8");
+  for (const { name, subject: metaSubject } of metas) {
     if (!match(name)) continue;
     // Every version's chunks: the nuids of all metas the mirror holds for the name.
     const nuids = new Set<string>();

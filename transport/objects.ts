@@ -100,6 +100,23 @@ export async function ensureMirror(nc: NatsConnection, spec: MirrorSpec): Promis
  * until its inactivity threshold (a hub listing every mirror every two seconds kept hundreds),
  * and whose first delivery it waits on. `names` filters before any message is read.
  */
+/**
+ * Every object name a bucket's stream holds a meta for (deleted ones too), with that meta's
+ * subject: one stream info, no consumer. A missing bucket throws the server's "stream not
+ * found" (isObjectStoreNotFound).
+ */
+export async function objectMetaSubjects(
+  jsm: JetStreamManager,
+  bucket: string,
+): Promise<{ name: string; subject: string }[]> {
+  const metaPrefix = `$O.${bucket}.M.`;
+  const info = await jsm.streams.info(objectStoreStream(bucket), { subjects_filter: `${metaPrefix}>` });
+  return Object.keys(info.state.subjects ?? {}).map((subject) => ({
+    subject,
+    name: Buffer.from(subject.slice(metaPrefix.length), "base64url").toString("utf8"),
+  }));
+}
+
 export async function listObjects(
   nc: NatsConnection,
   bucket: string,
@@ -107,12 +124,8 @@ export async function listObjects(
 ): Promise<ObjectInfo[]> {
   const jsm = await jetstreamManager(nc);
   const stream = objectStoreStream(bucket);
-  const metaPrefix = `$O.${bucket}.M.`;
-  // A missing bucket throws the server's "stream not found" (isObjectStoreNotFound).
-  const info = await jsm.streams.info(stream, { subjects_filter: `${metaPrefix}>` });
   const out: ObjectInfo[] = [];
-  for (const subject of Object.keys(info.state.subjects ?? {})) {
-    const name = Buffer.from(subject.slice(metaPrefix.length), "base64url").toString("utf8");
+  for (const { name, subject } of await objectMetaSubjects(jsm, bucket)) {
     if (options.names && !options.names(name)) continue;
     const m = await jsm.streams.getMessage(stream, { last_by_subj: subject });
     if (!m) continue; // purged between the two reads
