@@ -242,7 +242,7 @@ export class RoundCoordinator {
         });
       this.#verifying.set(job, verifying);
     }
-    return [...(this.#accepted.get(key)?.get(ref.round)?.keys() ?? [])];
+    return this.acceptedRegions(ref);
   }
 
   async #verifyNew(
