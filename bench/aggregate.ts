@@ -122,6 +122,7 @@ async function writeFiles(dir: string, sizeMib: number, encoding: DeltaEncoding)
     const keys = generateKeyPairSync("ed25519");
     const manifest: DeltaManifest = {
       version: 1,
+      namespace: "default",
       run: "bench",
       round: 1,
       region: r.region,

@@ -31,6 +31,8 @@ export interface ManifestTensor {
 
 export interface DeltaManifest {
   version: 1;
+  /** The FederatedRun's namespace: with `run`, names the run the delta belongs to. */
+  namespace: string;
   run: string;
   round: number;
   region: string;
@@ -105,6 +107,7 @@ const MAX_TENSORS = 1_000_000;
 
 const MANIFEST_FIELDS = [
   "version",
+  "namespace",
   "run",
   "round",
   "region",
@@ -149,6 +152,7 @@ function matching(where: string, value: unknown, pattern: RegExp, maxLength: num
 export function checkManifest(value: unknown): DeltaManifest {
   const m = exactFields("manifest", value, MANIFEST_FIELDS);
   if (m.version !== MANIFEST_VERSION) throw fieldInvalid(`version must be ${MANIFEST_VERSION}`);
+  matching("namespace", m.namespace, DNS_LABEL, 63);
   matching("run", m.run, DNS_LABEL, 63);
   integer("round", m.round, 0);
   matching("region", m.region, DNS_LABEL, 63);
@@ -255,7 +259,7 @@ export function verifyManifestSignature(signed: SignedManifest, trustedKey: KeyO
   if (!verify(null, signedBytes(manifest), trustedKey, Buffer.from(signature, "base64url"))) {
     throw new DeltaError(
       "ManifestSignatureInvalid",
-      `the signature does not match the manifest of ${manifest.run}/${manifest.round}/${manifest.region}/${manifest.learner}; it was altered or signed by another key — refuse the delta`,
+      `the signature does not match the manifest of ${manifest.namespace}/${manifest.run}/${manifest.round}/${manifest.region}/${manifest.learner}; it was altered or signed by another key — refuse the delta`,
     );
   }
   return manifest;
@@ -339,7 +343,7 @@ export async function describeDelta(
 function headerMismatch(manifest: DeltaManifest, what: string): DeltaError {
   return new DeltaError(
     "ManifestHeaderMismatch",
-    `${what} in the delta of ${manifest.run}/${manifest.round}/${manifest.region}/${manifest.learner} differs from its signed manifest; refuse the delta`,
+    `${what} in the delta of ${manifest.namespace}/${manifest.run}/${manifest.round}/${manifest.region}/${manifest.learner} differs from its signed manifest; refuse the delta`,
   );
 }
 

@@ -101,10 +101,10 @@ export async function publishDelta(
   input: PublishDeltaInput,
 ): Promise<PublishedDelta> {
   const { manifest } = input.signed;
-  if (manifest.region !== input.region) {
+  if (manifest.region !== input.region || manifest.namespace !== input.namespace) {
     throw new TransportError(
       "DeltaAddressMismatch",
-      `the manifest is for region ${manifest.region} but this learner publishes in ${input.region}`,
+      `the manifest is for ${manifest.namespace}/${manifest.run} in region ${manifest.region} but this learner publishes for ${input.namespace}/${manifest.run} in ${input.region}`,
     );
   }
   const name = deltaObjectName(addressOf(input.namespace, manifest));
@@ -163,8 +163,20 @@ export function describeArrival(region: string, info: ObjectInfo): ArrivedDelta 
   }
   const signed = parseSignedManifest(new TextEncoder().encode(text));
   const m = signed.manifest;
-  const claimed = { region: m.region, run: m.run, round: m.round, learner: m.learner };
-  const actual = { region, run: address.run, round: address.round, learner: address.learner };
+  const claimed = {
+    region: m.region,
+    namespace: m.namespace,
+    run: m.run,
+    round: m.round,
+    learner: m.learner,
+  };
+  const actual = {
+    region,
+    namespace: address.namespace,
+    run: address.run,
+    round: address.round,
+    learner: address.learner,
+  };
   if (JSON.stringify(claimed) !== JSON.stringify(actual)) {
     throw new TransportError(
       "DeltaAddressMismatch",

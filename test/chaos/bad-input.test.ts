@@ -764,6 +764,7 @@ async function manifestFor(
   const described = await describeDelta([file]);
   const manifest: DeltaManifest = {
     version: 1,
+    namespace: "sovereign-eu",
     run: "llama-eu",
     round: 7,
     region: "region-a",

@@ -467,6 +467,7 @@ test.serial(
       return signManifest(
         {
           version: 1,
+          namespace: ns,
           run: runName,
           round: 1,
           region: region.name,

@@ -39,6 +39,7 @@ async function makeDelta(keys = learnerKeys) {
   const described = await describeDelta([file]);
   const manifest: DeltaManifest = {
     version: 1,
+    namespace: "sovereign-eu",
     run: "llama-eu",
     round: 7,
     region: "region-a",
@@ -93,6 +94,7 @@ test("the canonical form sorts keys, has no whitespace, and is what is signed", 
 });
 
 const tampered: Array<[keyof DeltaManifest, unknown]> = [
+  ["namespace", "sovereign-us"],
   ["run", "llama-us"],
   ["round", 8],
   ["region", "region-b"],
@@ -214,6 +216,8 @@ test("invalid fields are refused even when validly signed", async (t) => {
   const { signed } = await makeDelta();
   const cases: Array<[string, Partial<Record<keyof DeltaManifest, unknown>> & Record<string, unknown>]> = [
     ["run with upper case", { run: "Llama" }],
+    ["namespace with a dot", { namespace: "sovereign.eu" }],
+    ["namespace too long", { namespace: "n".repeat(64) }],
     ["negative round", { round: -1 }],
     ["fractional tokens", { tokens: 1.5 }],
     ["zero inner steps", { innerSteps: 0 }],

@@ -156,6 +156,7 @@ export async function federation(t: ExecutionContext) {
       const signed = signManifest(
         {
           version: 1,
+          namespace: ns,
           run: runName,
           round,
           region: r.name,

@@ -52,6 +52,7 @@ const tensors = (): Array<DeltaTensor & { values: Float32Array }> => [
 ];
 
 const manifestFields = {
+  namespace: "sovereign-eu",
   run: "fedavg-mnist",
   round: 3,
   region: "region-a",

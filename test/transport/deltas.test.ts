@@ -99,6 +99,20 @@ test("the hub refuses, with a reason, objects that are not a region's signed del
   await put(replayName, old.file, serializeSignedManifest(old.signed));
   t.is(await arrivalRefusal(hub, region, replayName), "DeltaAddressMismatch");
 
+  // A delta signed for the run of the same name in another namespace, put under this one's:
+  // the namespace is signed, so it cannot be moved to another tenant's run.
+  const otherTenant = await signedDelta({
+    namespace: "tenant-b",
+    run,
+    round: 3,
+    region,
+    learner: "l6",
+    tensors,
+  });
+  const movedName = deltaObjectName({ namespace: "default", run, round: 3, learner: "l6" });
+  await put(movedName, otherTenant.file, serializeSignedManifest(otherTenant.signed));
+  t.is(await arrivalRefusal(hub, region, movedName), "DeltaAddressMismatch");
+
   // Bytes altered after signing (same length): found while streaming, before anything counts.
   const tampered = await signedDelta({ run, round: 3, region, learner: "l3", tensors });
   const altered = tampered.file.slice();
@@ -155,10 +169,21 @@ test("the hub refuses, with a reason, objects that are not a region's signed del
     "DeltaObjectTooLarge",
   );
 
-  // A learner may not publish a manifest for another region from its own server.
+  // A learner may not publish a manifest for another region, or another namespace, from its own server.
   t.is(
     await refusal(
       publishDelta(learner, { region, namespace: "default", signed: foreign.signed, source: [foreign.file] }),
+    ),
+    "DeltaAddressMismatch",
+  );
+  t.is(
+    await refusal(
+      publishDelta(learner, {
+        region,
+        namespace: "default",
+        signed: otherTenant.signed,
+        source: [otherTenant.file],
+      }),
     ),
     "DeltaAddressMismatch",
   );

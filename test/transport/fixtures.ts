@@ -54,6 +54,8 @@ export interface SignedDelta {
 }
 
 export interface DeltaSpec {
+  /** The run's namespace; "default" when not given. */
+  namespace?: string;
   run: string;
   round: number;
   region: string;
@@ -70,6 +72,7 @@ export function manifestFor(
 ): DeltaManifest {
   return {
     version: 1,
+    namespace: spec.namespace ?? "default",
     run: spec.run,
     round: spec.round,
     region: spec.region,

@@ -217,6 +217,7 @@ class Learner:
         try:
             written = await asyncio.to_thread(self._write_delta, path, base, arrays)
             manifest = build_manifest(
+                namespace=c.namespace,
                 run=c.run,
                 round=self.round,
                 region=c.region,

@@ -140,14 +140,14 @@ def _integer(where: str, value: object, minimum: int) -> int:
 def check_manifest(m: dict) -> dict:
     """The checks of deltas/manifest.ts checkManifest, so that a bad field fails here, not at the hub."""
     fields = {
-        "version", "run", "round", "region", "learner", "learnerKey", "baseModel", "encoding",
+        "version", "namespace", "run", "round", "region", "learner", "learnerKey", "baseModel", "encoding",
         "tokens", "innerSteps", "createdAt", "size", "tensors",
     }  # fmt: skip
     if not isinstance(m, dict) or set(m) != fields:
         raise _field_invalid(f"the manifest must have exactly the fields {sorted(fields)}")
     if m["version"] != MANIFEST_VERSION or isinstance(m["version"], bool):
         raise _field_invalid(f"version must be {MANIFEST_VERSION}")
-    for key, pattern, limit in (("run", DNS_LABEL, 63), ("region", DNS_LABEL, 63), ("learner", DNS_SUBDOMAIN, 253)):
+    for key, pattern, limit in (("namespace", DNS_LABEL, 63), ("run", DNS_LABEL, 63), ("region", DNS_LABEL, 63), ("learner", DNS_SUBDOMAIN, 253)):
         if not isinstance(m[key], str) or len(m[key]) > limit or not pattern.match(m[key]):
             raise _field_invalid(f"{key} is malformed: {m[key]!r}")
     _integer("round", m["round"], 0)
@@ -182,6 +182,7 @@ def check_manifest(m: dict) -> dict:
 
 def build_manifest(
     *,
+    namespace: str,
     run: str,
     round: int,
     region: str,
@@ -198,6 +199,7 @@ def build_manifest(
     return check_manifest(
         {
             "version": MANIFEST_VERSION,
+            "namespace": namespace,
             "run": run,
             "round": round,
             "region": region,

@@ -21,7 +21,7 @@ from sovereign_sdk.manifest import SIGNING_CONTEXT, build_manifest
 
 def manifest_for(key, **changes):
     fields = dict(
-        run="r", round=0, region="berlin", learner="learner-0", key=key, base_model="sha256:" + "0" * 64,
+        namespace="default", run="r", round=0, region="berlin", learner="learner-0", key=key, base_model="sha256:" + "0" * 64,
         encoding="bf16", tokens=10, inner_steps=2, size=64,
         tensors=[{"name": "w", "dtype": "BF16", "shape": [2, 3], "sha256": "f" * 64}],
     )  # fmt: skip

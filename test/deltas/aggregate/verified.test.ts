@@ -72,6 +72,7 @@ async function signed(
   const described = await describeDelta([file]);
   const manifest: DeltaManifest = {
     version: 1,
+    namespace: "sovereign-eu",
     run: "llama-eu",
     round: fields.round ?? 7,
     region: fields.region,

@@ -57,6 +57,7 @@ def op_write_signed(req):
     key = sdk.load_private_key(req["key"])
     m = req["manifest"]
     manifest = build_manifest(
+        namespace=m["namespace"],
         run=m["run"],
         round=m["round"],
         region=m["region"],
