@@ -50,6 +50,13 @@ export interface DeltaManifest {
   size: number;
   /** In file order. */
   tensors: ManifestTensor[];
+  /**
+   * Optional, as the learner measured them since its previous delta: milliseconds spent on the
+   * training steps, and waiting (for a global model, or stalled ahead of it). The hub counts
+   * them per region for the goodput panel; they weigh nothing in the aggregation.
+   */
+  trainMs?: number;
+  waitMs?: number;
 }
 
 export interface SignedManifest {
@@ -121,14 +128,21 @@ const MANIFEST_FIELDS = [
   "size",
   "tensors",
 ] as const;
+const OPTIONAL_MANIFEST_FIELDS = ["trainMs", "waitMs"] as const;
 const TENSOR_FIELDS = ["name", "dtype", "shape", "sha256"] as const;
 
-function exactFields(where: string, value: unknown, fields: readonly string[]): Record<string, unknown> {
+function exactFields(
+  where: string,
+  value: unknown,
+  fields: readonly string[],
+  optional: readonly string[] = [],
+): Record<string, unknown> {
   if (typeof value !== "object" || value === null || Array.isArray(value))
     throw fieldInvalid(`${where} is not an object`);
   const keys = Object.keys(value);
   for (const key of keys)
-    if (!fields.includes(key)) throw fieldInvalid(`${where} has an unknown field '${key}'`);
+    if (!fields.includes(key) && !optional.includes(key))
+      throw fieldInvalid(`${where} has an unknown field '${key}'`);
   for (const field of fields)
     if (!Object.hasOwn(value, field)) throw fieldInvalid(`${where} lacks '${field}'`);
   return value as Record<string, unknown>;
@@ -150,7 +164,7 @@ function matching(where: string, value: unknown, pattern: RegExp, maxLength: num
 
 /** Throws ManifestFieldInvalid unless `value` is a well-formed manifest; returns it typed. */
 export function checkManifest(value: unknown): DeltaManifest {
-  const m = exactFields("manifest", value, MANIFEST_FIELDS);
+  const m = exactFields("manifest", value, MANIFEST_FIELDS, OPTIONAL_MANIFEST_FIELDS);
   if (m.version !== MANIFEST_VERSION) throw fieldInvalid(`version must be ${MANIFEST_VERSION}`);
   matching("namespace", m.namespace, DNS_LABEL, 63);
   matching("run", m.run, DNS_LABEL, 63);
@@ -173,6 +187,7 @@ export function checkManifest(value: unknown): DeltaManifest {
     throw fieldInvalid(`createdAt ${created} is not a real UTC time`);
   }
   integer("size", m.size, 8);
+  for (const field of OPTIONAL_MANIFEST_FIELDS) if (Object.hasOwn(m, field)) integer(field, m[field], 0);
   if (!Array.isArray(m.tensors) || m.tensors.length > MAX_TENSORS)
     throw fieldInvalid("tensors must be a list");
   const names = new Set<string>();

@@ -40,6 +40,14 @@ def event(kind, **fields):
     print(json.dumps({"event": kind, **fields}), flush=True)
 
 
+def stalled(learner, since):
+    """Stalled ahead of the global model since `since`: a timing event, and told to the SDK so
+    that the next delta's manifest (and the hub's goodput panel) counts it as waiting."""
+    now = time.time()
+    event("wait", t0=since, t1=now, why="ahead")
+    learner.waited(now - since)
+
+
 def timed_train(weights, opt, x, y, steps, rng, batch, for_round):
     """`steps` Adam steps, recorded as one training interval."""
     t0 = time.time()
@@ -130,7 +138,7 @@ async def learn():
                 n = overlap.allowed(chunk)
                 if n > 0:
                     if stall is not None:
-                        event("wait", t0=stall, t1=time.time(), why="ahead")
+                        stalled(learner, stall)
                         stall = None
                     weights = timed_train(weights, opt, x, y, n, rng, batch, learner.round + 1)
                     overlap.stepped(n)
@@ -139,7 +147,7 @@ async def learn():
                     await asyncio.sleep(learner.poll_interval)
                     looked = 0.0  # stalled: look at every poll interval, not every 0.2 s
             if stall is not None:
-                event("wait", t0=stall, t1=time.time(), why="ahead")
+                stalled(learner, stall)
             t0 = time.time()
             model = await learner.global_model()
             event("wait", t0=t0, t1=time.time(), why="model")

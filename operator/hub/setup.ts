@@ -246,6 +246,10 @@ export function hubControllers(opts: HubOptions) {
           metrics.deltaBytes.inc({ region: delta.region }, delta.size);
           const m = delta.signed.manifest;
           metrics.learnerSteps.inc({ region: delta.region }, m.innerSteps);
+          if (m.trainMs !== undefined)
+            metrics.learnerTrainSeconds.inc({ region: delta.region }, m.trainMs / 1000);
+          if (m.waitMs !== undefined)
+            metrics.learnerWaitSeconds.inc({ region: delta.region }, m.waitMs / 1000);
           appendAudit(
             deltaAcceptedRecord({
               run,

@@ -26,7 +26,15 @@ export interface SovereignNodeReconcilerDeps {
 }
 
 function regionCounters(metrics: OperatorMetrics | undefined) {
-  return metrics ? [metrics.deltasAccepted, metrics.deltaBytes, metrics.learnerSteps] : [];
+  return metrics
+    ? [
+        metrics.deltasAccepted,
+        metrics.deltaBytes,
+        metrics.learnerSteps,
+        metrics.learnerTrainSeconds,
+        metrics.learnerWaitSeconds,
+      ]
+    : [];
 }
 
 export function sovereignNodeReconciler(

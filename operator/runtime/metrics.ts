@@ -175,6 +175,18 @@ export class OperatorMetrics {
     labelNames: ["region"] as const,
     registers: [this.registry],
   });
+  readonly learnerTrainSeconds = new Counter({
+    name: "sovereign_learner_train_seconds_total",
+    help: "Seconds the learners spent training for the deltas the hub verified, by region (the manifests' trainMs, as the learners measured it; the goodput panel)",
+    labelNames: ["region"] as const,
+    registers: [this.registry],
+  });
+  readonly learnerWaitSeconds = new Counter({
+    name: "sovereign_learner_wait_seconds_total",
+    help: "Seconds the learners spent waiting for a global model or stalled ahead of it, before the deltas the hub verified, by region (the manifests' waitMs)",
+    labelNames: ["region"] as const,
+    registers: [this.registry],
+  });
   readonly deltaBytes = new Counter({
     name: "sovereign_delta_bytes_total",
     help: "Bytes of verified deltas received from each region",

@@ -22,6 +22,7 @@ const CHARTS = [
   "Rounds closed by outcome",
   "Runs by phase",
   "Learner steps received by region",
+  "Goodput by region",
   "Round duration",
   "Delta bytes received by region",
   "Refused deltas by reason",

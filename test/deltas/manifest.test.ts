@@ -95,6 +95,7 @@ test("the canonical form sorts keys, has no whitespace, and is what is signed", 
 
 const tampered: Array<[keyof DeltaManifest, unknown]> = [
   ["namespace", "sovereign-us"],
+  ["trainMs", 1],
   ["run", "llama-us"],
   ["round", 8],
   ["region", "region-b"],
@@ -217,6 +218,9 @@ test("invalid fields are refused even when validly signed", async (t) => {
   const cases: Array<[string, Partial<Record<keyof DeltaManifest, unknown>> & Record<string, unknown>]> = [
     ["run with upper case", { run: "Llama" }],
     ["namespace with a dot", { namespace: "sovereign.eu" }],
+    ["negative wait time", { waitMs: -1 }],
+    ["fractional train time", { trainMs: 1.5 }],
+    ["train time as a string", { trainMs: "900" }],
     ["namespace too long", { namespace: "n".repeat(64) }],
     ["negative round", { round: -1 }],
     ["fractional tokens", { tokens: 1.5 }],
@@ -251,4 +255,18 @@ test("the wire form is parsed strictly: duplicate keys, floats and lone surrogat
   reject('{"manifest":{"round":1.0},"signature":""}');
   reject('{"manifest":{"run":"\\ud800"},"signature":""}');
   reject("not json");
+});
+
+test("the learner's timing (trainMs, waitMs) is optional, signed when present, and whole milliseconds", async (t) => {
+  const { file, signed } = await makeDelta();
+  t.false("trainMs" in signed.manifest, "the manifests above carry no timing and verify");
+  const timed = signManifest({ ...signed.manifest, trainMs: 61_500, waitMs: 0 }, learnerKeys.privateKey);
+  const verified = await verifyDelta(timed, learnerKeys.publicKey, [file]);
+  t.is(verified.trainMs, 61_500);
+  t.is(verified.waitMs, 0);
+  t.not(
+    manifestDigest(timed.manifest),
+    manifestDigest(signed.manifest),
+    "the timing is part of the delivery's identity",
+  );
 });

@@ -166,6 +166,9 @@ export async function federation(t: ExecutionContext) {
           encoding: described.encoding,
           tokens,
           innerSteps: 10,
+          // As a learner that trained for 0.9 s and waited 0.1 s for the round's model.
+          trainMs: 900,
+          waitMs: 100,
           createdAt: "2026-11-24T07:00:00Z",
           size: described.size,
           tensors: described.tensors,

@@ -156,6 +156,7 @@ test("a learner configured by its environment fetches the round's model, publish
   if (!arrival.delta) throw arrival.error;
   const manifest = arrival.delta.signed.manifest;
   t.like(manifest, {
+    namespace: NAMESPACE,
     run,
     round: 1,
     region,
@@ -166,6 +167,15 @@ test("a learner configured by its environment fetches the round's model, publish
     innerSteps: 8,
     size: p0.size,
   });
+  // The SDK's own timing, signed into the manifest for the goodput panel: present, whole
+  // milliseconds, and no more than the test has been running.
+  for (const ms of [manifest.trainMs, manifest.waitMs]) {
+    t.true(Number.isSafeInteger(ms) && (ms as number) >= 0, `timing ${ms} is a whole number of ms`);
+  }
+  t.true(
+    (manifest.trainMs as number) + (manifest.waitMs as number) <= performance.now(),
+    "timing within the test's run",
+  );
   const stream = await openArrivedDelta(hub, arrival.delta, keys.publicKey, { maxBytes: 1 << 20 });
   const decoded = await decodeDeltaToArrays(stream);
   t.deepEqual(

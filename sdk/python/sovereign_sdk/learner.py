@@ -91,6 +91,11 @@ class Learner:
         self._refusals: list[Refusal] = []
         self._raised: set[int] = set()
         self._refusal_arrived = asyncio.Event()
+        # Timing since the previous delta (or the connection), signed into the next manifest
+        # for the hub's goodput panel: seconds waiting for a model, and spent fetching it.
+        self._interval_start: float | None = None
+        self._waited = 0.0
+        self._overhead = 0.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **options: Any) -> Learner:
@@ -127,6 +132,8 @@ class Learner:
         # restart of the region's server during hours of training is ridden out.
         self._nc.options["max_reconnect_attempts"] = -1
         self._js = self._nc.jetstream(domain=c.jetstream_domain) if c.jetstream_domain else self._nc.jetstream()
+        if self._interval_start is None:
+            self._interval_start = time.monotonic()
         await self._nc.subscribe(c.refusal_subject, cb=self._on_refusal)
         await self._nc.flush()
         if self._work_dir is None:
@@ -175,9 +182,13 @@ class Learner:
         # Round n trains on the aggregate of round n − 1 (round-0: the initial model).
         base_index = self.round - 1
         if self._base is None or self._base.round != base_index:
+            started = time.monotonic()
             info = await wait_for_model(js, c.namespace, c.run, base_index, timeout, self.poll_interval)
+            fetching = time.monotonic()
+            self._waited += fetching - started
             previous = self._base
             self._base = await fetch_model(js, c.namespace, c.run, base_index, info, self._work_dir)
+            self._overhead += time.monotonic() - fetching
             if previous is not None and os.path.exists(previous.path):
                 os.unlink(previous.path)
             log.info("round %d: global model %s (%d bytes)", self.round, self._base.digest, self._base.size)
@@ -195,6 +206,8 @@ class Learner:
         tokens: int,
         inner_steps: int,
         refusal_wait: float = 0.0,
+        train_seconds: float | None = None,
+        wait_seconds: float | None = None,
     ) -> PublishedDelta:
         """Computes ``weights − global model`` of this round, encodes it with the run's encoding,
         signs its manifest and puts it into the region's delta bucket.
@@ -203,6 +216,10 @@ class Learner:
         `tokens`, `inner_steps`: what the delta was trained on, for the hub's weighting.
         `refusal_wait`: seconds to wait for a refusal from the hub (``DeltaRefused``); the
         default 0 returns at once, and ``next_round`` raises a refusal that arrives later.
+        `train_seconds`, `wait_seconds`: what this delta cost since the previous one, for the
+        hub's goodput panel (signed into the manifest as ``trainMs``/``waitMs``). By default the
+        wait is the time spent in ``next_round`` and waiting inside ``global_model`` (plus what
+        ``waited`` was told), and training is the rest of the interval, less model fetches.
         """
         js = self._connected()
         c = self.config
@@ -229,6 +246,7 @@ class Learner:
                 inner_steps=inner_steps,
                 size=written.size,
                 tensors=written.tensors,
+                **self._timing(train_seconds, wait_seconds),
             )
             signed = sign_manifest(manifest, self._key)
             name = delta_object_name(c.namespace, c.run, self.round, c.learner)
@@ -257,9 +275,26 @@ class Learner:
             manifest_digest=manifest_digest(manifest),
             signed_manifest=signed,
         )
+        self._interval_start = time.monotonic()
+        self._waited = self._overhead = 0.0
         if refusal_wait > 0:
             await self._wait(time.monotonic() + refusal_wait)
         return published
+
+    def waited(self, seconds: float) -> None:
+        """Counts `seconds` the learner's own code spent waiting rather than training (e.g.
+        stalled ahead of the global model with ``Overlap``) into the next delta's ``waitMs``."""
+        if not seconds >= 0:
+            raise ValueError(f"waited({seconds!r}): seconds must be ≥ 0")
+        self._waited += seconds
+
+    def _timing(self, train_seconds: float | None, wait_seconds: float | None) -> dict:
+        elapsed = time.monotonic() - (self._interval_start or time.monotonic())
+        wait = self._waited if wait_seconds is None else wait_seconds
+        train = max(0.0, elapsed - wait - self._overhead) if train_seconds is None else train_seconds
+        if not (train >= 0 and wait >= 0):
+            raise ValueError("train_seconds and wait_seconds must be ≥ 0")
+        return {"train_ms": round(train * 1000), "wait_ms": round(wait * 1000)}
 
     def _write_delta(self, path: str, base: BaseModel, arrays: dict):
         with safe_open(base.path, framework="numpy") as f:
@@ -281,6 +316,14 @@ class Learner:
         if self.round >= c.rounds:
             return False
         deadline = None if timeout is None else time.monotonic() + timeout
+        started = time.monotonic()
+        try:
+            return await self._next_round(deadline, timeout)
+        finally:
+            self._waited += time.monotonic() - started
+
+    async def _next_round(self, deadline: float | None, timeout: float | None) -> bool:
+        c = self.config
         while True:
             if await self.poll_next_round():
                 return True

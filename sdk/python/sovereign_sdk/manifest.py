@@ -143,8 +143,11 @@ def check_manifest(m: dict) -> dict:
         "version", "namespace", "run", "round", "region", "learner", "learnerKey", "baseModel", "encoding",
         "tokens", "innerSteps", "createdAt", "size", "tensors",
     }  # fmt: skip
-    if not isinstance(m, dict) or set(m) != fields:
-        raise _field_invalid(f"the manifest must have exactly the fields {sorted(fields)}")
+    optional = {"trainMs", "waitMs"}
+    if not isinstance(m, dict) or set(m) - optional != fields:
+        raise _field_invalid(
+            f"the manifest must have exactly the fields {sorted(fields)}, and may have {sorted(optional)}"
+        )
     if m["version"] != MANIFEST_VERSION or isinstance(m["version"], bool):
         raise _field_invalid(f"version must be {MANIFEST_VERSION}")
     for key, pattern, limit in (("namespace", DNS_LABEL, 63), ("run", DNS_LABEL, 63), ("region", DNS_LABEL, 63), ("learner", DNS_SUBDOMAIN, 253)):
@@ -164,6 +167,8 @@ def check_manifest(m: dict) -> dict:
     if not isinstance(created, str) or not re.fullmatch(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?Z", created):
         raise _field_invalid(f"createdAt {created!r} is not RFC 3339 UTC")
     _integer("size", m["size"], 8)
+    for key in sorted(optional & set(m)):
+        _integer(key, m[key], 0)
     if not isinstance(m["tensors"], list):
         raise _field_invalid("tensors must be a list")
     names = set()
@@ -195,9 +200,15 @@ def build_manifest(
     size: int,
     tensors: list[dict],
     created_at: str | None = None,
+    train_ms: int | None = None,
+    wait_ms: int | None = None,
 ) -> dict:
+    """`train_ms`, `wait_ms`: optional, what the learner spent training and waiting since its
+    previous delta; the hub counts them per region (goodput) and nothing else."""
+    timing = {k: v for k, v in (("trainMs", train_ms), ("waitMs", wait_ms)) if v is not None}
     return check_manifest(
         {
+            **timing,
             "version": MANIFEST_VERSION,
             "namespace": namespace,
             "run": run,

@@ -16,7 +16,7 @@ from sovereign_sdk import (
     sign_manifest,
     verify_manifest_signature,
 )
-from sovereign_sdk.manifest import SIGNING_CONTEXT, build_manifest
+from sovereign_sdk.manifest import SIGNING_CONTEXT, build_manifest, check_manifest
 
 
 def manifest_for(key, **changes):
@@ -92,3 +92,18 @@ def test_keys_that_are_not_ed25519_or_not_there_are_named(tmp_path):
     (tmp_path / "junk.pem").write_text("junk")
     with pytest.raises(SovereignConfigError, match="^KeyInvalid: .* is not an unencrypted PEM private key"):
         load_private_key(str(tmp_path / "junk.pem"))
+
+
+def test_timing_fields_are_optional_whole_milliseconds(key_file):
+    _, key = key_file
+    plain = manifest_for(key)
+    assert "trainMs" not in plain and "waitMs" not in plain
+    timed = manifest_for(key, train_ms=1500, wait_ms=0)
+    assert (timed["trainMs"], timed["waitMs"]) == (1500, 0)
+    verify_manifest_signature(sign_manifest(timed, key), key.public_key())
+    for bad in (-1, 1.5, True, "10"):
+        with pytest.raises(DeltaError) as err:
+            manifest_for(key, wait_ms=bad)
+        assert err.value.reason == "ManifestFieldInvalid"
+    with pytest.raises(DeltaError):
+        check_manifest({**plain, "stallMs": 3})
