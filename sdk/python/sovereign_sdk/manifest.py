@@ -150,7 +150,8 @@ def check_manifest(m: dict) -> dict:
         )
     if m["version"] != MANIFEST_VERSION or isinstance(m["version"], bool):
         raise _field_invalid(f"version must be {MANIFEST_VERSION}")
-    for key, pattern, limit in (("namespace", DNS_LABEL, 63), ("run", DNS_LABEL, 63), ("region", DNS_LABEL, 63), ("learner", DNS_SUBDOMAIN, 253)):
+    names = (("namespace", DNS_LABEL, 63), ("run", DNS_LABEL, 63), ("region", DNS_LABEL, 63))
+    for key, pattern, limit in (*names, ("learner", DNS_SUBDOMAIN, 253)):
         if not isinstance(m[key], str) or len(m[key]) > limit or not pattern.match(m[key]):
             raise _field_invalid(f"{key} is malformed: {m[key]!r}")
     _integer("round", m["round"], 0)
