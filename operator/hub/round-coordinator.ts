@@ -144,7 +144,16 @@ export interface RoundCoordinatorOptions {
   onAccepted?: (runKey: string, delta: ArrivedDelta, manifestDigest: string) => void;
 }
 
-const reasonOf = (err: unknown) => (err as { reason?: string }).reason ?? "DeltaUnreadable";
+/** The hub's own refusal reasons, beside those of the delta library and the transport. */
+const HUB_REFUSAL = {
+  tooLate: "DeltaTooLate",
+  baseModelMismatch: "DeltaBaseModelMismatch",
+  learnerKeyUnknown: "LearnerKeyUnknown",
+  /** A delta that failed with an error carrying no reason code of ours. */
+  unreadable: "DeltaUnreadable",
+} as const;
+
+const reasonOf = (err: unknown) => (err as { reason?: string }).reason ?? HUB_REFUSAL.unreadable;
 
 /**
  * Every reason a delta can be refused for: the delta library's, the transport's about the
@@ -153,10 +162,7 @@ const reasonOf = (err: unknown) => (err as { reason?: string }).reason ?? "Delta
 export const DELTA_REFUSAL_REASONS: readonly string[] = [
   ...DELTA_REASONS,
   ...TRANSPORT_REASONS.filter((r) => r.startsWith("Delta")),
-  "DeltaTooLate",
-  "DeltaBaseModelMismatch",
-  "LearnerKeyUnknown",
-  "DeltaUnreadable",
+  ...Object.values(HUB_REFUSAL),
 ];
 
 /**
@@ -290,7 +296,7 @@ export class RoundCoordinator {
               new Error(
                 `round ${ref.round} and every later round that could fold it in have closed; the delta arrived too late to be aggregated (quorum.lateDeltas and graceWindowSeconds set how late a region may be)`,
               ),
-              { reason: "DeltaTooLate" },
+              { reason: HUB_REFUSAL.tooLate },
             );
           }
           if (!round.has(region)) {
@@ -428,7 +434,7 @@ export class RoundCoordinator {
         new Error(
           `the delta was trained from ${arrival.signed.manifest.baseModel}, but round ${round} starts from ${base ?? "a model that is not published"}; the learner must fetch round-${round - 1} of the run's model bucket and train again`,
         ),
-        { reason: "DeltaBaseModelMismatch" },
+        { reason: HUB_REFUSAL.baseModelMismatch },
       );
     }
     const key = this.#opts.keyFor(
@@ -443,7 +449,7 @@ export class RoundCoordinator {
           `no key is bound to learner ${arrival.signed.manifest.learner} of ${arrival.region}; its GPU has not attested for this run`,
         ),
         {
-          reason: "LearnerKeyUnknown",
+          reason: HUB_REFUSAL.learnerKeyUnknown,
         },
       );
     }
