@@ -42,6 +42,8 @@ export function sovereignNodeReconciler(
 ): (key: string) => Promise<ReconcileResult | undefined> {
   const api = deps.kc.makeApiClient(CustomObjectsApi);
   const apply = setHeaderOptions("Content-Type", PatchStrategy.ServerSideApply);
+  /** Regions whose counters were started at 0 by this process. */
+  const counted = new Set<string>();
   return async (key) => {
     const node = deps.getNode(key);
     if (!node) {
@@ -64,8 +66,12 @@ export function sovereignNodeReconciler(
     deps.metrics?.regionAttestedGpus.set({ region: key }, node.status?.gpuNodes?.attestedGpus ?? 0);
     // A region's counters start at 0 when it is known, so its first delta shows in increase()
     // and rate() (a series that appears at 1 has no increase to show).
-    for (const c of regionCounters(deps.metrics)) c.inc({ region: key }, 0);
-    for (const reason of DELTA_REFUSAL_REASONS) deps.metrics?.deltasRefused.inc({ region: key, reason }, 0);
+    // Once per region and process: a region reconciled every heartbeat need not touch ~35 series each time.
+    if (deps.metrics && !counted.has(key)) {
+      for (const c of regionCounters(deps.metrics)) c.inc({ region: key }, 0);
+      for (const reason of DELTA_REFUSAL_REASONS) deps.metrics.deltasRefused.inc({ region: key, reason }, 0);
+      counted.add(key);
+    }
     const before = node.status?.conditions;
     const after = judgement.conditions.reduce((acc, c) => setCondition(acc, c, new Date(now)), before);
     if (!sameConditions(before, after)) {
