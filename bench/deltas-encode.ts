@@ -38,7 +38,15 @@ const copySeconds = bestOf(5, () => {
 });
 const baseline = gib / copySeconds;
 
-const encodings: DeltaEncoding[] = ["fp32", "bf16", "fp16", "int8-row", "int8-block128", "int8-block64"];
+const encodings: DeltaEncoding[] = [
+  "fp32",
+  "bf16",
+  "fp16",
+  "int8-row",
+  "int8-block128",
+  "int8-block64",
+  "int4-block64",
+];
 const results = [];
 for (const encoding of encodings) {
   const parsed = parseEncoding(encoding);

@@ -160,8 +160,8 @@ export interface Quorum {
 
 /** How learners encode the model delta they publish each round. Smaller encodings cut cross-border traffic at some precision cost. */
 export interface DeltaEncoding {
-  /** Element type of the transmitted delta: fp32 (lossless), bf16 or fp16 (half size), int8 (quarter size, block-scaled with error feedback). Default: bf16. */
-  dtype: "fp32" | "bf16" | "fp16" | "int8";
+  /** Element type of the transmitted delta: fp32 (lossless), bf16 or fp16 (half size), int8 (block-scaled 8-bit, about 26% of fp32 with blocks of 128), int4 (block-scaled 4-bit, about 14% of fp32 with blocks of 64). Default: bf16. */
+  dtype: "fp32" | "bf16" | "fp16" | "int8" | "int4";
   /** Largest encoded delta a region may publish per round; larger deltas are refused unread (DeltaTooLarge), audited, and the region's status in the run shows the refusal. MiB (2^20 bytes). Default: 4096. */
   maxSizeMiB: number;
 }

@@ -1,20 +1,23 @@
 // The delta layout inside safetensors: one payload tensor per model tensor, under the model
-// tensor's own name, preceded (for int8) by its fp32 scales under `<name>:scale`. Scales come
-// first so that a reader can decode the payload chunk by chunk as it arrives.
+// tensor's own name, preceded (for int8 and int4) by its fp32 scales under `<name>:scale`.
+// Scales come first so that a reader can decode the payload chunk by chunk as it arrives.
 import {
   checkFinite,
   type DeltaEncoding,
   decodeChunk,
   encodeValues,
+  isScaled,
+  modelShape,
   type ParsedEncoding,
   parseEncoding,
-  payloadDtype,
-  rowCount,
+  payloadLayout,
   scaleCount,
+  scaleSpan,
 } from "./encodings.ts";
 import { DeltaError } from "./errors.ts";
 import {
   type ByteSource,
+  dtypeBytes,
   openSafetensors,
   type ReadOptions,
   type SafetensorsHeader,
@@ -67,7 +70,7 @@ export function writeDelta(
       return encoded;
     };
     const scales = scaleCount(parsed, tensor.shape, elements);
-    if (parsed.kind === "int8-row" || parsed.kind === "int8-block") {
+    if (isScaled(parsed)) {
       sources.push({
         name: `${tensor.name}${SCALE_SUFFIX}`,
         dtype: "F32",
@@ -75,10 +78,11 @@ export function writeDelta(
         data: () => once(encode().then((e) => new Uint8Array((e.scales as Float32Array).buffer))),
       });
     }
+    const payload = payloadLayout(parsed, tensor.shape);
     sources.push({
       name: tensor.name,
-      dtype: payloadDtype(parsed),
-      shape: tensor.shape,
+      dtype: payload.dtype,
+      shape: payload.shape,
       data: () =>
         once(
           encode().then((e) => {
@@ -100,6 +104,7 @@ async function* once(bytes: Promise<Uint8Array>): AsyncGenerator<Uint8Array> {
 
 export interface DecodedChunk {
   name: string;
+  /** The model tensor's shape (a packed int4 payload's last dimension is half of it). */
   shape: number[];
   /** Element index of values[0] within the tensor. */
   offset: number;
@@ -107,11 +112,19 @@ export interface DecodedChunk {
   last: boolean;
 }
 
+export interface DeltaTensorLayout {
+  name: string;
+  /** The model tensor's shape, which decodeDelta yields; for packed int4 not the payload's. */
+  shape: number[];
+  /** The stored payload tensor, as the header describes it. */
+  payload: TensorInfo;
+}
+
 export interface DeltaLayout {
   encoding: DeltaEncoding;
   parsed: ParsedEncoding;
-  /** Model tensors (payloads), in file order. */
-  tensors: TensorInfo[];
+  /** Model tensors, in file order. */
+  tensors: DeltaTensorLayout[];
 }
 
 /** Checks that a header is a delta in the layout writeDelta produces. */
@@ -126,32 +139,44 @@ export function deltaLayout(header: SafetensorsHeader): DeltaLayout {
   }
   const encoding = header.metadata[METADATA_ENCODING] ?? "";
   const parsed = parseEncoding(encoding);
-  const scaled = parsed.kind === "int8-row" || parsed.kind === "int8-block";
-  const tensors: TensorInfo[] = [];
+  const scaled = isScaled(parsed);
+  const tensors: DeltaTensorLayout[] = [];
   for (let i = 0; i < header.tensors.length; i++) {
-    let tensor = header.tensors[i] as TensorInfo;
+    let payload = header.tensors[i] as TensorInfo;
+    let scales: TensorInfo | undefined;
     if (scaled) {
-      const payload = header.tensors[i + 1];
-      const elements = payload ? payload.shape.reduce((a, b) => a * b, 1) : 0;
-      if (
-        !payload ||
-        tensor.name !== `${payload.name}${SCALE_SUFFIX}` ||
-        tensor.dtype !== "F32" ||
-        tensor.shape.length !== 1 ||
-        tensor.shape[0] !== scaleCount(parsed, payload.shape, elements)
-      ) {
-        throw invalid(`tensor '${tensor.name}' is not the F32 scales of the tensor that follows it`);
+      scales = payload;
+      const next = header.tensors[i + 1];
+      if (!next || scales.name !== `${next.name}${SCALE_SUFFIX}`) {
+        throw invalid(`tensor '${scales.name}' is not the F32 scales of the tensor that follows it`);
       }
-      tensor = payload;
+      payload = next;
       i++;
     }
-    if (tensor.name.endsWith(SCALE_SUFFIX)) throw invalid(`scales '${tensor.name}' out of place`);
-    if (tensor.dtype !== payloadDtype(parsed)) {
+    if (payload.name.endsWith(SCALE_SUFFIX)) throw invalid(`scales '${payload.name}' out of place`);
+    const shape = modelShape(parsed, payload);
+    if (!shape) {
+      const expected = payloadLayout(parsed, payload.shape);
       throw invalid(
-        `tensor '${tensor.name}' is ${tensor.dtype} but encoding ${encoding} stores ${payloadDtype(parsed)}`,
+        `tensor '${payload.name}' is ${payload.dtype} [${payload.shape.join(", ")}], which encoding ${encoding} never stores (it stores ${expected.dtype}${parsed.kind === "int4-block" ? ": U8 with the last dimension halved when the model's last dimension is even, else I8 with the model's shape" : ""})`,
       );
     }
-    tensors.push(tensor);
+    const elements = shape.reduce((a, b) => a * b, 1);
+    if (!Number.isSafeInteger(elements)) {
+      throw new DeltaError(
+        "DeltaShapeOverflow",
+        `tensor '${payload.name}' unpacks to more than 2^53 − 1 elements`,
+      );
+    }
+    if (
+      scales &&
+      (scales.dtype !== "F32" ||
+        scales.shape.length !== 1 ||
+        scales.shape[0] !== scaleCount(parsed, shape, elements))
+    ) {
+      throw invalid(`tensor '${scales.name}' is not the F32 scales of the tensor that follows it`);
+    }
+    tensors.push({ name: payload.name, shape, payload });
   }
   return { encoding: encoding as DeltaEncoding, parsed, tensors };
 }
@@ -162,6 +187,7 @@ export function deltaLayout(header: SafetensorsHeader): DeltaLayout {
  */
 export async function* decodeDelta(stream: SafetensorsStream): AsyncGenerator<DecodedChunk> {
   const layout = deltaLayout(stream.header);
+  const byName = new Map(layout.tensors.map((t) => [t.name, t]));
   let scales: Float32Array | undefined;
   for await (const chunk of stream.chunks()) {
     if (chunk.tensor.name.endsWith(SCALE_SUFFIX)) {
@@ -171,21 +197,14 @@ export async function* decodeDelta(stream: SafetensorsStream): AsyncGenerator<De
       continue;
     }
     const { tensor } = chunk;
-    const elements = tensor.shape.reduce((a, b) => a * b, 1);
-    const span =
-      layout.parsed.kind === "int8-block"
-        ? layout.parsed.blockSize
-        : elements / Math.max(1, rowCount(tensor.shape, elements));
-    const itemBytes = tensor.dtype === "F32" ? 4 : tensor.dtype === "I8" ? 1 : 2;
-    const values = decodeChunk(tensor.dtype, chunk.bytes, chunk.offset / itemBytes, scales, span);
+    const { shape } = byName.get(tensor.name) as DeltaTensorLayout;
+    const elements = shape.reduce((a, b) => a * b, 1);
+    const span = scaleSpan(layout.parsed, shape, elements);
+    // Packed int4 (U8) holds two elements a byte.
+    const offset = tensor.dtype === "U8" ? chunk.offset * 2 : chunk.offset / dtypeBytes(tensor.dtype);
+    const values = decodeChunk(tensor.dtype, chunk.bytes, offset, scales, span);
     checkFinite(tensor.name, values);
-    yield {
-      name: tensor.name,
-      shape: tensor.shape,
-      offset: chunk.offset / itemBytes,
-      values,
-      last: chunk.last,
-    };
+    yield { name: tensor.name, shape, offset, values, last: chunk.last };
     if (chunk.last) scales = undefined;
   }
 }

@@ -6,6 +6,7 @@ export {
   type DecodedChunk,
   type DeltaLayout,
   type DeltaTensor,
+  type DeltaTensorLayout,
   decodeDelta,
   decodeDeltaToArrays,
   deltaLayout,
@@ -14,6 +15,7 @@ export {
 } from "./delta.ts";
 export {
   bf16BitsToF32Bits,
+  DEFAULT_INT4_BLOCK,
   DEFAULT_INT8_BLOCK,
   type DeltaEncoding,
   decodeChunk,

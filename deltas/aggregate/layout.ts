@@ -57,10 +57,11 @@ export function modelBytes(layout: ModelLayout): number {
 }
 
 /**
- * Refuses, before any data is read, a delta whose tensors (e.g. `openDelta(...).layout.tensors`
- * or `stream.header.tensors` without the `:scale` entries) are not exactly the model's: the
- * first missing, unexpected or differently shaped tensor is reported. Accumulators check the
- * same while streaming; this only lets a hub refuse without opening the data.
+ * Refuses, before any data is read, a delta whose tensors (`deltaLayout(header).tensors`: model
+ * shapes, not the header's entries, whose packed int4 payloads have half the last dimension)
+ * are not exactly the model's: the first missing, unexpected or differently shaped tensor is
+ * reported. Accumulators check the same while streaming; this only lets a hub refuse without
+ * opening the data.
  */
 export function checkDeltaTensors(layout: ModelLayout, tensors: readonly TensorLayout[]): void {
   const expected = new Map(layout.map((t) => [t.name, t]));

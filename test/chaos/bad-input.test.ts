@@ -782,7 +782,7 @@ async function manifestFor(
   return signManifest(manifest, key.privateKey);
 }
 
-const deltaFile = (encoding: "fp32" | "bf16" | "int8-block64", layout = LAYOUT, seed = 1) =>
+const deltaFile = (encoding: "fp32" | "bf16" | "int8-block64" | "int4-block8", layout = LAYOUT, seed = 1) =>
   collectBytes(
     writeDelta(
       layout.map((t, i) => ({ name: t.name, shape: t.shape, values: values(seed + i, elements(t.shape)) })),
@@ -808,6 +808,8 @@ function rawDelta(tensors: { name: string; shape: number[]; values: Float32Array
 const goodFp32 = await deltaFile("fp32");
 const goodBf16 = await deltaFile("bf16");
 const goodInt8 = await deltaFile("int8-block64");
+// Packed U8 payloads for the matrices and the vector, an int8 fallback for the scalar.
+const goodInt4 = await deltaFile("int4-block8");
 const headerLength = (file: Uint8Array) =>
   8 + Number(new DataView(file.buffer, file.byteOffset).getBigUint64(0, true));
 
@@ -820,7 +822,7 @@ test("bad input: delta files (safetensors parser and decoder)", async (t) => {
     await decodeDeltaToArrays(opened.stream);
     return accepted("decoded");
   };
-  for (const f of [goodFp32, goodBf16, goodInt8]) t.deepEqual(await decode(f), accepted("decoded"));
+  for (const f of [goodFp32, goodBf16, goodInt8, goodInt4]) t.deepEqual(await decode(f), accepted("decoded"));
   const header = (file: Uint8Array) =>
     JSON.parse(Buffer.from(file.subarray(8, headerLength(file))).toString("utf8")) as Record<string, unknown>;
   const withHeader = (file: Uint8Array, edit: (h: Record<string, unknown>) => void) => {
@@ -831,62 +833,94 @@ test("bad input: delta files (safetensors parser and decoder)", async (t) => {
   type H = Record<string, { dtype: string; shape: number[]; data_offsets: [number, number] }>;
   const first = (h: Record<string, unknown>) =>
     (h as H)[Object.keys(h).find((k) => k !== "__metadata__") as string] as H[string];
+  const payloadOf = (h: Record<string, unknown>) =>
+    (h as H)[Object.keys(h).filter((k) => k !== "__metadata__")[1] as string] as H[string];
   // Structural damage only: an unsigned file whose data bytes changed is still a valid file, so
   // flips of data bytes belong to the signed path below, not here.
-  const damage: fc.Arbitrary<{ what: string; file: Uint8Array }>[] = [goodFp32, goodBf16, goodInt8].flatMap(
-    (file) => [
-      fc.nat({ max: file.length - 1 }).map((cut) => ({ what: `cut at ${cut}`, file: file.slice(0, cut) })),
-      fc
-        .uint8Array({ minLength: 1, maxLength: 64 })
-        .map((tail) => ({ what: "trailing bytes", file: new Uint8Array([...file, ...tail]) })),
-      fc
-        .oneof(
-          fc.bigInt({ min: BigInt(file.length), max: 2n ** 64n - 1n }),
-          fc.constant(0n),
-          fc.bigInt({ min: 1n, max: 7n }),
-        )
-        .map((n) => {
-          const out = file.slice();
-          new DataView(out.buffer).setBigUint64(0, n, true);
-          return { what: `header length ${n}`, file: out };
-        }),
-      fc
-        .constantFrom<[string, (h: Record<string, unknown>) => void]>(
-          ["shape too large", (h) => first(h).shape.push(2)],
-          ["shape negative", (h) => (first(h).shape[0] = -1)],
-          ["shape fractional", (h) => (first(h).shape[0] = 1.5)],
-          ["dtype unknown", (h) => (first(h).dtype = "F128")],
-          ["offsets overlap", (h) => (first(h).data_offsets[1] += 4)],
-          ["offsets reversed", (h) => first(h).data_offsets.reverse()],
-          ["offsets out of bounds", (h) => (first(h).data_offsets = [0, 1 << 30])],
-          ["tensor name empty", (h) => Object.assign(h, { "": first(h) })],
-          [
-            "encoding unknown",
-            (h) => ((h.__metadata__ as Record<string, string>)["sovereign.encoding"] = "int3"),
-          ],
-          [
-            "format unknown",
-            (h) => ((h.__metadata__ as Record<string, string>)["sovereign.format"] = "other/9"),
-          ],
-          ["metadata not strings", (h) => (h.__metadata__ = { "sovereign.format": 1 })],
-          ["tensor not an object", (h) => (h.x = 5)],
-        )
-        .map(([what, edit]) => ({ what, file: withHeader(file, edit) })),
-      ...(file === goodInt8
-        ? [
-            fc.constant({
-              what: "scales missing",
-              file: withHeader(file, (h) => {
-                for (const k of Object.keys(h)) if (k.endsWith(":scale")) delete h[k];
-              }),
+  const damage: fc.Arbitrary<{ what: string; file: Uint8Array }>[] = [
+    goodFp32,
+    goodBf16,
+    goodInt8,
+    goodInt4,
+  ].flatMap((file) => [
+    fc.nat({ max: file.length - 1 }).map((cut) => ({ what: `cut at ${cut}`, file: file.slice(0, cut) })),
+    fc
+      .uint8Array({ minLength: 1, maxLength: 64 })
+      .map((tail) => ({ what: "trailing bytes", file: new Uint8Array([...file, ...tail]) })),
+    fc
+      .oneof(
+        fc.bigInt({ min: BigInt(file.length), max: 2n ** 64n - 1n }),
+        fc.constant(0n),
+        fc.bigInt({ min: 1n, max: 7n }),
+      )
+      .map((n) => {
+        const out = file.slice();
+        new DataView(out.buffer).setBigUint64(0, n, true);
+        return { what: `header length ${n}`, file: out };
+      }),
+    fc
+      .constantFrom<[string, (h: Record<string, unknown>) => void]>(
+        ["shape too large", (h) => first(h).shape.push(2)],
+        ["shape negative", (h) => (first(h).shape[0] = -1)],
+        ["shape fractional", (h) => (first(h).shape[0] = 1.5)],
+        ["dtype unknown", (h) => (first(h).dtype = "F128")],
+        ["offsets overlap", (h) => (first(h).data_offsets[1] += 4)],
+        ["offsets reversed", (h) => first(h).data_offsets.reverse()],
+        ["offsets out of bounds", (h) => (first(h).data_offsets = [0, 1 << 30])],
+        ["tensor name empty", (h) => Object.assign(h, { "": first(h) })],
+        [
+          "encoding unknown",
+          (h) => ((h.__metadata__ as Record<string, string>)["sovereign.encoding"] = "int3"),
+        ],
+        [
+          "format unknown",
+          (h) => ((h.__metadata__ as Record<string, string>)["sovereign.format"] = "other/9"),
+        ],
+        ["metadata not strings", (h) => (h.__metadata__ = { "sovereign.format": 1 })],
+        ["tensor not an object", (h) => (h.x = 5)],
+      )
+      .map(([what, edit]) => ({ what, file: withHeader(file, edit) })),
+    ...(file === goodInt8 || file === goodInt4
+      ? [
+          fc.constant({
+            what: "scales missing",
+            file: withHeader(file, (h) => {
+              for (const k of Object.keys(h)) if (k.endsWith(":scale")) delete h[k];
             }),
-          ]
-        : []),
-      fc
-        .uint8Array({ minLength: 1, maxLength: 200 })
-        .map((json) => ({ what: "header bytes garbage", file: rawHeader(json, file) })),
-    ],
-  );
+          }),
+        ]
+      : []),
+    ...(file === goodInt4
+      ? [
+          fc
+            .constantFrom<[string, (h: Record<string, unknown>) => void]>(
+              // The payload (the entry after the first scales) claims another dtype or shape.
+              ["packed payload as I8", (h) => (payloadOf(h).dtype = "I8")],
+              ["packed payload as F32", (h) => (payloadOf(h).dtype = "F32")],
+              [
+                "packed payload's shape unpacked",
+                (h) => {
+                  const p = payloadOf(h);
+                  p.shape = [p.shape[0] as number, (p.shape[1] as number) * 2];
+                },
+              ],
+              ["int8 fallback (the scalar) as U8", (h) => (((h as H).logit_scale as H[string]).dtype = "U8")],
+              [
+                "int4 file labelled int8",
+                (h) => ((h.__metadata__ as Record<string, string>)["sovereign.encoding"] = "int8-block8"),
+              ],
+              [
+                "int4 blocks relabelled",
+                (h) => ((h.__metadata__ as Record<string, string>)["sovereign.encoding"] = "int4-block16"),
+              ],
+            )
+            .map(([what, edit]) => ({ what, file: withHeader(file, edit) })),
+        ]
+      : []),
+    fc
+      .uint8Array({ minLength: 1, maxLength: 200 })
+      .map((json) => ({ what: "header bytes garbage", file: rawHeader(json, file) })),
+  ]);
   const nonFinite = fc
     .record({
       t: fc.nat({ max: LAYOUT.length - 1 }),

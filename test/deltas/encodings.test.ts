@@ -97,6 +97,91 @@ test("int8 per-block on a known input: scales are absmax/127, codes round half a
   t.true(Math.abs((decoded[1] as number) + 0.635) <= 0.005 + 1e-7);
 });
 
+test("int4 per-block on a known input: scales are absmax/7, codes packed low nibble first as two's complement", (t) => {
+  // Powers of two keep the scales and ratios exact, so the ties are real ties.
+  const values = new Float32Array([
+    0.875, -0.4375, 0.0625, -0.875, 0, 0.1875, 0, 0, -1.75, 0.375, 0.125, -0.125, 0, 0, 0, 0,
+  ]);
+  const parsed = parseEncoding("int4-block8");
+  const encoded = encodeValues("w", values, [2, 8], parsed);
+  t.is(encoded.payload.dtype, "U8");
+  const scales = [0.875 / 7, 1.75 / 7];
+  t.deepEqual([...(encoded.scales ?? [])], scales);
+  // Expected codes from the definition, in double as the encoder computes them.
+  const codes = [...values].map((x, i) => {
+    const r = x / (scales[Math.floor(i / 8)] as number);
+    return Math.max(-7, Math.min(7, r < 0 ? -Math.round(-r) : Math.round(r)));
+  });
+  t.deepEqual(codes.slice(0, 6), [7, -4, 1, -7, 0, 2]); // ±k.5 round away from zero
+  t.deepEqual(codes.slice(8, 12), [-7, 2, 1, -1]);
+  const nibble = (q: number) => q & 0xf;
+  t.deepEqual(
+    [...encoded.payload.bytes],
+    Array.from(
+      { length: 8 },
+      (_, i) => nibble(codes[2 * i] as number) | (nibble(codes[2 * i + 1] as number) << 4),
+    ),
+  );
+  t.is(encoded.payload.bytes[0], 0xc7); // 7 low, −4 high
+  const decoded = decodeValues(encoded, [2, 8], parsed);
+  t.deepEqual(
+    [...decoded],
+    codes.map((q, i) => Math.fround(q * (scales[Math.floor(i / 8)] as number))),
+  );
+});
+
+test("int4 packs tensors whose last dimension is even; scalars and odd last dimensions fall back to int8 with int4's blocks", async (t) => {
+  const parsed = parseEncoding("int4-block8");
+  const values = gaussian(2 * 15, 1, 5);
+  const odd = encodeValues("odd", values, [2, 15], parsed);
+  t.is(odd.payload.dtype, "I8");
+  t.is(odd.payload.bytes.byteLength, 30);
+  t.is(odd.scales?.length, Math.ceil(30 / 8));
+  const asInt8 = encodeValues("odd", values, [2, 15], parseEncoding("int8-block8"));
+  t.deepEqual(odd, asInt8);
+  const scalar = encodeValues("s", new Float32Array([-0.5]), [], parsed);
+  t.is(scalar.payload.dtype, "I8");
+  t.deepEqual([...new Int8Array(scalar.payload.bytes.buffer)], [-127]);
+  const file = await collectBytes(
+    writeDelta(
+      [
+        { name: "even", shape: [3, 4, 10], values: gaussian(120, 1, 6) },
+        { name: "odd", shape: [2, 15], values },
+        { name: "scalar", shape: [], values: new Float32Array([-0.5]) },
+        { name: "empty", shape: [4, 0], values: new Float32Array(0) },
+        { name: "empty.odd", shape: [0, 3], values: new Float32Array(0) },
+      ],
+      "int4-block8",
+    ),
+  );
+  const { stream, layout } = await openDelta([file]);
+  t.deepEqual(
+    stream.header.tensors.map((x) => `${x.name} ${x.dtype} [${x.shape.join(",")}]`),
+    [
+      "even:scale F32 [15]",
+      "even U8 [3,4,5]",
+      "odd:scale F32 [4]",
+      "odd I8 [2,15]",
+      "scalar:scale F32 [1]",
+      "scalar I8 []",
+      "empty:scale F32 [0]",
+      "empty U8 [4,0]",
+      "empty.odd:scale F32 [0]",
+      "empty.odd I8 [0,3]",
+    ],
+  );
+  t.deepEqual(
+    layout.tensors.map((x) => [x.name, x.shape]),
+    [
+      ["even", [3, 4, 10]],
+      ["odd", [2, 15]],
+      ["scalar", []],
+      ["empty", [4, 0]],
+      ["empty.odd", [0, 3]],
+    ],
+  );
+});
+
 test("int8 per-row uses one scale per first-dimension row; an all-zero row decodes to zeros", (t) => {
   const values = new Float32Array([1, -2, 4, 0, 0, 0]);
   const parsed = parseEncoding("int8-row");
@@ -116,7 +201,16 @@ test("measured size and error on a known input (64×1024 N(0, 0.01²) by a fixed
   const values = gaussian(64 * 1024, 0.01, 42);
   const shape = [64, 1024];
   const reports = (
-    ["fp32", "bf16", "fp16", "int8-row", "int8-block128", "int8-block64"] as DeltaEncoding[]
+    [
+      "fp32",
+      "bf16",
+      "fp16",
+      "int8-row",
+      "int8-block128",
+      "int8-block64",
+      "int4-block64",
+      "int4-block32",
+    ] as DeltaEncoding[]
   ).map((e) => measureEncoding(values, shape, e));
   for (const r of reports) {
     t.log(
@@ -135,6 +229,11 @@ test("measured size and error on a known input (64×1024 N(0, 0.01²) by a fixed
   t.true((by["int8-block128"]?.relativeError ?? 1) < 0.02);
   t.true((by["int8-row"]?.ratio ?? 1) < 0.2511);
   t.true((by["int8-block64"]?.relativeError ?? 1) < (by["int8-row"]?.relativeError ?? 0));
+  // int4 with fp32 scales: half a byte a value plus 4 bytes per block.
+  t.is(by["int4-block64"]?.ratio, (0.5 + 4 / 64) / 4);
+  t.is(by["int4-block32"]?.ratio, (0.5 + 4 / 32) / 4);
+  t.true((by["int4-block32"]?.relativeError ?? 1) < (by["int4-block64"]?.relativeError ?? 0));
+  t.true((by["int8-block64"]?.relativeError ?? 1) < (by["int4-block32"]?.relativeError ?? 0));
 });
 
 test("int8 error never exceeds half a quantisation step (property)", (t) => {
@@ -160,15 +259,58 @@ test("int8 error never exceeds half a quantisation step (property)", (t) => {
   t.pass();
 });
 
+test("int4 error never exceeds half a quantisation step, packed or in its int8 fallback (property)", (t) => {
+  fc.assert(
+    fc.property(
+      fc.float32Array({ noNaN: true, noDefaultInfinity: true, minLength: 1, maxLength: 301 }),
+      (values) => {
+        const parsed = parseEncoding("int4-block16");
+        const encoded = encodeValues("w", values, [values.length], parsed);
+        const packed = values.length % 2 === 0;
+        if (encoded.payload.dtype !== (packed ? "U8" : "I8")) return false;
+        const decoded = decodeValues(encoded, [values.length], parsed);
+        return values.every((x, i) => {
+          const scale = encoded.scales?.[Math.floor(i / 16)] as number;
+          return (
+            Math.abs(x - (decoded[i] as number)) <=
+            scale / 2 + scale * 2 ** -20 + Math.abs(x) * 2 ** -22 + 2 ** -140
+          );
+        });
+      },
+    ),
+    { numRuns: 2000 },
+  );
+  // Near the top of fp32 the scale is stepped down so that 7·scale stays finite.
+  const huge = new Float32Array([3.4028234663852886e38, -3.4028234663852886e38, 1, 0, 3e38, 0, 0, 0]);
+  const decoded = decodeValues(
+    encodeValues("w", huge, [8], parseEncoding("int4-block8")),
+    [8],
+    parseEncoding("int4-block8"),
+  );
+  t.true(decoded.every(Number.isFinite));
+  t.true(Math.abs((decoded[0] as number) - (huge[0] as number)) <= (huge[0] as number) / 14 + 1e32);
+});
+
 test("a delta round-trips through every encoding while decoded chunk by chunk", async (t) => {
   const a = gaussian(3 * 50, 1, 1);
   const b = gaussian(37, 1e-3, 2);
-  for (const encoding of ["fp32", "bf16", "fp16", "int8-row", "int8-block8"] as DeltaEncoding[]) {
+  const c = new Float32Array([0.25]);
+  const shapes: Record<string, number[]> = { "layer.a": [3, 50], "layer.b": [37], scalar: [], empty: [0] };
+  for (const encoding of [
+    "fp32",
+    "bf16",
+    "fp16",
+    "int8-row",
+    "int8-block8",
+    "int4-block8",
+    "int4-block64",
+  ] as DeltaEncoding[]) {
     const file = await collectBytes(
       writeDelta(
         [
           { name: "layer.a", shape: [3, 50], values: a },
           { name: "layer.b", shape: [37], values: () => b },
+          { name: "scalar", shape: [], values: c },
           { name: "empty", shape: [0], values: new Float32Array(0) },
         ],
         encoding,
@@ -176,10 +318,21 @@ test("a delta round-trips through every encoding while decoded chunk by chunk", 
     );
     const { layout, stream } = await openDelta(chunked(file, [5, 11, 3]));
     t.is(layout.encoding, encoding);
-    const decoded = await decodeDeltaToArrays(stream);
+    // Chunks carry the model's shapes and follow each other without gaps, whatever the payload.
+    const decoded = new Map<string, Float32Array>();
+    for await (const chunk of decodeDelta(stream)) {
+      t.deepEqual(chunk.shape, shapes[chunk.name], `${encoding} ${chunk.name} shape`);
+      const before = decoded.get(chunk.name) ?? new Float32Array(0);
+      t.is(chunk.offset, before.length, `${encoding} ${chunk.name} offset`);
+      const joined = new Float32Array(before.length + chunk.values.length);
+      joined.set(before);
+      joined.set(chunk.values, before.length);
+      decoded.set(chunk.name, joined);
+    }
     for (const [name, original, shape] of [
       ["layer.a", a, [3, 50]],
       ["layer.b", b, [37]],
+      ["scalar", c, []],
     ] as const) {
       const expected = decodeValues(
         encodeValues(name, original, shape, parseEncoding(encoding)),
@@ -194,7 +347,7 @@ test("a delta round-trips through every encoding while decoded chunk by chunk", 
 
 test("decodes chunks handed over as Node Buffers at odd offsets of a shared pool, as a socket delivers them", async (t) => {
   const values = gaussian(1000, 1e-2, 9);
-  for (const encoding of ["fp32", "bf16", "fp16"] as DeltaEncoding[]) {
+  for (const encoding of ["fp32", "bf16", "fp16", "int4-block64"] as DeltaEncoding[]) {
     const file = await collectBytes(writeDelta([{ name: "w", shape: [1000], values }], encoding));
     // One pool, each chunk a Buffer view at an odd byte offset: Buffer#slice is not a copy.
     const pool = Buffer.alloc(file.byteLength + 4096);
@@ -243,12 +396,17 @@ test("refuses NaN and Inf, fp16 overflow, unknown encodings and deltas in anothe
       "EncodingUnknown",
     ),
   );
-  t.true(
-    isDeltaError(
-      catching(() => parseEncoding("int4")),
-      "EncodingUnknown",
-    ),
-  );
+  for (const name of ["int4", "int4-block7", "int4-block6", "int4-block01", `int4-block${2 ** 20 + 2}`]) {
+    t.true(
+      isDeltaError(
+        catching(() => parseEncoding(name)),
+        "EncodingUnknown",
+      ),
+      name,
+    );
+  }
+  t.deepEqual(parseEncoding("int4-block8"), { kind: "int4-block", blockSize: 8 });
+  t.deepEqual(parseEncoding(`int4-block${2 ** 20}`), { kind: "int4-block", blockSize: 2 ** 20 });
   t.true(
     isDeltaError(
       catching(() => writeDelta([{ name: "w:scale", shape: [1], values: new Float32Array(1) }], "fp32")),
@@ -274,6 +432,55 @@ test("refuses NaN and Inf, fp16 overflow, unknown encodings and deltas in anothe
   const chunks: unknown[] = [];
   for await (const c of decodeDelta((await openDelta([int8])).stream)) chunks.push(c);
   t.is(chunks.length, 1);
+});
+
+test("int4 layouts the writer never produces are refused before any data is read, and truncated payloads while reading", async (t) => {
+  const { writeSafetensors } = await import("../../deltas/mod.ts");
+  type Entry = { name: string; dtype: "F32" | "U8" | "I8"; shape: number[] };
+  const file = (encoding: string, tensors: Entry[]) =>
+    collectBytes(
+      writeSafetensors(
+        tensors.map((x) => ({
+          ...x,
+          data: new Uint8Array(x.shape.reduce((a, b) => a * b, 1) * (x.dtype === "F32" ? 4 : 1)),
+        })),
+        { metadata: { "sovereign.format": "sovereign-delta/1", "sovereign.encoding": encoding } },
+      ),
+    );
+  const scales = (n: number) => ({ name: "w:scale", dtype: "F32" as const, shape: [n] });
+  // The well-formed one first, so that each refusal below is for the one thing changed.
+  const good = await file("int4-block8", [scales(4), { name: "w", dtype: "U8", shape: [2, 8] }]);
+  const { layout } = await openDelta([good]);
+  t.deepEqual(layout.tensors[0]?.shape, [2, 16]);
+  const cases: Array<[string, string, Entry[]]> = [
+    ["I8 for an even last dimension", "int4-block8", [scales(4), { name: "w", dtype: "I8", shape: [2, 16] }]],
+    ["I8 with the packed shape", "int4-block8", [scales(2), { name: "w", dtype: "I8", shape: [2, 8] }]],
+    ["U8 under an int8 encoding", "int8-block8", [scales(4), { name: "w", dtype: "U8", shape: [2, 8] }]],
+    ["U8 scalar", "int4-block8", [scales(1), { name: "w", dtype: "U8", shape: [] }]],
+    ["F32 payload", "int4-block8", [scales(4), { name: "w", dtype: "F32", shape: [2, 16] }]],
+    [
+      "scales counted on the packed shape",
+      "int4-block8",
+      [scales(2), { name: "w", dtype: "U8", shape: [2, 8] }],
+    ],
+    ["scales missing", "int4-block8", [{ name: "w", dtype: "U8", shape: [2, 8] }]],
+  ];
+  for (const [what, encoding, tensors] of cases) {
+    await rejectsWith(t, openDelta([await file(encoding, tensors)]), "DeltaLayoutInvalid");
+    t.log(`refused: ${what}`);
+  }
+  // A packed payload cut short: the chunks before the cut are handed on, then the read fails.
+  const real = await collectBytes(
+    writeDelta([{ name: "w", shape: [4, 10], values: gaussian(40, 1, 3) }], "int4-block8"),
+  );
+  const cut = real.subarray(0, real.byteLength - 3);
+  let handedOn = 0;
+  const drained = (async () => {
+    for await (const chunk of decodeDelta((await openDelta(chunked(cut, [7]))).stream))
+      handedOn += chunk.values.length;
+  })();
+  await rejectsWith(t, drained, "DeltaTruncated");
+  t.is(handedOn, 2 * (20 - 3), "every whole byte that arrived gave its two values");
 });
 
 function catching(fn: () => unknown): unknown {

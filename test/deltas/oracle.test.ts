@@ -197,7 +197,9 @@ print(json.dumps(b.view(np.float32).astype(np.float16).view(np.uint16).tolist())
 );
 
 oracleTest(
-  title("deltas we write decode to the same fp32 in numpy (int8-block, int8-row, fp16)"),
+  title(
+    "deltas we write decode to the same fp32 in numpy (int4-block packed and int8 fallback, int8-block, int8-row, fp16)",
+  ),
   async (t) => {
     const values = Float32Array.from({ length: 300 }, (_, i) => Math.sin(i) * (i % 17) * 1e-3);
     const script = `
@@ -211,10 +213,18 @@ with safe_open(req["path"], framework="numpy") as f:
     else:
         s = f.get_tensor("w:scale")
         span = req["span"]
-        x = (q.reshape(-1).astype(np.float32) * np.repeat(s, span)[: q.size]).astype(np.float32)
+        q = q.reshape(-1)
+        if q.dtype == np.uint8:  # packed int4: element 2i in the low nibble, 2i+1 in the high
+            codes = np.empty(q.size * 2, np.int8)
+            codes[0::2] = ((q & 0x0F) ^ 8).astype(np.int8) - 8
+            codes[1::2] = ((q >> 4) ^ 8).astype(np.int8) - 8
+            q = codes
+        x = (q.astype(np.float32) * np.repeat(s, span)[: q.size]).astype(np.float32)
 print(json.dumps(hashlib.sha256(x.tobytes()).hexdigest()))
 `;
     for (const [encoding, shape, span] of [
+      ["int4-block64", [300], 64],
+      ["int4-block8", [20, 15], 8],
       ["int8-block64", [300], 64],
       ["int8-row", [20, 15], 15],
       ["fp16", [300], 1],

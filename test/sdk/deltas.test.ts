@@ -84,7 +84,9 @@ async function sdkWrites(dir: string, key: string, encodings: DeltaEncoding[]) {
   );
 }
 
-const ENCODINGS: DeltaEncoding[] = ["fp32", "bf16", "fp16", "int8-row", "int8-block128"];
+// The tensors above give int4 packed payloads (even last dimension), an odd last dimension and
+// a scalar (both stored at int8), and an empty tensor.
+const ENCODINGS: DeltaEncoding[] = ["fp32", "bf16", "fp16", "int8-row", "int8-block128", "int4-block64"];
 
 test("a delta the SDK writes and signs is accepted by the hub's verification and decodes to what deltas/ encodes", async (t) => {
   const { dir, key } = await scratch(t);
@@ -161,7 +163,13 @@ test("a tampered SDK delta is refused by the hub's verification with the reason 
 
 test("a delta written and signed by deltas/ is read and verified by the SDK", async (t) => {
   const { dir } = await scratch(t);
-  for (const encoding of ["bf16", "int8-row", "int8-block64"] as DeltaEncoding[]) {
+  for (const encoding of [
+    "bf16",
+    "int8-row",
+    "int8-block64",
+    "int4-block64",
+    "int4-block8",
+  ] as DeltaEncoding[]) {
     const file = await collectBytes(writeDelta(tensors(), encoding));
     const described = await describeDelta([file]);
     const signed = signManifest(

@@ -80,6 +80,13 @@ function cases(): Case[] {
     { name: "gaussian.3d", shape: [4, 3, 50], values: gaussian(600, 2, 12) },
     { name: "vector.not.block.aligned", shape: [37], values: mixed },
     { name: "ties", shape: [2, 6], values: ties },
+    // int4's ties: with absmax 7 the scale is exactly 1.
+    {
+      name: "int4.ties",
+      shape: [10],
+      values: new Float32Array([7, 3.5, -3.5, 0.5, -0.5, 1.5, -2.5, 6.5, -6.5, 0]),
+    },
+    { name: "odd.last.dimension", shape: [5, 7], values: gaussian(35, 0.1, 13) },
     { name: "subnormals", shape: [40], values: subnormal },
     { name: "zeros", shape: [3, 16], values: new Float32Array(48) },
     { name: "scalar", shape: [], values: new Float32Array([-0.123456789]) },
@@ -98,14 +105,25 @@ function cases(): Case[] {
   ];
 }
 
-const ENCODINGS: DeltaEncoding[] = ["fp32", "bf16", "fp16", "int8-row", "int8-block128", "int8-block8"];
+const ENCODINGS: DeltaEncoding[] = [
+  "fp32",
+  "bf16",
+  "fp16",
+  "int8-row",
+  "int8-block128",
+  "int8-block8",
+  "int4-block64",
+  "int4-block8",
+];
 
 test("every encoding of the SDK writes the bytes deltas/encodings.ts writes, and refuses what it refuses", async (t) => {
   const all = cases();
   const requests = ENCODINGS.flatMap((encoding) =>
     all.map((c) => ({ name: c.name, shape: c.shape, values: b64(c.values), encoding })),
   );
-  const results = await runPythonJson<Array<{ payload?: string; scales?: string; error?: string }>>([tool], {
+  const results = await runPythonJson<
+    Array<{ dtype?: string; payload?: string; scales?: string; error?: string }>
+  >([tool], {
     op: "encode",
     cases: requests,
   });
@@ -115,10 +133,11 @@ test("every encoding of the SDK writes the bytes deltas/encodings.ts writes, and
   requests.forEach((request, i) => {
     const c = all[i % all.length] as Case;
     const label = `${request.encoding} ${c.name}`;
-    let expected: { payload?: string; scales?: string; error?: string };
+    let expected: { dtype?: string; payload?: string; scales?: string; error?: string };
     try {
       const encoded = encodeValues(c.name, c.values, c.shape, parseEncoding(request.encoding));
       expected = {
+        dtype: encoded.payload.dtype,
         payload: Buffer.from(encoded.payload.bytes).toString("base64"),
         ...(encoded.scales ? { scales: b64(encoded.scales) } : {}),
       };
@@ -130,6 +149,8 @@ test("every encoding of the SDK writes the bytes deltas/encodings.ts writes, and
     t.deepEqual(results[i], expected, label);
     compared++;
   });
-  t.log(`${compared} tensor encodings identical (${refused} refused by both)`);
+  const packed = results.filter((r) => r.dtype === "U8").length;
+  t.log(`${compared} tensor encodings identical (${refused} refused by both, ${packed} packed int4)`);
+  t.true(packed >= 16, "int4 packs the tensors with an even last dimension");
   t.true(refused >= 6, "the non-finite and overflowing inputs are refused");
 });

@@ -253,7 +253,7 @@ test("configuration, key, connection and ordering errors name their reason and t
   t.is(r.badRound?.reason, "ConfigInvalid");
   t.regex(
     r.badDtype?.text ?? "",
-    /^ConfigInvalid: SOVEREIGN_DELTA_DTYPE='int4' is not fp32, bf16, fp16 or int8/,
+    /^ConfigInvalid: SOVEREIGN_DELTA_DTYPE='int2' is not fp32, bf16, fp16, int8 or int4/,
   );
   t.regex(r.badKey?.text ?? "", /^KeyInvalid: .* holds a .*; learners sign their manifests with Ed25519/);
   t.is(r.badPassword?.reason, "NatsUnavailable");

@@ -4,7 +4,7 @@ model from its region and publish its signed, encoded delta. See docs/sdk.md."""
 from .config import LearnerConfig
 from .delta import check_weights, delta_of, to_numpy
 from .deltafile import DeltaContents, DeltaTensor, WrittenDelta, read_delta, write_delta
-from .encodings import DEFAULT_INT8_BLOCK, decode_values, encode_values, parse_encoding
+from .encodings import DEFAULT_INT4_BLOCK, DEFAULT_INT8_BLOCK, decode_values, encode_values, parse_encoding
 from .errors import (
     DeltaError,
     DeltaRefused,
@@ -31,6 +31,7 @@ from .overlap import Overlap
 __version__ = "0.1.0"
 
 __all__ = [
+    "DEFAULT_INT4_BLOCK",
     "DEFAULT_INT8_BLOCK",
     "DeltaContents",
     "DeltaError",

@@ -16,7 +16,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from .encodings import DEFAULT_INT8_BLOCK, parse_encoding
+from .encodings import DEFAULT_INT4_BLOCK, DEFAULT_INT8_BLOCK, parse_encoding
 from .errors import SovereignConfigError, SovereignError
 
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
@@ -24,8 +24,15 @@ DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]
 JETSTREAM_DOMAIN = re.compile(r"^[A-Za-z0-9_-]{1,63}$")
 
 #: The run's ``deltaEncoding.dtype`` (FederatedRun CRD) → the wire encoding (deltas/encodings.ts).
-#: ``int8`` is block-scaled with the default block (``DEFAULT_INT8_BLOCK`` there too).
-DTYPE_ENCODINGS = {"fp32": "fp32", "bf16": "bf16", "fp16": "fp16", "int8": DEFAULT_INT8_BLOCK}
+#: ``int8`` and ``int4`` are block-scaled with their default blocks (``DEFAULT_INT8_BLOCK`` and
+#: ``DEFAULT_INT4_BLOCK`` there too).
+DTYPE_ENCODINGS = {
+    "fp32": "fp32",
+    "bf16": "bf16",
+    "fp16": "fp16",
+    "int8": DEFAULT_INT8_BLOCK,
+    "int4": DEFAULT_INT4_BLOCK,
+}
 #: The CRD's default.
 DEFAULT_DTYPE = "bf16"
 
@@ -130,7 +137,7 @@ class LearnerConfig:
             parse_encoding(encoding)
         except SovereignError:
             raise invalid(
-                "SOVEREIGN_DELTA_DTYPE", dtype, "fp32, bf16, fp16 or int8 (or an encoding such as int8-row)"
+                "SOVEREIGN_DELTA_DTYPE", dtype, "fp32, bf16, fp16, int8 or int4 (or an encoding such as int8-row)"
             ) from None
 
         prefix = get("SOVEREIGN_NATS_SUBJECT_PREFIX") or f"sovereign.{region}.{namespace}.{run}"

@@ -1,5 +1,6 @@
 """The sovereign-delta/1 file: safetensors with one payload tensor per model tensor, preceded
-for int8 encodings by its fp32 scales under ``<name>:scale`` (deltas/delta.ts, docs/deltas.md).
+for int8 and int4 encodings by its fp32 scales under ``<name>:scale`` (deltas/delta.ts,
+docs/deltas.md). Packed int4 payloads are U8 with the last dimension halved.
 
 The writer streams: the header is computed from names and shapes alone, then each tensor is
 produced, encoded, written and hashed in turn, so only one tensor is held encoded at a time
@@ -125,7 +126,8 @@ def write_delta(out: str | BinaryIO, tensors: list[DeltaTensor], encoding: str |
         if parsed.scaled:
             count = scale_count(parsed, shape, n)
             entries.append((t.name + SCALE_SUFFIX, "F32", (count,), count * 4))
-        entries.append((t.name, parsed.payload_dtype, shape, n * DTYPE_BYTES[parsed.payload_dtype]))
+        dtype, payload_shape = parsed.payload_layout(shape)
+        entries.append((t.name, dtype, payload_shape, _elements(payload_shape) * DTYPE_BYTES[dtype]))
     head = encode_header({METADATA_FORMAT: DELTA_FORMAT, METADATA_ENCODING: parsed.name}, entries)
 
     own = isinstance(out, str)
@@ -270,13 +272,15 @@ def read_delta(path: str) -> DeltaContents:
                 continue
             if parsed.scaled and expect_payload != entry.name:
                 raise DeltaError("DeltaLayoutInvalid", f"tensor '{entry.name}' is not preceded by its scales")
-            if entry.dtype != parsed.payload_dtype:
+            shape = parsed.model_shape(entry.dtype, entry.shape)
+            if shape is None:
                 raise DeltaError(
                     "DeltaLayoutInvalid",
-                    f"tensor '{entry.name}' is {entry.dtype}, {parsed.name} stores {parsed.payload_dtype}",
+                    f"tensor '{entry.name}' is {entry.dtype} {list(entry.shape)}, which {parsed.name} never stores "
+                    f"(it stores {parsed.payload_layout(entry.shape)[0]})",
                 )
-            if scales is not None and scales.size != scale_count(parsed, entry.shape, _elements(entry.shape)):
+            if scales is not None and scales.size != scale_count(parsed, shape, _elements(shape)):
                 raise DeltaError("DeltaLayoutInvalid", f"tensor '{entry.name}' has the wrong number of scales")
-            values[entry.name] = decode_values(entry.dtype, raw, entry.shape, parsed, scales)
+            values[entry.name] = decode_values(entry.dtype, raw, shape, parsed, scales)
             scales, expect_payload = None, None
         return DeltaContents(parsed.name, values, described, header.total_bytes)

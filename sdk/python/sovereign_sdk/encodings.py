@@ -19,37 +19,60 @@ MIN_BLOCK_SIZE = 8
 MAX_BLOCK_SIZE = 1 << 20
 #: A block of 128 keeps int8 with fp32 scales at 25.8% of fp32 on the wire.
 DEFAULT_INT8_BLOCK = "int8-block128"
+#: Blocks of 64 keep int4 with fp32 scales at 14.1% of fp32 on the wire (deltas/encodings.ts).
+DEFAULT_INT4_BLOCK = "int4-block64"
 INT8_MAX = 127
+INT4_MAX = 7
 
 
 @dataclass(frozen=True)
 class Encoding:
     name: str
     kind: str
-    """fp32, bf16, fp16, int8-row or int8-block."""
+    """fp32, bf16, fp16, int8-row, int8-block or int4-block."""
     block_size: int = 0
 
     @property
-    def payload_dtype(self) -> str:
-        """The safetensors dtype of the payload tensor."""
-        return {"fp32": "F32", "bf16": "BF16", "fp16": "F16"}.get(self.kind, "I8")
-
-    @property
     def scaled(self) -> bool:
-        return self.kind in ("int8-row", "int8-block")
+        """Whether fp32 scales are stored under ``<name>:scale`` before each payload."""
+        return self.kind in ("int8-row", "int8-block", "int4-block")
+
+    def packs_int4(self, shape: tuple[int, ...]) -> bool:
+        """Whether a tensor of `shape` is stored as packed int4 (U8, two codes a byte).
+
+        safetensors has no element-aligned 4-bit dtype, so the codes go in a U8 tensor with the
+        last dimension halved: that needs an even last dimension (pairs then never straddle
+        rows) and keeps the model shape recoverable. Scalars and tensors with an odd last
+        dimension are stored as int8 (I8, the model's shape) with the same blocks."""
+        return self.kind == "int4-block" and len(shape) >= 1 and shape[-1] % 2 == 0
+
+    def payload_layout(self, shape: tuple[int, ...]) -> tuple[str, tuple[int, ...]]:
+        """The payload tensor's safetensors dtype and shape for a model tensor of `shape`."""
+        shape = tuple(int(d) for d in shape)
+        if self.packs_int4(shape):
+            return "U8", (*shape[:-1], shape[-1] // 2)
+        return {"fp32": "F32", "bf16": "BF16", "fp16": "F16"}.get(self.kind, "I8"), shape
+
+    def model_shape(self, dtype: str, shape: tuple[int, ...]) -> tuple[int, ...] | None:
+        """The model tensor's shape behind a stored payload, or None if this encoding never stores it."""
+        shape = tuple(int(d) for d in shape)
+        model = (*shape[:-1], shape[-1] * 2) if dtype == "U8" and len(shape) >= 1 else shape
+        return model if self.payload_layout(model) == (dtype, shape) else None
 
 
 def parse_encoding(value: str) -> Encoding:
     if value in ("fp32", "bf16", "fp16", "int8-row"):
         return Encoding(value, value)
-    match = re.fullmatch(r"int8-block(0|[1-9][0-9]{0,7})", value)
-    block = int(match.group(1)) if match else -1
-    if MIN_BLOCK_SIZE <= block <= MAX_BLOCK_SIZE:
-        return Encoding(value, "int8-block", block)
+    match = re.fullmatch(r"int([48])-block(0|[1-9][0-9]{0,7})", value)
+    block = int(match.group(2)) if match else -1
+    kind = "int4-block" if match and match.group(1) == "4" else "int8-block"
+    # int4 blocks are even so that a packed byte never holds codes of two blocks.
+    if MIN_BLOCK_SIZE <= block <= MAX_BLOCK_SIZE and (kind == "int8-block" or block % 2 == 0):
+        return Encoding(value, kind, block)
     raise DeltaError(
         "EncodingUnknown",
-        f"encoding '{value}' is not one of fp32, bf16, fp16, int8-row, int8-block<N> "
-        f"({MIN_BLOCK_SIZE} ≤ N ≤ {MAX_BLOCK_SIZE})",
+        f"encoding '{value}' is not one of fp32, bf16, fp16, int8-row, int8-block<N>, int4-block<N> "
+        f"({MIN_BLOCK_SIZE} ≤ N ≤ {MAX_BLOCK_SIZE}, N even for int4)",
     )
 
 
@@ -115,9 +138,11 @@ def f16_bits_to_f32(bits: np.ndarray) -> np.ndarray:
 @dataclass
 class EncodedTensor:
     payload: np.ndarray
-    """Flat array of the payload dtype (float32, uint16 bits of bf16/fp16, or int8)."""
+    """Flat array of the payload dtype (float32, uint16 bits of bf16/fp16, int8, or uint8 of packed int4)."""
+    dtype: str
+    """The payload's safetensors dtype."""
     scales: np.ndarray | None = None
-    """Flat float32 per-row or per-block scales, for int8 encodings."""
+    """Flat float32 per-row or per-block scales, for int8 and int4 encodings."""
 
 
 def row_count(shape: tuple[int, ...], elements: int) -> int:
@@ -130,9 +155,16 @@ def row_count(shape: tuple[int, ...], elements: int) -> int:
 def scale_count(encoding: Encoding, shape: tuple[int, ...], elements: int) -> int:
     if encoding.kind == "int8-row":
         return row_count(shape, elements)
-    if encoding.kind == "int8-block":
+    if encoding.kind in ("int8-block", "int4-block"):
         return -(-elements // encoding.block_size)
     return 0
+
+
+def scale_span(encoding: Encoding, shape: tuple[int, ...], elements: int) -> int:
+    """Elements per scale: a block, or a first-dimension row for int8-row."""
+    if encoding.kind in ("int8-block", "int4-block"):
+        return encoding.block_size
+    return elements // max(1, row_count(shape, elements)) if elements else 1
 
 
 def check_finite(name: str, values: np.ndarray) -> None:
@@ -160,15 +192,15 @@ def _float_below(positive: np.float32) -> np.float32:
     return bits.view(np.float32)[0]
 
 
-def _quantize(segments: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Symmetric absmax int8 per row of `segments` (float32, 2-D); returns (codes, scales)."""
+def _quantize(segments: np.ndarray, limit: int = INT8_MAX) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric absmax codes in ±limit per row of `segments` (float32, 2-D); returns (codes, scales)."""
     absmax = np.abs(segments).max(axis=1) if segments.shape[1] > 0 else np.zeros(segments.shape[0], np.float32)
-    # Math.fround(absmax / 127): a double quotient rounded once to fp32.
-    scales = (absmax.astype(np.float64) / INT8_MAX).astype(np.float32)
-    # Near the top of the fp32 range 127·scale can overflow on decode: step the scale down.
+    # Math.fround(absmax / limit): a double quotient rounded once to fp32.
+    scales = (absmax.astype(np.float64) / limit).astype(np.float32)
+    # Near the top of the fp32 range limit·scale can overflow on decode: step the scale down.
     with np.errstate(over="ignore"):
-        for i in np.flatnonzero(~np.isfinite((scales.astype(np.float64) * INT8_MAX).astype(np.float32))):
-            while not np.isfinite(np.float32(np.float64(scales[i]) * INT8_MAX)):
+        for i in np.flatnonzero(~np.isfinite((scales.astype(np.float64) * limit).astype(np.float32))):
+            while not np.isfinite(np.float32(np.float64(scales[i]) * limit)):
                 scales[i] = _float_below(scales[i])
     zero = scales == 0
     divisor = np.where(zero, 1.0, scales.astype(np.float64))[:, None]
@@ -177,7 +209,7 @@ def _quantize(segments: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     a = np.abs(r)
     q = np.floor(a)
     q = q + ((a - q) >= 0.5)
-    q = np.minimum(q, INT8_MAX)
+    q = np.minimum(q, limit)
     q = np.where(r < 0, -q, q)
     q[zero] = 0  # all zeros, or a scale that underflowed: zeros are closest
     return q.astype(np.int8), scales
@@ -189,37 +221,56 @@ def encode_values(name: str, values: np.ndarray, shape: tuple[int, ...], encodin
     check_finite(name, flat)
     n = flat.size
     if encoding.kind == "fp32":
-        return EncodedTensor(flat)
+        return EncodedTensor(flat, "F32")
     bits = flat.view(np.uint32)
     if encoding.kind == "bf16":
         out = f32_to_bf16_bits(bits)
         over = (out & 0x7FFF) == 0x7F80
         if over.any():
             raise _overflow(name, float(flat[np.argmax(over)]), "bf16")
-        return EncodedTensor(out)
+        return EncodedTensor(out, "BF16")
     if encoding.kind == "fp16":
         out = f32_to_f16_bits(bits)
         over = (out & 0x7FFF) == 0x7C00
         if over.any():
             raise _overflow(name, float(flat[np.argmax(over)]), "fp16")
-        return EncodedTensor(out)
+        return EncodedTensor(out, "F16")
+    dtype, _ = encoding.payload_layout(shape)
     count = scale_count(encoding, shape, n)
     if count == 0:
-        return EncodedTensor(np.zeros(0, np.int8), np.zeros(0, np.float32))
+        return EncodedTensor(np.zeros(0, np.uint8 if dtype == "U8" else np.int8), dtype, np.zeros(0, np.float32))
     if encoding.kind == "int8-row":
         segments = flat.reshape(count, n // count)
     else:
         padded = np.zeros(count * encoding.block_size, np.float32)
         padded[:n] = flat
         segments = padded.reshape(count, encoding.block_size)
-    codes, scales = _quantize(segments)
-    return EncodedTensor(codes.reshape(-1)[:n], scales)
+    # A tensor int4 cannot pack keeps int8's precision with int4's blocks.
+    codes, scales = _quantize(segments, INT4_MAX if dtype == "U8" else INT8_MAX)
+    codes = codes.reshape(-1)[:n]
+    if dtype == "U8":
+        return EncodedTensor(_pack_int4(codes), dtype, scales)
+    return EncodedTensor(codes, dtype, scales)
+
+
+def _pack_int4(codes: np.ndarray) -> np.ndarray:
+    """Two 4-bit two's-complement codes a byte: element 2i in the low nibble, 2i+1 in the high."""
+    nibbles = codes.view(np.uint8) & 0x0F
+    return (nibbles[0::2] | (nibbles[1::2] << 4)).astype(np.uint8)
+
+
+def _unpack_int4(packed: np.ndarray) -> np.ndarray:
+    codes = np.empty(packed.size * 2, np.int8)
+    codes[0::2] = ((packed & 0x0F) ^ 8).astype(np.int8) - 8
+    codes[1::2] = ((packed >> 4) ^ 8).astype(np.int8) - 8
+    return codes
 
 
 def decode_values(
     payload_dtype: str, payload: np.ndarray | bytes, shape: tuple[int, ...], encoding: Encoding, scales=None
 ) -> np.ndarray:
-    """The fp32 values of an encoded tensor, in `shape`. `payload` is the raw bytes or a flat array."""
+    """The fp32 values of an encoded tensor, in the model's `shape`. `payload` is the raw bytes or a flat
+    array; a U8 payload is packed int4."""
     raw = payload.tobytes() if isinstance(payload, np.ndarray) else bytes(payload)
     elements = int(np.prod(shape, dtype=np.int64)) if shape else 1
     if payload_dtype == "F32":
@@ -228,16 +279,16 @@ def decode_values(
         out = bf16_bits_to_f32(np.frombuffer(raw, dtype="<u2"))
     elif payload_dtype == "F16":
         out = f16_bits_to_f32(np.frombuffer(raw, dtype="<u2"))
-    elif payload_dtype == "I8":
+    elif payload_dtype in ("I8", "U8"):
         if scales is None:
-            raise DeltaError("DeltaLayoutInvalid", "int8 payloads need their scales")
-        codes = np.frombuffer(raw, dtype=np.int8)
-        if encoding.kind == "int8-block":
-            span = encoding.block_size
+            raise DeltaError("DeltaLayoutInvalid", "int8 and int4 payloads need their scales")
+        if payload_dtype == "U8":
+            codes = _unpack_int4(np.frombuffer(raw, dtype=np.uint8))
         else:
-            span = elements // max(1, row_count(shape, elements)) if elements else 1
+            codes = np.frombuffer(raw, dtype=np.int8)
+        span = scale_span(encoding, shape, elements)
         per_element = np.repeat(np.asarray(scales, dtype=np.float32), span)[: codes.size] if codes.size else []
-        # An int8 code times an fp32 scale is exact in double; one rounding to fp32, as TS stores it.
+        # A code times an fp32 scale is exact in double; one rounding to fp32, as TS stores it.
         out = (codes.astype(np.float64) * np.asarray(per_element, dtype=np.float64)).astype(np.float32)
     else:
         raise DeltaError("DeltaLayoutInvalid", f"a delta payload cannot be {payload_dtype}")

@@ -104,7 +104,8 @@ async function makeDelta(
   return { ...(await signed(file, fields)), decoded };
 }
 
-const encodings: DeltaEncoding[] = ["fp32", "bf16", "fp16", "int8-row", "int8-block64"];
+// int4-block64 packs the matrices and the vector, and stores the scalar at int8.
+const encodings: DeltaEncoding[] = ["fp32", "bf16", "fp16", "int8-row", "int8-block64", "int4-block64"];
 
 test("signed deltas in every encoding stream through openVerifiedDelta into the mean, exactly as the reference computes it; FedAvg then gives base + mean", async (t) => {
   const deltas = await Promise.all(

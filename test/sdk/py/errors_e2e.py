@@ -29,7 +29,7 @@ async def main():
         Learner.from_env({**base, "SOVEREIGN_ROUND": "4", "SOVEREIGN_ROUNDS": "3"})
 
     async def bad_dtype():
-        Learner.from_env({**base, "SOVEREIGN_DELTA_DTYPE": "int4"})
+        Learner.from_env({**base, "SOVEREIGN_DELTA_DTYPE": "int2"})
 
     async def bad_key():
         Learner.from_env({**base, "SOVEREIGN_LEARNER_KEY": sys.argv[1]})

@@ -31,7 +31,7 @@ def op_encode(req):
         except SovereignError as err:
             out.append({"error": err.reason})
             continue
-        item = {"payload": b64(enc.payload.tobytes())}
+        item = {"dtype": enc.dtype, "payload": b64(enc.payload.tobytes())}
         if enc.scales is not None:
             item["scales"] = b64(enc.scales.tobytes())
         out.append(item)
