@@ -63,25 +63,29 @@ async function natsBench(args: string[]): Promise<number> {
   return Number(last[header.indexOf("BytesPerSec")]) / MiB;
 }
 const rawStream = "BENCH_RAW_TRANSPORT";
+/** nats bench publishing sizeMiB messages of 1 MiB into `stream` on the region's server, as its member. */
+const regionPublishArgs = (subject: string, stream: string): string[] => [
+  "bench",
+  "js",
+  "pub",
+  "async",
+  subject,
+  "--server",
+  r.url,
+  "--user",
+  r.member.user,
+  "--password",
+  r.member.password,
+  "--size",
+  "1MiB",
+  "--msgs",
+  String(sizeMiB),
+  "--stream",
+  stream,
+];
 const rawPublish = (): Promise<number> =>
   natsBench([
-    "bench",
-    "js",
-    "pub",
-    "async",
-    "bench.raw.transport",
-    "--server",
-    r.url,
-    "--user",
-    r.member.user,
-    "--password",
-    r.member.password,
-    "--size",
-    "1MiB",
-    "--msgs",
-    String(sizeMiB),
-    "--stream",
-    rawStream,
+    ...regionPublishArgs("bench.raw.transport", rawStream),
     "--create",
     "--storage",
     "file",
@@ -118,7 +122,7 @@ const hubJsm = await jetstreamManager(hub);
 // into a region stream that the hub mirrors across the leaf link, like the deltas bucket,
 // timed from the start of the publish to the last message in the hub's mirror.
 const mirroredStream = "BENCH_RAW_MIRRORED";
-async function rawThroughMirror(origin: NonNullable<typeof r>): Promise<number> {
+async function rawThroughMirror(): Promise<number> {
   await hubJsm.streams.delete(mirroredStream).catch(() => undefined);
   await memberJsm.streams.delete(mirroredStream).catch(() => undefined);
   await memberJsm.streams.add({
@@ -133,23 +137,7 @@ async function rawThroughMirror(origin: NonNullable<typeof r>): Promise<number> 
   });
   const start = performance.now();
   const publishing = run(natsCli, [
-    "bench",
-    "js",
-    "pub",
-    "async",
-    "bench.raw.mirrored",
-    "--server",
-    origin.url,
-    "--user",
-    origin.member.user,
-    "--password",
-    origin.member.password,
-    "--size",
-    "1MiB",
-    "--msgs",
-    String(sizeMiB),
-    "--stream",
-    mirroredStream,
+    ...regionPublishArgs("bench.raw.mirrored", mirroredStream),
     "--no-progress",
   ]);
   let failed: unknown;
@@ -224,7 +212,7 @@ const rounds: {
 for (let i = 0; i < roundCount; i++) {
   const rawPub = await rawPublish();
   const rawAcross = await rawConsumeAcross();
-  const rawMirrored = await rawThroughMirror(r);
+  const rawMirrored = await rawThroughMirror();
   const o = await oursOnce();
   rounds.push({
     rawPub,
