@@ -41,6 +41,7 @@ bench: deps testbed-up
 	$(NODE) bench/aggregate.ts
 	$(NODE) bench/transport.ts
 	$(NODE) bench/attestation-verify.ts
+	$(NODE) bench/attestation-references.ts
 	$(NODE) bench/audit.ts
 
 # The chaos suite (it restarts testbed servers; the bad-input suite first, in its full form),

@@ -84,7 +84,7 @@ export function summarise(cert: X509Certificate, position: number): CertSummary 
   };
 }
 
-const isSelfSigned = (cert: X509Certificate): boolean => {
+export const isSelfSigned = (cert: X509Certificate): boolean => {
   try {
     return cert.checkIssued(cert) && cert.verify(cert.publicKey);
   } catch {
@@ -114,6 +114,26 @@ export interface ChainOptions {
   ignorePresentedRoot: boolean;
 }
 
+/**
+ * The path verifyChain checks: the presented certificates less a last one that is self-signed (a
+ * root that came with the evidence), then the pinned root. Nothing along it is verified.
+ * `pinnedRootSelfSigned` spares a signature check for the usual last certificate, the pinned root
+ * itself.
+ */
+export function chainPath(
+  presented: readonly X509Certificate[],
+  pinnedRoot: X509Certificate,
+  pinnedRootSelfSigned?: boolean,
+): X509Certificate[] {
+  const last = presented.at(-1);
+  const rootCame =
+    last !== undefined &&
+    (Buffer.from(last.raw).equals(pinnedRoot.raw)
+      ? (pinnedRootSelfSigned ?? isSelfSigned(last))
+      : isSelfSigned(last));
+  return [...(rootCame ? presented.slice(0, -1) : presented), pinnedRoot];
+}
+
 /** Verifies each link up to `pinnedRoot`; never trusts a root that merely came with the evidence. */
 export function verifyChain(
   presented: X509Certificate[],
@@ -127,18 +147,17 @@ export function verifyChain(
       `${label} has ${presented.length} certificates, expected ${options.exactLength} (leaf first, root last)`,
     );
   }
-  let chain = presented;
+  const path = chainPath(presented, pinnedRoot);
+  const chain = path.slice(0, -1);
   const last = presented.at(-1);
-  if (last !== undefined && isSelfSigned(last)) {
+  if (last !== undefined && chain.length < presented.length) {
     if (!options.ignorePresentedRoot && !Buffer.from(last.raw).equals(pinnedRoot.raw)) {
       problems.push(
         `${label} ends in root "${commonName(last)}" (sha256 ${summarise(last, 0).sha256}), which is not the pinned root "${commonName(pinnedRoot)}"`,
       );
     }
-    chain = presented.slice(0, -1);
   }
   if (chain.length === 0) problems.push(`${label} holds no certificate below the root`);
-  const path = [...chain, pinnedRoot];
   for (let i = 0; i < path.length; i++) {
     const cert = path[i] as X509Certificate;
     const issuer = path[i + 1] ?? cert;

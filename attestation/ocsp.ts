@@ -3,7 +3,7 @@
  * @peculiar/asn1-ocsp; signatures checked with node:crypto. The answer's freshness is recorded and
  * judged later by the policy at the evaluation time.
  */
-import { createHash, verify as verifySignature, type X509Certificate } from "node:crypto";
+import { createHash, verify as verifySignature, X509Certificate } from "node:crypto";
 import {
   BasicOCSPResponse,
   id_kp_OCSPSigning,
@@ -109,14 +109,30 @@ export interface OcspAnswer {
 
 export type OcspMatch = { kind: "answer"; answer: OcspAnswer } | { kind: "invalid"; problem: string };
 
-function certIdMatches(
+/** What a CertID names of an issuer, before hashing: its subject's DER and its public key's bits. */
+export interface IssuerIdentity {
+  nameDer: Uint8Array;
+  keyBits: Uint8Array;
+}
+
+export function issuerIdentity(issuer: X509Certificate): IssuerIdentity {
+  const issuerAsn = AsnConvert.parse(issuer.raw, Certificate);
+  return {
+    nameDer: new Uint8Array(AsnConvert.serialize(issuerAsn.tbsCertificate.subject)),
+    keyBits: new Uint8Array(issuerAsn.tbsCertificate.subjectPublicKeyInfo.subjectPublicKey),
+  };
+}
+
+/**
+ * The single response about `target` by its CertID alone (RFC 6960 §4.1.1), undefined when the
+ * response is about other certificates. Nothing is verified: answerFor checks the signature.
+ */
+export function certIdMatches(
   parsed: ParsedOcspResponse,
   target: X509Certificate,
-  issuer: X509Certificate,
+  issuer: X509Certificate | IssuerIdentity,
 ): ParsedOcspResponse["basic"]["tbsResponseData"]["responses"][number] | undefined {
-  const issuerAsn = AsnConvert.parse(issuer.raw, Certificate);
-  const nameDer = AsnConvert.serialize(issuerAsn.tbsCertificate.subject);
-  const keyBits = issuerAsn.tbsCertificate.subjectPublicKeyInfo.subjectPublicKey;
+  const { nameDer, keyBits } = issuer instanceof X509Certificate ? issuerIdentity(issuer) : issuer;
   const serial = target.serialNumber.toLowerCase().replace(/^0+/, "");
   return parsed.basic.tbsResponseData.responses.find((single) => {
     const hash = HASHES[single.certID.hashAlgorithm.algorithm];

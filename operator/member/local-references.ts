@@ -22,7 +22,7 @@ import {
 import { AsnConvert, OctetString } from "@peculiar/asn1-schema";
 import { AlgorithmIdentifier, Certificate, Extension } from "@peculiar/asn1-x509";
 import * as asn1js from "asn1js";
-import { parseCertificate, parsePemChain, verifyChain } from "../../attestation/certchain.ts";
+import { chainPath, isSelfSigned, parseCertificate, parsePemChain } from "../../attestation/certchain.ts";
 import {
   type EvidenceFacts,
   type LocalDeviceEvidence,
@@ -32,7 +32,13 @@ import {
   type TrustAnchors,
   verifyLocalEvidence,
 } from "../../attestation/mod.ts";
-import { answerFor, type ParsedOcspResponse, parseOcspResponse } from "../../attestation/ocsp.ts";
+import {
+  certIdMatches,
+  type IssuerIdentity,
+  issuerIdentity,
+  type ParsedOcspResponse,
+  parseOcspResponse,
+} from "../../attestation/ocsp.ts";
 import { checkRimSignature, type ParsedRim, parseRim } from "../../attestation/rim.ts";
 import {
   architectureOf,
@@ -54,6 +60,8 @@ const OCSP_NONCE_BYTES = 32;
 /** NVIDIA's RIMs are tens of kilobytes; base64 in JSON adds a third. */
 const MAX_RIM_ANSWER_BYTES = 4 << 20;
 const MAX_OCSP_ANSWER_BYTES = 64 << 10;
+/** Parsed RIMs (each holds its XML's DOM) and issuers kept: a fleet has a few driver and VBIOS versions and CAs. */
+const PARSED_CACHE_SIZE = 64;
 const RIM_ID = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,255}$/;
 // A plain character class: a grouped repetition overflows V8's regexp stack on inputs of megabytes.
 const BASE64 = /^[A-Za-z0-9+/]*={0,2}$/;
@@ -165,6 +173,27 @@ function issuedBy(cert: X509Certificate, issuer: X509Certificate): boolean {
   }
 }
 
+/**
+ * Whether any answer is about the target: the CertID match of answerFor (attestation/ocsp.ts)
+ * alone. An answer that names the certificate is the verifier's to judge, whatever it says and
+ * whoever signed it, so asking again would not help; checking its signature here would cost as much
+ * as the verifier's own check, on every appraisal.
+ */
+function answered(
+  answers: readonly ParsedOcspResponse[],
+  target: RevocationTarget,
+  issuer: IssuerIdentity | undefined,
+): boolean {
+  if (issuer === undefined) return false;
+  return answers.some((a) => {
+    try {
+      return certIdMatches(a, target.cert, issuer) !== undefined;
+    } catch {
+      return false;
+    }
+  });
+}
+
 /** The SHA-384 CertID NVIDIA's tools send (RFC 6960 §4.1.1). */
 function certIdOf(target: RevocationTarget): CertID {
   const issuer = AsnConvert.parse(target.issuer.raw, Certificate).tbsCertificate;
@@ -202,8 +231,8 @@ export class ReferenceFetcher {
   /** Requests sent, to see the caches work. */
   readonly requests = { rim: 0, ocsp: 0 };
   readonly #anchors: TrustAnchors;
-  readonly #deviceRoot: X509Certificate;
-  readonly #rimRoot: X509Certificate;
+  readonly #deviceRoot: { cert: X509Certificate; selfSigned: boolean };
+  readonly #rimRoot: { cert: X509Certificate; selfSigned: boolean };
   readonly #opts: ReferenceClientOptions;
   readonly #clock: Clock;
   readonly #random: (n: number) => Uint8Array;
@@ -211,6 +240,13 @@ export class ReferenceFetcher {
   readonly #rims = new Map<string, Required<RimDocument>>();
   readonly #notFound = new Map<string, number>();
   readonly #rimsInFlight = new Map<string, Promise<Required<RimDocument> | undefined>>();
+  /**
+   * RIMs parsed, by the digest of their id and XML, and the CertID parts of issuers, by
+   * fingerprint: the same few documents and CAs come with every GPU and challenge, and parsing them
+   * is most of what the fetcher does when nothing is missing. Insertion order is recency.
+   */
+  readonly #parsedRims = new Map<string, ParsedRim>();
+  readonly #issuerIds = new Map<string, IssuerIdentity>();
   /** requireNonce false only: answers by CertID, until their nextUpdate. */
   readonly #ocspCache = new Map<string, { der: Uint8Array; until: number }>();
   #active = 0;
@@ -224,8 +260,12 @@ export class ReferenceFetcher {
         : `${settings.rimServiceUrl}/`,
     };
     this.#anchors = anchors;
-    this.#deviceRoot = parseCertificate(anchors.deviceRootPem, "pinned device root");
-    this.#rimRoot = parseCertificate(anchors.rimRootPem, "pinned RIM root");
+    const root = (pem: string, what: string) => {
+      const cert = parseCertificate(pem, what);
+      return { cert, selfSigned: isSelfSigned(cert) };
+    };
+    this.#deviceRoot = root(anchors.deviceRootPem, "pinned device root");
+    this.#rimRoot = root(anchors.rimRootPem, "pinned RIM root");
     this.#opts = opts;
     this.#clock = opts.clock ?? realClock;
     this.#random = opts.randomBytes ?? ((n) => new Uint8Array(randomBytes(n)));
@@ -266,26 +306,15 @@ export class ReferenceFetcher {
     const fetched = await Promise.all(roles.filter((r) => !supplied.has(r.id)).map((r) => this.rim(r.id)));
     const rims = [...device.rims, ...fetched.filter((r): r is Required<RimDocument> => r !== undefined)];
 
-    const parsed = rims.map((doc): ParsedRim | undefined => {
-      try {
-        return parseRim(doc);
-      } catch {
-        return undefined;
-      }
-    });
+    const parsed = rims.map((doc) => this.#parseRim(doc));
     const rimPaths = roles.flatMap((role) => {
       const rim = selectRim(parsed, role, chip);
       if (rim === undefined || rim.version.toUpperCase() !== role.version.toUpperCase()) return [];
-      const { path } = verifyChain(rim.signerChain, this.#rimRoot, {
-        label: `rim:${role.id}`,
-        ignorePresentedRoot: true,
-      });
-      return [{ label: role.id, path }];
+      return [
+        { label: role.id, path: chainPath(rim.signerChain, this.#rimRoot.cert, this.#rimRoot.selfSigned) },
+      ];
     });
-    const devicePath = verifyChain(presented, this.#deviceRoot, {
-      label: "device-chain",
-      ignorePresentedRoot: false,
-    }).path;
+    const devicePath = chainPath(presented, this.#deviceRoot.cert, this.#deviceRoot.selfSigned);
     const answers: ParsedOcspResponse[] = (device.ocspResponses ?? []).flatMap((raw) => {
       try {
         return [parseOcspResponse(raw)];
@@ -293,8 +322,10 @@ export class ReferenceFetcher {
         return [];
       }
     });
+    // No signature is checked for a certificate already answered for: evidence that lacks nothing
+    // costs the fetcher parsing only, not a second verification.
     const missing = revocationTargets(devicePath, rimPaths).filter(
-      (t) => issuedBy(t.cert, t.issuer) && !answers.some((a) => answerFor(a, t.cert, t.issuer) !== undefined),
+      (t) => !answered(answers, t, this.#issuerId(t.issuer)) && issuedBy(t.cert, t.issuer),
     );
     if (missing.length === 0) return fetched.length === 0 ? device : { ...device, rims };
     // One nonce for the device's answers, as the verifier checks them against one. A nonce the
@@ -312,6 +343,38 @@ export class ReferenceFetcher {
       ],
       ...(nonce ? { ocspRequestNonce: nonce } : {}),
     };
+  }
+
+  #parseRim(doc: RimDocument): ParsedRim | undefined {
+    // JSON text holds no raw newline, so the first one ends the id: no two documents share a key.
+    const key = createHash("sha256")
+      .update(`${JSON.stringify(doc.id ?? null)}\n`)
+      .update(doc.xml)
+      .digest("hex");
+    let rim = this.#parsedRims.get(key);
+    if (rim === undefined) {
+      try {
+        rim = parseRim(doc);
+      } catch {
+        return undefined;
+      }
+    }
+    remember(this.#parsedRims, key, rim, PARSED_CACHE_SIZE);
+    return rim;
+  }
+
+  #issuerId(issuer: X509Certificate): IssuerIdentity | undefined {
+    const key = issuer.fingerprint256;
+    let id = this.#issuerIds.get(key);
+    if (id === undefined) {
+      try {
+        id = issuerIdentity(issuer);
+      } catch {
+        return undefined;
+      }
+    }
+    remember(this.#issuerIds, key, id, PARSED_CACHE_SIZE);
+    return id;
   }
 
   /** The RIM the service has under `id`, undefined when it has none (404). */
@@ -464,6 +527,13 @@ export class ReferenceFetcher {
       else this.#active--;
     }
   }
+}
+
+/** Puts `key` last in `cache` (most recent), dropping the oldest entries beyond `limit`. */
+function remember<T>(cache: Map<string, T>, key: string, value: T, limit: number): void {
+  cache.delete(key);
+  cache.set(key, value);
+  while (cache.size > limit) cache.delete(cache.keys().next().value as string);
 }
 
 /** The earliest nextUpdate of an answer (ms); undefined when it has none (then it is not reused). */

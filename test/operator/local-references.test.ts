@@ -12,9 +12,11 @@ import { join } from "node:path";
 import { KubeConfig } from "@kubernetes/client-node";
 import test from "ava";
 import fc from "fast-check";
-import { evaluatePolicy, type LocalDeviceEvidence } from "../../attestation/mod.ts";
+import { evaluatePolicy, type LocalDeviceEvidence, verifyLocalEvidence } from "../../attestation/mod.ts";
 import { parseOcspResponse } from "../../attestation/ocsp.ts";
 import {
+  type MintedEvidence,
+  mintTestbedEvidence,
   TESTBED_GPU_DEFAULTS,
   TESTBED_POLICY_SPEC,
   testbedRimIds,
@@ -119,6 +121,90 @@ test.serial(
     t.deepEqual(verdict.reasons, []);
     t.true(verdict.passed);
     t.is(verdict.devices.length, 2);
+  },
+);
+
+/** What the testbed evidence source hands over: every RIM and OCSP answer, for `nonce`, fresh now. */
+const mintedSet = (nonce: Uint8Array, gpus = 2): Promise<MintedEvidence[]> =>
+  Promise.all(
+    Array.from({ length: gpus }, (_, index) =>
+      mintTestbedEvidence({ nonce, at: new Date(), gpu: { index } }),
+    ),
+  );
+
+test.serial(
+  "evidence that lacks nothing is passed on as it is, with no request, to the same verdict",
+  async (t) => {
+    const nonce = nonceOf(30);
+    const minted = await mintedSet(nonce);
+    const devices = minted.map((m) => m.device);
+    // Nothing listens on port 1: a request would throw EvidenceUnavailable.
+    const closed = "https://127.0.0.1:1";
+    const f = fetcher({ rimServiceUrl: `${closed}/v1/rim/`, ocspUrl: `${closed}/ocsp` });
+    const completed = await f.complete(devices);
+    t.true(completed.every((d, i) => d === devices[i]));
+    const collectedAt = minted[0]?.collectedAt as string;
+    const plain = await verifyLocalEvidence({
+      devices,
+      expectedNonce: nonce,
+      collectedAt,
+      anchors: testbedTrustAnchors(),
+    });
+    const appraised = await f.appraise({ devices, nonce, collectedAt });
+    t.deepEqual(appraised, plain);
+    t.deepEqual(evaluatePolicy(appraised, TESTBED_POLICY_SPEC, { at: new Date() }).reasons, []);
+    // Twice: the second time from the parsed-RIM and issuer caches.
+    t.deepEqual(await f.appraise({ devices, nonce, collectedAt }), plain);
+    t.deepEqual(f.requests, { rim: 0, ocsp: 0 });
+  },
+);
+
+test.serial(
+  "what a node left out of otherwise complete evidence is still fetched, and only that",
+  async (t) => {
+    const nonce = nonceOf(31);
+    const [a, b] = (await mintedSet(nonce)) as [MintedEvidence, MintedEvidence];
+    const without = (m: MintedEvidence, label: string) => m.ocspLabels.indexOf(label);
+    const dropBrom = without(a, "device-chain-1");
+    const garbleL3 = without(b, "rim-l3");
+    t.true(dropBrom >= 0 && garbleL3 >= 0);
+    const devices: LocalDeviceEvidence[] = [
+      { ...a.device, ocspResponses: a.device.ocspResponses.filter((_, i) => i !== dropBrom) },
+      {
+        ...b.device,
+        rims: b.device.rims.filter((r) => r.id !== b.rimIds.vbios),
+        // An answer that does not parse is no answer: the certificate is asked about.
+        ocspResponses: b.device.ocspResponses.map((r, i) =>
+          i === garbleL3 ? new Uint8Array([0x30, 0x03, 1]) : r,
+        ),
+      },
+    ];
+    const start = { rim: services.rimRequests.length, ocsp: services.ocspRequests.length };
+    const f = fetcher();
+    const completed = await f.complete(devices);
+    t.deepEqual(services.rimRequests.slice(start.rim), [b.rimIds.vbios]);
+    const asked = services.ocspRequests.slice(start.ocsp);
+    t.is(asked.length, 2, "one certificate per device");
+    // The node's own OCSP nonce is kept, so the answers it supplied still count.
+    t.deepEqual(
+      asked.map((r) => r.nonce).sort(),
+      [a, b].map((m) => Buffer.from(m.device.ocspRequestNonce).toString("hex")).sort(),
+    );
+    t.deepEqual(
+      completed.map((d) => d.ocspResponses?.length),
+      [a.device.ocspResponses.length, b.device.ocspResponses.length + 1],
+    );
+    const verdict = evaluatePolicy(
+      await f.appraise({ devices, nonce, collectedAt: a.collectedAt }),
+      TESTBED_POLICY_SPEC,
+      { at: new Date() },
+    );
+    t.deepEqual(
+      verdict.devices.map((d) => d.passed),
+      [true, false],
+    );
+    // The garbled answer is still the node's; everything else is complete.
+    t.deepEqual(verdict.reasons, ["EvidenceMalformed"]);
   },
 );
 
