@@ -15,6 +15,7 @@ help:
 	@echo "make test            install what is needed, start the testbed, run every test"
 	@echo "make testbed-up      start the testbed (idempotent); -down stops it; -status shows it"
 	@echo "make lint | format | typecheck"
+	@echo "make image           build the operator image (Containerfile) with docker, podman or buildah"
 
 # npm ci only when the lockfile changed since the last install. The `node` package's
 # preinstall (which fetches the platform's Node.js build from the registry) runs on its
@@ -74,3 +75,22 @@ testbed-down: deps
 
 testbed-status: deps
 	@$(TESTBED) status
+
+# The operator image (Containerfile) with the first container engine on PATH. IMAGE defaults to the
+# chart's image.repository and appVersion (= package.json's version); override it to push elsewhere:
+#   make image IMAGE=registry.example/sovereign-operator:0.1.0
+IMAGE ?= ghcr.io/sovereign-ai/operator:$(shell sed -n 's/^  "version": "\(.*\)",$$/\1/p' package.json)
+ENGINE ?= $(firstword $(foreach e,docker podman buildah,$(if $(shell command -v $(e) 2>/dev/null),$(e))))
+
+.PHONY: image
+image:
+	@if [ -z "$(ENGINE)" ]; then \
+	  echo "make image: no container engine found: none of docker, podman or buildah is installed (on PATH)." >&2; \
+	  echo "Install one, or build the Containerfile on a machine that has one (docs/install.md)." >&2; \
+	  exit 1; \
+	fi
+	@$(ENGINE) info >/dev/null 2>&1 || { \
+	  echo "make image: $(ENGINE) is installed but \`$(ENGINE) info\` fails (is its daemon running?); cannot build here." >&2; \
+	  exit 1; }
+	$(if $(filter buildah,$(ENGINE)),buildah bud,$(ENGINE) build) -f Containerfile -t $(IMAGE) .
+	@echo "built $(IMAGE); push it, then: helm install ... --set image.repository=<repo> --set image.tag=<tag>"
