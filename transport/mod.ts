@@ -42,7 +42,10 @@ export * from "./names.ts";
 export {
   type BucketOptions,
   DEFAULT_PUT_WINDOW,
+  type MirrorNudge,
+  type MirrorNudger,
   type MirrorProgress,
+  mirrorNudger,
   objectChunks,
   type PutObjectInput,
   type PutObjectResult,

@@ -16,7 +16,7 @@ import {
   Objm,
   setSha256Backend,
 } from "@nats-io/obj";
-import { headers, type NatsConnection, nuid } from "@nats-io/transport-node";
+import { headers, type Msg, type MsgHdrs, type NatsConnection, nuid } from "@nats-io/transport-node";
 import { TransportError } from "./errors.ts";
 
 // The object store hashes every chunk; its default pure-JS SHA-256 caps a put or get near
@@ -177,6 +177,135 @@ export async function mirrorProgress(jsm: JetStreamManager, stream: string): Pro
     bytes: info.state.bytes,
     lag: mirror ? Number(mirror.lag) : -1,
     activeAgoMs: mirror && mirror.active >= 0 ? Number(mirror.active) / 1_000_000 : -1,
+  };
+}
+
+/** What `MirrorNudger.nudge` found and did. */
+export type MirrorNudge =
+  /** Nothing to do: no request of the mirror's is waiting unanswered (the server's own retries apply). */
+  | "nothing-lost"
+  /** A request is waiting unanswered, but the origin's API does not answer yet: call again. */
+  | "origin-down"
+  /** The waiting request was sent again and the origin answered it: the mirror resumes now. */
+  | "resumed"
+  /** The waiting request was sent again but no answer came within the wait: call again. */
+  | "unanswered";
+
+export interface MirrorNudger {
+  /**
+   * If the mirror's server is waiting on a consumer request that was lost while the origin
+   * was unreachable, and the origin's JetStream API answers now, sends that same request
+   * again so the mirror resumes at once. Cheap and idempotent: safe to call whenever the
+   * mirror looks silent.
+   */
+  nudge(): Promise<MirrorNudge>;
+  /** Stops watching the mirror's requests. */
+  close(): void;
+}
+
+/** How long nats-server (v2.14.9, `srcConsumerWaitTime`) waits for the answer to its request. */
+const MIRROR_REQUEST_WAIT_MS = 30_000;
+/** A request this old is not sent again: its answer might land after the server gave up on it. */
+const MIRROR_REQUEST_REPLAY_MAX_AGE_MS = MIRROR_REQUEST_WAIT_MS - 2_000;
+/** A copying mirror hears its origin's heartbeat every second; this long without is silence. */
+const MIRROR_HEARTBEAT_GAP_MS = 3_000;
+/** The servers' replies (`$JSC.R.<random>`) remembered, to tell an answered request from a lost one. */
+const REMEMBERED_ANSWERS = 256;
+
+interface MirrorRequest {
+  subject: string;
+  reply: string;
+  headers?: MsgHdrs;
+  data: Uint8Array;
+  at: number;
+}
+
+/**
+ * Watches the consumer requests the mirror `spec.stream`'s server sends to the origin, so that
+ * one lost while the origin was down can be sent again once it is back (`nudge`). Start it
+ * when the mirror is created and keep it for the mirror's life: it can only replay a request
+ * it saw being sent.
+ *
+ * Why: nats-server (v2.14.9, the testbed's pin; server/stream.go) copies a mirror through a
+ * consumer it creates on the origin by a request over the leaf link, then waits up to 30 s for
+ * the answer. A mirror that hears nothing for 10 s asks again; while the origin's server is
+ * down that request is dropped (nobody listens), and the mirror waits out the 30 s, then backs
+ * off 10 s more per failed attempt (up to 2 min). The server does retry when the leaf link
+ * reconnects, but not while a request is still waiting, so a region back within that window
+ * resumes only after the wait and the backoff: 28-40 s measured on the testbed, against
+ * 0.1-0.2 s with the request sent again. Updating the mirror stream's config does not help
+ * (the server leaves the mirror's consumer alone on an update; measured 39 s), and deleting
+ * and recreating the mirror would copy the whole origin again.
+ *
+ * The replayed request is the server's own, byte for byte, with its own reply subject: the
+ * origin creates (or finds) the consumer it names and answers the server, which goes on as if
+ * the first request had arrived. Only a request with no answer seen, younger than the server's
+ * wait, for a mirror that has stopped hearing from its origin, is replayed. The connection must
+ * be in the mirror's account and may publish and subscribe to
+ * `$JS.<domain>.API.CONSUMER.CREATE.<stream>` and `$JSC.R.>`, and read the mirror's info.
+ * Not covered: an origin back in the last 2 s of the server's wait, or after the wait ran out
+ * while the link was already up; the server's own retry (10 s per failure so far) applies.
+ */
+export function mirrorNudger(nc: NatsConnection, spec: { stream: string; fromDomain: string }): MirrorNudger {
+  const api = `$JS.${spec.fromDomain}.API`;
+  let pending: MirrorRequest | undefined;
+  // Answers are watched from the start: one can cross the link before a subscription made on
+  // seeing its request would be in place.
+  const answered = new Set<string>();
+  const seenRequest = (m: Msg): void => {
+    if (!m.reply || m.reply === pending?.reply) return; // none, or our own replay coming back
+    let config: { name?: unknown; metadata?: Record<string, unknown> } | undefined;
+    try {
+      config = (m.json() as { config?: typeof config }).config;
+    } catch {
+      return;
+    }
+    if (typeof config?.name !== "string" || !config.name.startsWith("JS_MIRROR_")) return;
+    const mirrorOf = config.metadata?.["_nats.mirror.stream"];
+    if (mirrorOf !== undefined && mirrorOf !== spec.stream) return;
+    pending = { subject: m.subject, reply: m.reply, headers: m.headers, data: m.data, at: Date.now() };
+  };
+  const seenAnswer = (m: Msg): void => {
+    answered.add(m.subject);
+    if (answered.size > REMEMBERED_ANSWERS) answered.delete(answered.values().next().value as string);
+  };
+  const subs = [
+    // Without a filter the server asks on CONSUMER.CREATE.<stream>; with one, on .<stream>.<name>.<filter>.
+    nc.subscribe(`${api}.CONSUMER.CREATE.${spec.stream}`, { callback: (_err, m) => seenRequest(m) }),
+    nc.subscribe(`${api}.CONSUMER.CREATE.${spec.stream}.>`, { callback: (_err, m) => seenRequest(m) }),
+    nc.subscribe("$JSC.R.>", { callback: (_err, m) => seenAnswer(m) }),
+  ];
+  const lost = (): MirrorRequest | undefined => {
+    const p = pending;
+    return p && !answered.has(p.reply) && Date.now() - p.at < MIRROR_REQUEST_REPLAY_MAX_AGE_MS
+      ? p
+      : undefined;
+  };
+  const mirrorSilent = async (): Promise<boolean> => {
+    const m = await nc.request(`$JS.API.STREAM.INFO.${spec.stream}`, undefined, { timeout: 2_000 });
+    const active = (m.json() as { mirror?: { active?: number } }).mirror?.active;
+    return active !== undefined && (active < 0 || active / 1_000_000 > MIRROR_HEARTBEAT_GAP_MS);
+  };
+  const originAnswers = (): Promise<boolean> =>
+    nc
+      .request(`${api}.STREAM.INFO.${spec.stream}`, undefined, { timeout: 2_000 })
+      .then((m) => (m.json() as { error?: unknown }).error === undefined)
+      .catch(() => false);
+  return {
+    async nudge() {
+      if (!lost() || !(await mirrorSilent())) return "nothing-lost";
+      if (!(await originAnswers())) return "origin-down";
+      const p = lost();
+      if (!p) return "nothing-lost";
+      nc.publish(p.subject, p.data, { reply: p.reply, ...(p.headers ? { headers: p.headers } : {}) });
+      const deadline = Date.now() + 2_000;
+      while (!answered.has(p.reply) && Date.now() < deadline) await new Promise((res) => setTimeout(res, 50));
+      return answered.has(p.reply) ? "resumed" : "unanswered";
+    },
+    close() {
+      for (const sub of subs) sub.unsubscribe();
+      pending = undefined;
+    },
   };
 }
 
