@@ -31,7 +31,9 @@ import {
   isObjectStoreNotFound,
   isStreamNotFound,
   listObjects,
+  type MirrorNudger,
   type MirrorProgress,
+  mirrorNudger,
   mirrorProgress,
   objectChunks,
   objectMetaSubjects,
@@ -64,6 +66,18 @@ export async function ensureRegionDeltaMirror(
     fromDomain: domain,
     deliverPrefix: deltaMirrorDeliverPrefix(domain),
   });
+}
+
+/**
+ * Hub: sends a region's delta mirror's lost consumer request again once the region is back,
+ * instead of waiting out nats-server's retry (mirrorNudger). Create it with the mirror.
+ */
+export function regionDeltaMirrorNudger(
+  hubNc: NatsConnection,
+  region: string,
+  domain = region,
+): MirrorNudger {
+  return mirrorNudger(hubNc, { stream: objectStoreStream(regionDeltaBucket(region)), fromDomain: domain });
 }
 
 export async function regionDeltaMirrorProgress(

@@ -16,6 +16,7 @@ export {
   publishDelta,
   purgeMirroredDeltas,
   purgeRegionDeltas,
+  regionDeltaMirrorNudger,
   regionDeltaMirrorProgress,
   type WatchedArrival,
   watchRegionDeltas,

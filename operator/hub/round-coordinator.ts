@@ -46,6 +46,7 @@ import {
   parseDeltaObjectName,
   publishGlobalModel,
   purgeMirroredDeltas,
+  regionDeltaMirrorNudger,
   regionDeltaMirrorProgress,
   saveRunState,
   TRANSPORT_REASONS,
@@ -184,6 +185,7 @@ const ARRIVAL_WATCH_RETRY_MS = 5_000;
  */
 const MIRROR_SILENT_MS = 5_000;
 const MIRROR_HEALTH_TTL_MS = 1_000;
+const MIRROR_NUDGE_INTERVAL_MS = 1_000;
 const readFailed = (err: unknown) => {
   const reason = (err as { reason?: string }).reason;
   return reason === undefined || reason === "DeltaObjectMissing";
@@ -265,6 +267,7 @@ export class RoundCoordinator {
         await ensureRegionDeltaMirror(this.#opts.nc, region, domain);
         this.#mirrored.add(region);
         this.#watchArrivals(region);
+        this.#keepMirrorResuming(region, domain);
       }
       const round = this.#round(key, ref.round);
       if (round.has(region)) continue;
@@ -363,6 +366,47 @@ export class RoundCoordinator {
       setTimeout(() => this.#watchArrivals(region), ARRIVAL_WATCH_RETRY_MS).unref();
     };
     watch().then(() => again(), again);
+  }
+
+  /**
+   * A region back after its server went down is mirrored again within a second or so, rather
+   * than after nats-server's own retry (28-40 s measured): once a second, a mirror request lost
+   * while the region was down is sent again as soon as the region answers (mirrorNudger). Costs
+   * nothing while no request is lost.
+   */
+  #keepMirrorResuming(region: string, domain: string): void {
+    const nudger = regionDeltaMirrorNudger(this.#opts.nc, region, domain);
+    let busy = false;
+    const timer = setInterval(() => {
+      if (this.#opts.nc.isClosed()) {
+        clearInterval(timer);
+        nudger.close();
+        return;
+      }
+      if (busy) return;
+      busy = true;
+      nudger
+        .nudge()
+        .then(
+          (result) => {
+            if (result !== "resumed") return;
+            this.#mirrorHealth.delete(region);
+            this.#opts.log.info(
+              "the region's delta mirror resumed: its request lost while the region was down was sent again",
+              { region },
+            );
+          },
+          (err: unknown) =>
+            this.#opts.log.debug("nudging the region's delta mirror failed; trying again", {
+              region,
+              error: messageOf(err),
+            }),
+        )
+        .finally(() => {
+          busy = false;
+        });
+    }, MIRROR_NUDGE_INTERVAL_MS);
+    timer.unref();
   }
 
   /**
