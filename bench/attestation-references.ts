@@ -11,9 +11,7 @@
 // counted at node:crypto's entry points, as in bench/attestation-verify.ts.
 // Writes bench/results/<out>.json.
 import assert from "node:assert/strict";
-import crypto, { webcrypto, X509Certificate } from "node:crypto";
 import { mkdir, writeFile } from "node:fs/promises";
-import { syncBuiltinESMExports } from "node:module";
 import { cpus, loadavg } from "node:os";
 import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
@@ -25,6 +23,7 @@ import {
   testbedVerificationInput,
 } from "../attestation/testbed/mod.ts";
 import { ReferenceFetcher } from "../operator/member/local-references.ts";
+import { countEcdsaVerifications } from "./ecdsa-count.ts";
 
 const { values: args } = parseArgs({
   options: {
@@ -70,38 +69,6 @@ const cases = {
 type CaseName = keyof typeof cases;
 const NAMES = Object.keys(cases) as CaseName[];
 
-/** ECDSA verifications one call performs, counted at node:crypto's three entry points. */
-async function countEcdsa(fn: () => Promise<unknown>): Promise<number> {
-  let count = 0;
-  const original = {
-    verify: crypto.verify,
-    x509: X509Certificate.prototype.verify,
-    subtle: webcrypto.subtle.verify,
-  };
-  crypto.verify = ((...a: Parameters<typeof crypto.verify>) => {
-    count++;
-    return original.verify(...a);
-  }) as typeof crypto.verify;
-  X509Certificate.prototype.verify = function (this: X509Certificate, key) {
-    count++;
-    return original.x509.call(this, key);
-  };
-  webcrypto.subtle.verify = ((...a: Parameters<typeof webcrypto.subtle.verify>) => {
-    count++;
-    return original.subtle.apply(webcrypto.subtle, a);
-  }) as typeof webcrypto.subtle.verify;
-  syncBuiltinESMExports();
-  try {
-    await fn();
-  } finally {
-    crypto.verify = original.verify;
-    X509Certificate.prototype.verify = original.x509;
-    delete (webcrypto.subtle as unknown as Record<string, unknown>).verify;
-    syncBuiltinESMExports();
-  }
-  return count;
-}
-
 // The same facts either way: with nothing missing the fetcher must hand the evidence on untouched.
 const plainFacts = await verifyLocalEvidence(input);
 const appraisedFacts = await fetcher.appraise({
@@ -118,7 +85,7 @@ assert.ok(
 const reasons = judge(plainFacts).reasons;
 assertNoFetch();
 const ecdsa = {} as Record<CaseName, number>;
-for (const n of NAMES) ecdsa[n] = await countEcdsa(cases[n]);
+for (const n of NAMES) ecdsa[n] = await countEcdsaVerifications(cases[n]);
 for (const n of NAMES) await cases[n](); // warm-up
 
 async function timeCase(name: CaseName): Promise<number> {

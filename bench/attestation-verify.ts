@@ -5,10 +5,9 @@
 // of ECDSA verifications is counted, not assumed: node:crypto's verify entry points are wrapped
 // while one verification runs. Minted testbed evidence, and NVIDIA's SET A when the shared vectors
 // are present. Writes bench/results/attestation-verify.json.
-import crypto, { generateKeyPairSync, webcrypto, X509Certificate } from "node:crypto";
+import crypto, { generateKeyPairSync } from "node:crypto";
 import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { mkdir, writeFile } from "node:fs/promises";
-import { syncBuiltinESMExports } from "node:module";
 import { join, resolve } from "node:path";
 import { evaluatePolicy, type LocalVerificationInput, verifyLocalEvidence } from "../attestation/mod.ts";
 import {
@@ -18,6 +17,7 @@ import {
   testbedVerificationInput,
 } from "../attestation/testbed/mod.ts";
 import type { AttestationPolicySpec } from "../crds/types.generated.ts";
+import { countEcdsaVerifications } from "./ecdsa-count.ts";
 
 const seconds = Number(process.argv[2] ?? 3);
 const VECTORS = resolve(import.meta.dirname, "../../shared/vectors/nvidia");
@@ -32,38 +32,6 @@ interface Case {
 async function verifyOnce(c: Case): Promise<string[]> {
   const facts = await verifyLocalEvidence(c.input);
   return evaluatePolicy(facts, c.spec, { at: c.at }).reasons;
-}
-
-/** ECDSA verifications one full verification performs, counted at node:crypto's three entry points. */
-async function countEcdsaVerifications(c: Case): Promise<number> {
-  let count = 0;
-  const original = {
-    verify: crypto.verify,
-    x509: X509Certificate.prototype.verify,
-    subtle: webcrypto.subtle.verify,
-  };
-  crypto.verify = ((...args: Parameters<typeof crypto.verify>) => {
-    count++;
-    return original.verify(...args);
-  }) as typeof crypto.verify;
-  X509Certificate.prototype.verify = function (this: X509Certificate, key) {
-    count++;
-    return original.x509.call(this, key);
-  };
-  webcrypto.subtle.verify = ((...args: Parameters<typeof webcrypto.subtle.verify>) => {
-    count++;
-    return original.subtle.apply(webcrypto.subtle, args);
-  }) as typeof webcrypto.subtle.verify;
-  syncBuiltinESMExports();
-  try {
-    await verifyOnce(c);
-  } finally {
-    crypto.verify = original.verify;
-    X509Certificate.prototype.verify = original.x509;
-    delete (webcrypto.subtle as unknown as Record<string, unknown>).verify;
-    syncBuiltinESMExports();
-  }
-  return count;
 }
 
 async function rate(fn: () => Promise<unknown> | unknown): Promise<{ perSecond: number; runs: number }> {
@@ -132,7 +100,7 @@ const raw = await rate(rawVerify);
 const results = [];
 for (const c of cases) {
   const reasons = await verifyOnce(c);
-  const ecdsaPerVerification = await countEcdsaVerifications(c);
+  const ecdsaPerVerification = await countEcdsaVerifications(() => verifyOnce(c));
   const full = await rate(() => verifyOnce(c));
   const rawSecondsPerVerification = ecdsaPerVerification / raw.perSecond;
   results.push({
