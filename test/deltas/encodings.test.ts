@@ -236,6 +236,25 @@ test("measured size and error on a known input (64×1024 N(0, 0.01²) by a fixed
   t.true((by["int8-block64"]?.relativeError ?? 1) < (by["int4-block32"]?.relativeError ?? 0));
 });
 
+/**
+ * Every decoded value within half a quantisation step of its block's scale, plus rounding slack.
+ * Scales that underflow (absmax below ~2^-143) decode to zero: hence the absolute slack.
+ */
+function withinHalfStep(
+  values: Float32Array,
+  decoded: Float32Array,
+  scales: Float32Array | undefined,
+  block: number,
+): boolean {
+  return values.every((x, i) => {
+    const scale = scales?.[Math.floor(i / block)] as number;
+    return (
+      Math.abs(x - (decoded[i] as number)) <=
+      scale / 2 + scale * 2 ** -20 + Math.abs(x) * 2 ** -22 + 2 ** -140
+    );
+  });
+}
+
 test("int8 error never exceeds half a quantisation step (property)", (t) => {
   fc.assert(
     fc.property(
@@ -244,14 +263,7 @@ test("int8 error never exceeds half a quantisation step (property)", (t) => {
         const parsed = parseEncoding("int8-block16");
         const encoded = encodeValues("w", values, [values.length], parsed);
         const decoded = decodeValues(encoded, [values.length], parsed);
-        // Scales that underflow (absmax below ~2^-143) decode to zero: hence the absolute slack.
-        return values.every((x, i) => {
-          const scale = encoded.scales?.[Math.floor(i / 16)] as number;
-          return (
-            Math.abs(x - (decoded[i] as number)) <=
-            scale / 2 + scale * 2 ** -20 + Math.abs(x) * 2 ** -22 + 2 ** -140
-          );
-        });
+        return withinHalfStep(values, decoded, encoded.scales, 16);
       },
     ),
     { numRuns: 2000 },
@@ -269,13 +281,7 @@ test("int4 error never exceeds half a quantisation step, packed or in its int8 f
         const packed = values.length % 2 === 0;
         if (encoded.payload.dtype !== (packed ? "U8" : "I8")) return false;
         const decoded = decodeValues(encoded, [values.length], parsed);
-        return values.every((x, i) => {
-          const scale = encoded.scales?.[Math.floor(i / 16)] as number;
-          return (
-            Math.abs(x - (decoded[i] as number)) <=
-            scale / 2 + scale * 2 ** -20 + Math.abs(x) * 2 ** -22 + 2 ** -140
-          );
-        });
+        return withinHalfStep(values, decoded, encoded.scales, 16);
       },
     ),
     { numRuns: 2000 },
