@@ -764,7 +764,7 @@ async function manifestFor(
   const described = await describeDelta([file]);
   const manifest: DeltaManifest = {
     version: 1,
-    namespace: "sovereign-eu",
+    namespace: "team-a",
     run: "llama-eu",
     round: 7,
     region: "region-a",
@@ -1313,9 +1313,9 @@ test("bad input: delta objects arriving in the hub's mirror", async (t) => {
     return accepted("taken as a delta of its address");
   };
   t.deepEqual(await judge("region-a", info()), accepted("taken as a delta of its address"));
-  // Names that are malformed or name another run, round or learner (another namespace is the
-  // round coordinator's to judge, so it is not generated).
-  const sameAddress = /^[^/]+\/llama-eu\/round-7\/learner-0\.region-a$/;
+  // Names that are malformed or name another namespace, run, round or learner than the signed
+  // manifest's.
+  const sameAddress = /^team-a\/llama-eu\/round-7\/learner-0\.region-a$/;
   type AInput = { what: string; region: string; info: Info };
   const inputs = sample<AInput>(
     fc.oneof(
