@@ -24,7 +24,12 @@ import type { OperatorMetrics } from "../runtime/metrics.ts";
 import { decidePlacement, type PlacementDecision } from "./placement.ts";
 import { judgeRegionForRound } from "./quarantine.ts";
 import { regionNamespace } from "./region-access.ts";
-import type { RegionEndpoint, RoundCoordinator, RoundSettings } from "./round-coordinator.ts";
+import {
+  HUB_REFUSAL,
+  type RegionEndpoint,
+  type RoundCoordinator,
+  type RoundSettings,
+} from "./round-coordinator.ts";
 import {
   afterPublish,
   decideRound,
@@ -728,6 +733,16 @@ async function advanceRound(
       const acceptedSince = coordinator.acceptedRegions(ref).filter((r) => eligible.includes(r));
       const contributing = [...new Set([...step.progress.deliveredRegions, ...acceptedSince])].sort();
       const fixed = coordinator.aggregation(ref, contributing, settings, lateVerified);
+      // A delta accepted before its region was quarantined is outside the set: refused, not dropped unseen.
+      // Only quarantined regions' deltas: an eligible region's delta accepted after the set was
+      // fixed may still be folded into a later round.
+      coordinator.excludeAccepted(
+        ref,
+        [...fixed.contributing, ...eligible],
+        HUB_REFUSAL.regionQuarantined,
+        (region) =>
+          `${region} was quarantined before round ${round} closed, so its delta, accepted earlier, is not aggregated; its deltas count again once its GPUs pass attestation`,
+      );
       return {
         progress: {
           roundProgress: {

@@ -146,10 +146,12 @@ export interface RoundCoordinatorOptions {
 }
 
 /** The hub's own refusal reasons, beside those of the delta library and the transport. */
-const HUB_REFUSAL = {
+export const HUB_REFUSAL = {
   tooLate: "DeltaTooLate",
   baseModelMismatch: "DeltaBaseModelMismatch",
   learnerKeyUnknown: "LearnerKeyUnknown",
+  /** Accepted, then its region was quarantined before the round closed: its deltas no longer count. */
+  regionQuarantined: "RegionQuarantined",
   /** A delta that failed with an error carrying no reason code of ours. */
   unreadable: "DeltaUnreadable",
 } as const;
@@ -332,12 +334,8 @@ export class RoundCoordinator {
             reason: reasonOf(err),
             message: messageOf(err),
           };
-          this.#opts.log.warn("delta refused", { run: runKey, ...refusal });
-          const byRound = this.#refused.get(key) ?? new Map<number, Map<string, Refusal>>();
-          this.#refused.set(key, byRound);
-          byRound.set(ref.round, (byRound.get(ref.round) ?? new Map()).set(region, refusal));
+          this.#refuse(ref, refusal);
           changed = true;
-          this.#opts.onRefused?.(runKey, refusal);
         }
       }
     }
@@ -449,6 +447,43 @@ export class RoundCoordinator {
     );
     for (let r = round; r <= last; r++) if (!this.#aggregations.has(`${key}#${r}`)) return true;
     return false;
+  }
+
+  #refuse(ref: RoundRef, refusal: Refusal): void {
+    const runKey = runKeyOf(ref);
+    this.#opts.log.warn("delta refused", { run: runKey, ...refusal });
+    const byRound = this.#refused.get(stateKey(ref)) ?? new Map<number, Map<string, Refusal>>();
+    this.#refused.set(stateKey(ref), byRound);
+    byRound.set(ref.round, (byRound.get(ref.round) ?? new Map()).set(refusal.region, refusal));
+    this.#opts.onRefused?.(runKey, refusal);
+  }
+
+  /**
+   * Takes back the deltas accepted for the round from regions outside `kept`, refusing each with
+   * `reason`: a region quarantined between its delta's acceptance and the round's close no longer
+   * counts, and its delta must not be left accepted yet never aggregated without a word (audited
+   * and counted as a refusal; its learner hears it).
+   */
+  excludeAccepted(
+    ref: RoundRef,
+    kept: readonly string[],
+    reason: string,
+    why: (region: string) => string,
+  ): void {
+    const round = this.#accepted.get(stateKey(ref))?.get(ref.round);
+    for (const [region, accepted] of [...(round ?? [])]) {
+      if (kept.includes(region)) continue;
+      round?.delete(region);
+      this.#refuse(ref, {
+        region,
+        object: accepted.arrival.name,
+        round: ref.round,
+        learner: accepted.arrival.signed.manifest.learner,
+        manifestDigest: accepted.digest,
+        reason,
+        message: why(region),
+      });
+    }
   }
 
   /** Regions whose delivery for the round was refused and that have no accepted delta for it (yet). */

@@ -584,3 +584,69 @@ test("a delta verified only after every round that could take it fixed its set i
     refused: ["DeltaTooLate"],
   });
 });
+
+test("a delta accepted before its region is quarantined is refused as RegionQuarantined when the round closes, not left accepted and unaggregated", async (t) => {
+  t.timeout(4 * 60_000);
+  const { custom, policy, regions, hubNc, ns, metrics, startHub, startRun, publisher, getRun } =
+    await federation(t);
+  await startHub();
+  const { runName } = await startRun(t, "excluded", {
+    minRegions: 3,
+    rounds: 1,
+    seed: 4,
+    quorum: { minRegions: 2, graceWindowSeconds: 600, maxRoundSeconds: 1200, lateDeltas: "Discard" },
+  });
+  const publish = publisher(runName);
+  const [a, b, c] = regions as [(typeof regions)[0], (typeof regions)[0], (typeof regions)[0]];
+  await eventually(
+    async () => ((await getRun(runName)).status?.roundProgress?.round === 1 ? true : undefined),
+    "round 1 open",
+  );
+  const base0 = await fetchGlobalModel(hubNc, { namespace: ns, run: runName, round: 0 });
+  await collectBytes(base0.data);
+  // c delivers first and its delta is accepted; only then are its GPUs found failing.
+  await publish(c, 2, 1, 1000, base0.digest);
+  await eventually(
+    async () =>
+      new RegExp(`sovereign_deltas_accepted_total\\{region="${c.name}"\\} 1`).test(
+        await metrics.registry.metrics(),
+      )
+        ? true
+        : undefined,
+    "c's delta accepted",
+  );
+  await custom.patchClusterCustomObjectStatus(
+    {
+      ...GROUP,
+      plural: "sovereignnodes",
+      name: c.name,
+      body: {
+        status: {
+          gpuNodes: { total: 2, attested: 0, failing: 2, totalGpus: 16, attestedGpus: 0 },
+          attestation: { policy, lastFailureReason: "MeasurementMismatch" },
+        },
+      },
+    },
+    setHeaderOptions("Content-Type", PatchStrategy.MergePatch),
+  );
+  await eventually(async () => {
+    const s = (await getRun(runName)).status;
+    return s?.regions?.find((r) => r.name === c.name)?.quarantined ? true : undefined;
+  }, "region c quarantined");
+  await publish(a, 0, 1, 1000, base0.digest);
+  await publish(b, 1, 1, 1000, base0.digest);
+  const closed = await eventually(async () => {
+    const s = (await getRun(runName)).status;
+    return s?.rounds?.find((x) => x.round === 1) ? s : undefined;
+  }, "round 1 closed");
+  t.deepEqual(closed.rounds?.find((x) => x.round === 1)?.contributingRegions, [a.name, b.name].sort());
+  const refusedQuarantined = await eventually(async () => {
+    const text = await metrics.registry.metrics();
+    return new RegExp(
+      `sovereign_deltas_refused_total\\{region="${c.name}",reason="RegionQuarantined"\\} 1`,
+    ).test(text)
+      ? text
+      : undefined;
+  }, "c's accepted delta refused as RegionQuarantined");
+  t.truthy(refusedQuarantined);
+});

@@ -16,7 +16,14 @@ export interface DemoRunResult {
   seconds: number;
   evaluation?: { accuracy: number };
   link?: { ok: boolean; rounds: number; deltas: number; problems: string[] };
-  deltas?: { published: number; accepted: number; aggregated: number; lost: number; doubleCounted: number };
+  deltas?: {
+    published: number;
+    accepted: number;
+    aggregated: number;
+    lost: number;
+    excluded?: number;
+    doubleCounted: number;
+  };
 }
 
 export interface DemoOutput<T> {

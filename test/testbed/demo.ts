@@ -588,6 +588,8 @@ interface DeltaAccount {
   accepted: number;
   aggregated: number;
   lost: number;
+  /** Accepted, then refused as RegionQuarantined: the region was quarantined before the round closed. */
+  excluded: number;
   doubleCounted: number;
   problems: string[];
 }
@@ -1035,16 +1037,30 @@ for (const [index, spec] of runDocs.entries()) {
           ...(b.lateFolded ?? []).map((f) => f.replace("@", "/")),
         ];
       });
+    // Accepted, then taken back because the region was quarantined before the round closed: a
+    // refusal in the audit trail (RegionQuarantined), not a lost delta.
+    const excludedKeys = new Set(
+      hubEntries
+        .filter(
+          (e) =>
+            e.kind === "DeltaRefused" &&
+            e.body.run === `${runNs}/${runName}` &&
+            e.body.reason === "RegionQuarantined",
+        )
+        .map((e) => `${e.body.region}/${e.body.round}`),
+    );
     const count = (xs: string[]) =>
       xs.reduce((m, x) => m.set(x, (m.get(x) ?? 0) + 1), new Map<string, number>());
     const acc = count(acceptedKeys);
     const agg = count(aggregatedKeys);
     const problems: string[] = [];
     let lost = 0;
+    let excluded = 0;
     let doubled = 0;
     for (const [k, n] of acc) {
       if (n > 1) problems.push(`${k}: accepted ${n} times`);
-      if (!agg.has(k)) {
+      if (!agg.has(k) && excludedKeys.has(k)) excluded++;
+      else if (!agg.has(k)) {
         lost++;
         problems.push(`${k}: accepted, never aggregated`);
       }
@@ -1065,11 +1081,12 @@ for (const [index, spec] of runDocs.entries()) {
       accepted: acceptedKeys.length,
       aggregated: aggregatedKeys.length,
       lost,
+      excluded,
       doubleCounted: doubled + [...acc.values()].reduce((n, v) => n + v - 1, 0),
       problems,
     };
     say(
-      `deltas ${spec.key}: ${published} published, ${acceptedKeys.length} accepted, ${aggregatedKeys.length} aggregated; lost ${lost}, counted twice ${result.deltas.doubleCounted}${problems.length ? ` (${problems.slice(0, 4).join("; ")})` : ""}`,
+      `deltas ${spec.key}: ${published} published, ${acceptedKeys.length} accepted, ${aggregatedKeys.length} aggregated, ${excluded} refused after their region was quarantined; lost ${lost}, counted twice ${result.deltas.doubleCounted}${problems.length ? ` (${problems.slice(0, 4).join("; ")})` : ""}`,
     );
   }
   if (finished?.status?.phase !== "Succeeded") {
