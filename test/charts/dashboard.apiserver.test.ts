@@ -111,7 +111,7 @@ serial(
         console.error(`${((Date.now() - started) / 1000).toFixed(1)} s: ${what}`);
     };
     const fx = await federation(t);
-    const { custom, ns, policy, regions, hubNc, admin, tb } = fx;
+    const { custom, ns, regions, hubNc, admin, tb } = fx;
     await holdGpuNodeLabels(t);
     const hubPort = await freePort();
     const memberPort = await freePort();
@@ -338,20 +338,7 @@ serial(
     // Round 2: c's GPUs all fail attestation; it is quarantined and a and b close the round.
     await roundOpen(2);
     debug("round 2");
-    await custom.patchClusterCustomObjectStatus(
-      {
-        ...GROUP,
-        plural: "sovereignnodes",
-        name: c.name,
-        body: {
-          status: {
-            gpuNodes: { total: 2, attested: 0, failing: 2, totalGpus: 16, attestedGpus: 0 },
-            attestation: { policy, lastFailureReason: "MeasurementMismatch" },
-          },
-        },
-      },
-      merge,
-    );
+    await fx.failRegionGpus(c.name);
     await eventually(async () => {
       const s = (await fx.getRun(runName)).status;
       return s?.regions?.find((r) => r.name === c.name)?.quarantined ? s : undefined;

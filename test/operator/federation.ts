@@ -249,8 +249,28 @@ export async function federation(t: ExecutionContext) {
     t.true(worst < 1e-5, `round ${round}: largest difference from the reference: ${worst}`);
     return published;
   };
+  /** A region's SovereignNode status as its member would report its GPU nodes' attestation. */
+  const setRegionGpus = (region: string, gpuNodes: object, lastFailureReason?: string) =>
+    custom.patchClusterCustomObjectStatus(
+      {
+        ...GROUP,
+        plural: "sovereignnodes",
+        name: region,
+        body: { status: { gpuNodes, attestation: { policy, lastFailureReason: lastFailureReason ?? "" } } },
+      },
+      setHeaderOptions("Content-Type", PatchStrategy.MergePatch),
+    );
+  /** Every GPU node of the region failing attestation: the hub quarantines it. */
+  const failRegionGpus = (region: string) =>
+    setRegionGpus(
+      region,
+      { total: 2, attested: 0, failing: 2, totalGpus: 16, attestedGpus: 0 },
+      "MeasurementMismatch",
+    );
   return {
     startRun,
+    setRegionGpus,
+    failRegionGpus,
     expectEqualWeightFedAvg,
     tb,
     admin,

@@ -251,8 +251,20 @@ test("a DiLoCo run with a coordinate-median aggregator applies the outer Nestero
 
 test("a region whose GPUs all fail attestation is quarantined and the rounds go on without it; a suspension stops the round's clock", async (t) => {
   t.timeout(4 * 60_000);
-  const { custom, ns, policy, regions, hubNc, metrics, startHub, startRun, publisher, getRun, admin } =
-    await federation(t);
+  const {
+    custom,
+    ns,
+    regions,
+    hubNc,
+    metrics,
+    startHub,
+    startRun,
+    publisher,
+    getRun,
+    admin,
+    failRegionGpus,
+    setRegionGpus,
+  } = await federation(t);
   await startHub();
   const { runName } = await startRun(t, "quarantine", {
     minRegions: 3,
@@ -263,16 +275,6 @@ test("a region whose GPUs all fail attestation is quarantined and the rounds go 
   });
   const publish = publisher(runName);
   const [a, b, c] = regions as [(typeof regions)[0], (typeof regions)[0], (typeof regions)[0]];
-  const setGpus = (gpuNodes: object, lastFailureReason?: string) =>
-    custom.patchClusterCustomObjectStatus(
-      {
-        ...GROUP,
-        plural: "sovereignnodes",
-        name: c.name,
-        body: { status: { gpuNodes, attestation: { policy, lastFailureReason: lastFailureReason ?? "" } } },
-      },
-      setHeaderOptions("Content-Type", PatchStrategy.MergePatch),
-    );
   await eventually(
     async () => ((await getRun(runName)).status?.roundProgress?.round === 1 ? true : undefined),
     "round 1 open",
@@ -280,7 +282,7 @@ test("a region whose GPUs all fail attestation is quarantined and the rounds go 
 
   // Region c's GPUs all fail: it is quarantined, the run says so, and round 1 closes as soon
   // as a and b are in, without waiting out the grace window for c.
-  await setGpus({ total: 2, attested: 0, failing: 2, totalGpus: 16, attestedGpus: 0 }, "MeasurementMismatch");
+  await failRegionGpus(c.name);
   const degraded = await eventually(async () => {
     const s = (await getRun(runName)).status;
     return s?.regions?.find((r) => r.name === c.name)?.quarantined ? s : undefined;
@@ -350,7 +352,7 @@ test("a region whose GPUs all fail attestation is quarantined and the rounds go 
   t.is(resumed.roundProgress?.round, 2);
 
   // c attests again: it is back in the round, and round 2 waits for it.
-  await setGpus({ total: 2, attested: 2, failing: 0, totalGpus: 16, attestedGpus: 16 });
+  await setRegionGpus(c.name, { total: 2, attested: 2, failing: 0, totalGpus: 16, attestedGpus: 16 });
   await eventually(async () => {
     const s = (await getRun(runName)).status;
     return s?.regions?.find((r) => r.name === c.name)?.quarantined ? undefined : s;
@@ -587,7 +589,7 @@ test("a delta verified only after every round that could take it fixed its set i
 
 test("a delta accepted before its region is quarantined is refused as RegionQuarantined when the round closes, not left accepted and unaggregated", async (t) => {
   t.timeout(4 * 60_000);
-  const { custom, policy, regions, hubNc, ns, metrics, startHub, startRun, publisher, getRun } =
+  const { regions, hubNc, ns, metrics, startHub, startRun, publisher, getRun, failRegionGpus } =
     await federation(t);
   await startHub();
   const { runName } = await startRun(t, "excluded", {
@@ -615,20 +617,7 @@ test("a delta accepted before its region is quarantined is refused as RegionQuar
         : undefined,
     "c's delta accepted",
   );
-  await custom.patchClusterCustomObjectStatus(
-    {
-      ...GROUP,
-      plural: "sovereignnodes",
-      name: c.name,
-      body: {
-        status: {
-          gpuNodes: { total: 2, attested: 0, failing: 2, totalGpus: 16, attestedGpus: 0 },
-          attestation: { policy, lastFailureReason: "MeasurementMismatch" },
-        },
-      },
-    },
-    setHeaderOptions("Content-Type", PatchStrategy.MergePatch),
-  );
+  await failRegionGpus(c.name);
   await eventually(async () => {
     const s = (await getRun(runName)).status;
     return s?.regions?.find((r) => r.name === c.name)?.quarantined ? true : undefined;
