@@ -351,30 +351,11 @@ export class ReferenceFetcher {
       .update(`${JSON.stringify(doc.id ?? null)}\n`)
       .update(doc.xml)
       .digest("hex");
-    let rim = this.#parsedRims.get(key);
-    if (rim === undefined) {
-      try {
-        rim = parseRim(doc);
-      } catch {
-        return undefined;
-      }
-    }
-    remember(this.#parsedRims, key, rim, PARSED_CACHE_SIZE);
-    return rim;
+    return recall(this.#parsedRims, key, () => parseRim(doc));
   }
 
   #issuerId(issuer: X509Certificate): IssuerIdentity | undefined {
-    const key = issuer.fingerprint256;
-    let id = this.#issuerIds.get(key);
-    if (id === undefined) {
-      try {
-        id = issuerIdentity(issuer);
-      } catch {
-        return undefined;
-      }
-    }
-    remember(this.#issuerIds, key, id, PARSED_CACHE_SIZE);
-    return id;
+    return recall(this.#issuerIds, issuer.fingerprint256, () => issuerIdentity(issuer));
   }
 
   /** The RIM the service has under `id`, undefined when it has none (404). */
@@ -443,9 +424,7 @@ export class ReferenceFetcher {
       keep = false;
     }
     if (keep) {
-      this.#rims.set(id, doc);
-      const limit = Math.max(1, this.#opts.rimCacheSize ?? 256);
-      while (this.#rims.size > limit) this.#rims.delete(this.#rims.keys().next().value as string);
+      remember(this.#rims, id, doc, Math.max(1, this.#opts.rimCacheSize ?? 256));
     }
     return doc;
   }
@@ -530,6 +509,23 @@ export class ReferenceFetcher {
 }
 
 /** Puts `key` last in `cache` (most recent), dropping the oldest entries beyond `limit`. */
+/**
+ * The parsed form kept under `key` (most recently used last), or `parse()` kept there now;
+ * undefined, and nothing kept, when it throws: what does not parse is the verifier's to refuse.
+ */
+function recall<T>(cache: Map<string, T>, key: string, parse: () => T): T | undefined {
+  let value = cache.get(key);
+  if (value === undefined) {
+    try {
+      value = parse();
+    } catch {
+      return undefined;
+    }
+  }
+  remember(cache, key, value, PARSED_CACHE_SIZE);
+  return value;
+}
+
 function remember<T>(cache: Map<string, T>, key: string, value: T, limit: number): void {
   cache.delete(key);
   cache.set(key, value);
