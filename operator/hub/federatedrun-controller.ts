@@ -733,9 +733,9 @@ async function advanceRound(
       const acceptedSince = coordinator.acceptedRegions(ref).filter((r) => eligible.includes(r));
       const contributing = [...new Set([...step.progress.deliveredRegions, ...acceptedSince])].sort();
       const fixed = coordinator.aggregation(ref, contributing, settings, lateVerified);
-      // A delta accepted before its region was quarantined is outside the set: refused, not dropped unseen.
-      // Only quarantined regions' deltas: an eligible region's delta accepted after the set was
-      // fixed may still be folded into a later round.
+      // A delta accepted before its region was quarantined is outside the set: refused, not left
+      // unseen. Eligible regions are kept: one's delta accepted after the set was fixed may still
+      // be folded into a later round.
       coordinator.excludeAccepted(
         ref,
         [...fixed.contributing, ...eligible],
