@@ -9,13 +9,23 @@ export type ChunkSource = AsyncIterable<DecodedChunk> | Iterable<DecodedChunk>;
 /** Called for each chunk with its tensor's layout index and element offset; may return a promise (awaited). */
 export type ChunkSink = (tensor: number, at: number, values: Float32Array) => void | Promise<void>;
 
-export async function walkDelta(
+/** One validated chunk: its tensor's layout index, the element offset, and the values. */
+export interface WalkedChunk {
+  tensor: number;
+  at: number;
+  values: Float32Array;
+}
+
+/**
+ * A delta's chunks, each checked against the layout as it is pulled; throws on the first chunk
+ * out of place, and at the end if a tensor is missing or incomplete.
+ */
+export async function* validatedChunks(
   layout: ModelLayout,
   index: ReadonlyMap<string, { index: number; elements: number }>,
   chunks: ChunkSource,
-  sink: ChunkSink,
   signal?: AbortSignal,
-): Promise<void> {
+): AsyncGenerator<WalkedChunk> {
   const complete = new Uint8Array(layout.length);
   let current = -1;
   let cursor = 0;
@@ -46,8 +56,7 @@ export async function walkDelta(
         `tensor '${chunk.name}' (${entry.elements} elements) got ${chunk.values.length} values at ${chunk.offset}${chunk.last ? " marked last" : ""}, expected the next at ${cursor}`,
       );
     }
-    const pending = sink(current, cursor, chunk.values);
-    if (pending) await pending;
+    yield { tensor: current, at: cursor, values: chunk.values };
     cursor = end;
     if (chunk.last) {
       complete[current] = 1;
@@ -63,6 +72,19 @@ export async function walkDelta(
   }
 }
 
+export async function walkDelta(
+  layout: ModelLayout,
+  index: ReadonlyMap<string, { index: number; elements: number }>,
+  chunks: ChunkSource,
+  sink: ChunkSink,
+  signal?: AbortSignal,
+): Promise<void> {
+  for await (const { tensor, at, values } of validatedChunks(layout, index, chunks, signal)) {
+    const pending = sink(tensor, at, values);
+    if (pending) await pending;
+  }
+}
+
 function chunkInvalid(message: string): AggregationError {
   return new AggregationError(
     "AggregateChunkInvalid",
@@ -71,8 +93,8 @@ function chunkInvalid(message: string): AggregationError {
 }
 
 /** Closes a chunk source that was refused before or while being read (a generator's return()). */
-export async function closeSource(chunks: ChunkSource): Promise<void> {
-  const maybe = chunks as Partial<AsyncGenerator<DecodedChunk>>;
+export async function closeSource(chunks: AsyncIterable<unknown> | Iterable<unknown>): Promise<void> {
+  const maybe = chunks as Partial<AsyncGenerator<unknown>>;
   if (typeof maybe.return === "function") {
     await Promise.resolve(maybe.return(undefined)).catch(() => {});
   }
