@@ -25,11 +25,11 @@ import {
   verifyManifestSignature,
 } from "../manifest.ts";
 import type { ByteSource, ReadOptions } from "../safetensors.ts";
-import { AggregationError } from "./errors.ts";
+import { AggregationError, isAggregationError } from "./errors.ts";
 import { type JournalOptions, UndoJournal } from "./journal.ts";
-import { type KernelKind, SCRATCH_ELEMENTS, SumStorage } from "./kernel.ts";
+import { type KernelKind, MAX_FUSED, SCRATCH_ELEMENTS, SumStorage } from "./kernel.ts";
 import { checkDeltaTensors, indexLayout, type ModelLayout } from "./layout.ts";
-import { type ChunkSource, closeSource, walkDelta } from "./stream.ts";
+import { type ChunkSource, closeSource, validatedChunks, type WalkedChunk } from "./stream.ts";
 
 export interface AccumulatorOptions {
   /** "wasm" (default; SIMD, falls back to "js" where unavailable) or "js". Both give identical sums. */
@@ -48,6 +48,13 @@ export interface AddOptions {
   keys: string | readonly string[];
   /** Aborting rolls the delta back and rejects with AggregateAborted. */
   signal?: AbortSignal;
+}
+
+/** One delta of an addAll(): its chunks, weight and identities, as in add(). */
+export interface DeltaToAdd {
+  chunks: ChunkSource;
+  weight: number;
+  keys: string | readonly string[];
 }
 
 export interface AddReport {
@@ -129,7 +136,22 @@ export class Accumulator {
 
   /** Streams one delta into the sums; resolves when it is committed. See the class comment. */
   add(chunks: ChunkSource, options: AddOptions): Promise<AddReport> {
-    const run = this.#queue.then(() => this.#add(chunks, options));
+    return this.addAll([{ chunks, weight: options.weight, keys: options.keys }], {
+      signal: options.signal,
+    }).then((reports) => reports[0] as AddReport);
+  }
+
+  /**
+   * Streams several deltas into the sums in one pass, all or nothing: each range of sums is read
+   * and written once for all of them, where add() would read and write it once per delta. The
+   * sums are bit-identical to add() called for each in the order given. The deltas must list
+   * their tensors in the same order (else AggregateOrderMismatch). If any of them fails, the
+   * whole group is rolled back and the error re-thrown; it may not say which delta was at fault
+   * (an AggregateNonFinite sum), so add the group one at a time to find out (addVerifiedDeltas
+   * does).
+   */
+  addAll(deltas: readonly DeltaToAdd[], options: { signal?: AbortSignal } = {}): Promise<AddReport[]> {
+    const run = this.#queue.then(() => this.#addAll(deltas, options.signal));
     this.#queue = run.catch(() => undefined);
     return run;
   }
@@ -179,40 +201,59 @@ export class Accumulator {
     }
   }
 
-  async #add(chunks: ChunkSource, options: AddOptions): Promise<AddReport> {
-    const keys = typeof options.keys === "string" ? [options.keys] : [...options.keys];
+  async #addAll(deltas: readonly DeltaToAdd[], signal: AbortSignal | undefined): Promise<AddReport[]> {
+    const keySets = deltas.map((d) => (typeof d.keys === "string" ? [d.keys] : [...d.keys]));
     try {
       this.#checkOpen();
-      if (keys.length === 0 || keys.some((k) => typeof k !== "string" || k.length === 0)) {
-        throw new AggregationError("AggregateConfigInvalid", "a delta needs at least one non-empty key");
+      if (deltas.length === 0)
+        throw new AggregationError("AggregateConfigInvalid", "addAll needs at least one delta");
+      const seen = new Set<string>();
+      for (const keys of keySets) {
+        if (keys.length === 0 || keys.some((k) => typeof k !== "string" || k.length === 0)) {
+          throw new AggregationError("AggregateConfigInvalid", "a delta needs at least one non-empty key");
+        }
+        const duplicate = keys.find((k) => this.#accepted.has(k) || seen.has(k));
+        if (duplicate !== undefined) {
+          throw new AggregationError(
+            "AggregateDuplicateDelta",
+            seen.has(duplicate)
+              ? `two deltas of this group have the identity '${duplicate}'; the group is refused — add each delivery once`
+              : `a delta with identity '${duplicate}' was already accepted; this delivery is ignored (counted once)`,
+          );
+        }
+        for (const k of keys) seen.add(k);
       }
-      const duplicate = keys.find((k) => this.#accepted.has(k));
-      if (duplicate !== undefined) {
-        throw new AggregationError(
-          "AggregateDuplicateDelta",
-          `a delta with identity '${duplicate}' was already accepted; this delivery is ignored (counted once)`,
-        );
-      }
-      const w32 = Math.fround(options.weight);
-      if (!Number.isFinite(options.weight) || !Number.isFinite(w32) || !(w32 > 0)) {
-        throw new AggregationError(
-          "AggregateWeightInvalid",
-          `weight ${options.weight} is not a finite number > 0 (in fp32); weight by the manifest's tokens`,
-        );
-      }
-      options.signal?.throwIfAborted();
-      await this.#stream(chunks, w32, options.signal);
-      this.#count++;
-      this.#totalWeight += w32;
-      for (const key of keys) {
-        this.#accepted.add(key);
-        this.#acceptedInOrder.push(key);
-      }
-      return { keys, weight: w32, elements: this.#storage.views.reduce((n, v) => n + v.length, 0) };
+      const w32s = deltas.map(({ weight }) => {
+        const w32 = Math.fround(weight);
+        if (!Number.isFinite(weight) || !Number.isFinite(w32) || !(w32 > 0)) {
+          throw new AggregationError(
+            "AggregateWeightInvalid",
+            `weight ${weight} is not a finite number > 0 (in fp32); weight by the manifest's tokens`,
+          );
+        }
+        return w32;
+      });
+      signal?.throwIfAborted();
+      await this.#stream(
+        deltas.map((d) => d.chunks),
+        w32s,
+        signal,
+      );
+      const elements = this.#storage.views.reduce((n, v) => n + v.length, 0);
+      return keySets.map((keys, i) => {
+        const w32 = w32s[i] as number;
+        this.#count++;
+        this.#totalWeight += w32;
+        for (const key of keys) {
+          this.#accepted.add(key);
+          this.#acceptedInOrder.push(key);
+        }
+        return { keys, weight: w32, elements };
+      });
     } catch (err) {
-      // Close a source that was never (fully) read, e.g. a refused duplicate.
-      await closeSource(chunks);
-      if (options.signal?.aborted && !(err instanceof AggregationError)) {
+      // Close sources that were never (fully) read, e.g. a refused duplicate.
+      await Promise.all(deltas.map((d) => closeSource(d.chunks)));
+      if (signal?.aborted && !(err instanceof AggregationError)) {
         throw new AggregationError("AggregateAborted", "the delta was aborted while streaming; rolled back", {
           cause: err,
         });
@@ -221,7 +262,7 @@ export class Accumulator {
     }
   }
 
-  async #stream(chunks: ChunkSource, w32: number, signal: AbortSignal | undefined): Promise<void> {
+  async #stream(sources: readonly ChunkSource[], w32s: readonly number[], signal: AbortSignal | undefined) {
     const journal = this.#journal;
     const storage = this.#storage;
     // After the first committed delta every sum may be non-zero, so old values are journaled;
@@ -230,33 +271,47 @@ export class Accumulator {
     const nonFinite = (tensor: number, at: number) =>
       new AggregationError(
         "AggregateNonFinite",
-        `adding tensor '${this.layout[tensor]?.name}' near element ${at} with weight ${w32} makes a sum NaN or ±Inf; refuse the delta (its values or weight are absurd)`,
+        w32s.length === 1
+          ? `adding tensor '${this.layout[tensor]?.name}' near element ${at} with weight ${w32s[0]} makes a sum NaN or ±Inf; refuse the delta (its values or weight are absurd)`
+          : `adding tensor '${this.layout[tensor]?.name}' near element ${at} from ${w32s.length} deltas (weights ${w32s.join(", ")}) makes a sum NaN or ±Inf; add them one at a time to find the delta to refuse`,
       );
+    const walkers = sources.map((chunks) => validatedChunks(this.layout, this.#index, chunks, signal));
     try {
-      await walkDelta(
-        this.layout,
-        this.#index,
-        chunks,
-        (tensor, at, values) => {
-          if (!withValues) {
-            journal.save(tensor, at, values.length);
-            if (!storage.add(tensor, at, values, w32)) throw nonFinite(tensor, at);
-            return undefined;
-          }
-          // Journal and add piece by piece, so that the old values are still in cache for the kernel.
-          const sum = storage.views[tensor] as Float32Array;
-          for (let from = 0; from < values.length; from += SCRATCH_ELEMENTS) {
-            const piece = values.subarray(from, from + SCRATCH_ELEMENTS);
-            const start = at + from;
-            journal.save(tensor, start, piece.length, sum.subarray(start, start + piece.length));
-            if (!storage.add(tensor, start, piece, w32)) throw nonFinite(tensor, start);
-          }
-          return journal.relieve();
-        },
-        signal,
-      );
+      for await (const { tensor, at, pieces } of alignedPieces(walkers)) {
+        if (!withValues) {
+          journal.save(tensor, at, (pieces[0] as Float32Array).length);
+          if (!storage.addMany(tensor, at, pieces, w32s)) throw nonFinite(tensor, at);
+          continue;
+        }
+        // Journal and add piece by piece, so that the old values are still in cache for the kernel.
+        const sum = storage.views[tensor] as Float32Array;
+        const length = (pieces[0] as Float32Array).length;
+        for (let from = 0; from < length; from += SCRATCH_ELEMENTS) {
+          const n = Math.min(SCRATCH_ELEMENTS, length - from);
+          const start = at + from;
+          journal.save(tensor, start, n, sum.subarray(start, start + n));
+          const ok =
+            pieces.length === 1
+              ? storage.add(
+                  tensor,
+                  start,
+                  (pieces[0] as Float32Array).subarray(from, from + n),
+                  w32s[0] as number,
+                )
+              : storage.addMany(
+                  tensor,
+                  start,
+                  pieces.map((p) => p.subarray(from, from + n)),
+                  w32s,
+                );
+          if (!ok) throw nonFinite(tensor, start);
+        }
+        const pending = journal.relieve();
+        if (pending) await pending;
+      }
       await journal.commit();
     } catch (err) {
+      await Promise.all(walkers.map((w) => w.return(undefined).catch(() => undefined)));
       try {
         await journal.rollback(
           (tensor, at, old) => (storage.views[tensor] as Float32Array).set(old, at),
@@ -268,6 +323,60 @@ export class Accumulator {
       }
       throw err;
     }
+  }
+}
+
+/**
+ * Walks several validated deltas in step: yields the longest run of elements that every one of
+ * them has at hand, at the same tensor and offset, as one piece per delta. Deltas whose tensors
+ * come in different orders are refused with AggregateOrderMismatch.
+ */
+async function* alignedPieces(
+  walkers: readonly AsyncGenerator<WalkedChunk>[],
+): AsyncGenerator<{ tensor: number; at: number; pieces: Float32Array[] }> {
+  const current: (WalkedChunk | undefined)[] = walkers.map(() => undefined);
+  const used = walkers.map(() => 0);
+  const finished = walkers.map(() => false);
+  for (;;) {
+    const empty = walkers
+      .map((_, k) => k)
+      .filter((k) => !finished[k] && (current[k]?.values.length ?? 0) === (used[k] as number));
+    if (empty.length > 0) {
+      const next = await Promise.all(empty.map((k) => (walkers[k] as AsyncGenerator<WalkedChunk>).next()));
+      next.forEach((result, j) => {
+        const k = empty[j] as number;
+        current[k] = result.done ? undefined : result.value;
+        used[k] = 0;
+        if (result.done) finished[k] = true;
+      });
+      continue;
+    }
+    if (finished.every(Boolean)) return;
+    const live = current.map((c, k) => (finished[k] ? undefined : c));
+    const first = live[0];
+    if (
+      !first ||
+      live.some(
+        (c, k) =>
+          !c || c.tensor !== first.tensor || c.at + (used[k] as number) !== first.at + (used[0] as number),
+      )
+    ) {
+      throw new AggregationError(
+        "AggregateOrderMismatch",
+        `the deltas added in one pass are not at the same place (${live
+          .map((c, k) => (c ? `tensor #${c.tensor} element ${c.at + (used[k] as number)}` : "ended"))
+          .join(" / ")}); add them one at a time`,
+      );
+    }
+    const n = Math.min(...live.map((c, k) => (c as WalkedChunk).values.length - (used[k] as number)));
+    yield {
+      tensor: first.tensor,
+      at: first.at + (used[0] as number),
+      pieces: live.map((c, k) =>
+        (c as WalkedChunk).values.subarray(used[k] as number, (used[k] as number) + n),
+      ),
+    };
+    for (let k = 0; k < used.length; k++) used[k] = (used[k] as number) + n;
   }
 }
 
@@ -324,4 +433,70 @@ export async function addVerifiedDelta(
     keys,
     signal: options.signal,
   });
+}
+
+/** One signed delta for addVerifiedDeltas. */
+export interface VerifiedDelivery {
+  signed: SignedManifest;
+  /** The key bound to the learner (as for addVerifiedDelta). */
+  trustedKey: KeyObject;
+  /** Opens the delta's bytes; called a second time if its group is re-read one delta at a time. */
+  open: () => ByteSource | Promise<ByteSource>;
+  /** Multiplies the manifest's tokens, e.g. stalenessFactor(...) for a late delta. Default 1. */
+  weightFactor?: number;
+  /** This delivery's read options (e.g. its object's size as expectedTotalBytes), over the shared ones. */
+  read?: ReadOptions;
+}
+
+/**
+ * The hub's path for a round's deltas: the same checks as addVerifiedDelta for each, but up to
+ * MAX_FUSED deltas at a time stream into the sums in one pass (Accumulator.addAll), in the order
+ * given, so the sums are bit-identical to adding them one by one. If a group fails it is rolled
+ * back and re-read one delta at a time, so that the error thrown is the one addVerifiedDelta
+ * gives for the first delta at fault, with the deltas before it accepted.
+ */
+export async function addVerifiedDeltas(
+  accumulator: Accumulator,
+  deliveries: readonly VerifiedDelivery[],
+  options: Omit<VerifiedAddOptions, "weightFactor"> = {},
+): Promise<AddReport[]> {
+  const reports: AddReport[] = [];
+  const readOf = (d: VerifiedDelivery): ReadOptions | undefined =>
+    d.read || options.read ? { ...options.read, ...d.read } : undefined;
+  const one = (d: VerifiedDelivery, source: ByteSource) =>
+    addVerifiedDelta(accumulator, d.signed, d.trustedKey, source, {
+      ...options,
+      weightFactor: d.weightFactor,
+      read: readOf(d),
+    });
+  for (let first = 0; first < deliveries.length; first += MAX_FUSED) {
+    const group = deliveries.slice(first, first + MAX_FUSED);
+    if (group.length === 1) {
+      const [d] = group as [VerifiedDelivery];
+      reports.push(await one(d, await d.open()));
+      continue;
+    }
+    const sources: ByteSource[] = [];
+    try {
+      const opened: DeltaToAdd[] = [];
+      for (const d of group) {
+        const keys = deltaKeys(verifyManifestSignature(d.signed, d.trustedKey), options.per);
+        const source = await d.open();
+        sources.push(source);
+        const stream = await openVerifiedDelta(d.signed, d.trustedKey, source, readOf(d));
+        checkDeltaTensors(accumulator.layout, deltaLayout(stream.header).tensors);
+        opened.push({
+          chunks: decodeDelta(stream),
+          weight: stream.manifest.tokens * (d.weightFactor ?? 1),
+          keys,
+        });
+      }
+      reports.push(...(await accumulator.addAll(opened, { signal: options.signal })));
+    } catch (err) {
+      await Promise.all(sources.map((source) => closeSource(source)));
+      if (options.signal?.aborted || isAggregationError(err, "AggregateClosed")) throw err;
+      for (const d of group) reports.push(await one(d, await d.open()));
+    }
+  }
+  return reports;
 }

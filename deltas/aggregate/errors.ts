@@ -38,7 +38,9 @@ export type AggregationReason =
   /** A saved outer-optimiser state does not match the model or the run's configuration. */
   | "AggregateStateInvalid"
   /** The caller aborted the delta while it streamed. */
-  | "AggregateAborted";
+  | "AggregateAborted"
+  /** Deltas added in one pass (addAll) list their tensors in different orders. */
+  | "AggregateOrderMismatch";
 
 export class AggregationError extends Error {
   override name = "AggregationError";

@@ -2,10 +2,15 @@
 // (4 lanes) with a plain-JavaScript twin that gives bit-identical results.
 //
 // Why WebAssembly: V8 runs a JavaScript typed-array loop as scalar code, 0.1-0.2 × the speed
-// of a memcpy on the development machine; this kernel runs at about 0.5 × memcpy, chunk copy
-// included (bench/aggregate.ts, docs/deltas.md). WebAssembly can only touch its own linear
-// memory, so the sums live there ("arenas" of < 4 GiB each) and each incoming chunk is copied
-// into a 16 KiB scratch area first — small enough to stay in cache, so that copy costs little.
+// of a memcpy on the development machine; this kernel runs at about 0.45 × memcpy for one delta,
+// chunk copy included, and above 0.5 for three at once (bench/aggregate.ts, docs/deltas.md).
+// WebAssembly can only touch its own linear memory, so the sums live there ("arenas" of < 4 GiB
+// each) and each incoming chunk is copied into a 16 KiB scratch slot first — small enough to
+// stay in cache, so that copy costs little.
+//
+// Why several deltas per call: one delta costs a read of its values plus a read and a write of
+// the sums, and a single core here streams about as many bytes per second either way; adding
+// K deltas in one pass shares the sums' read and write among them.
 //
 // Why this rounding: both the product and the sum are rounded to fp32 (two IEEE fp32
 // operations, round to nearest even). That is exactly what `Math.fround` gives in JavaScript
@@ -14,9 +19,14 @@
 // compare against bit for bit. A float64 product and sum (one rounding instead of two)
 // measured about a third slower; either error is far below the encodings' own (docs/deltas.md).
 
-/** Elements per kernel call: 16 KiB of scratch, which the chunk copy and the kernel share. */
+/** Elements per kernel call: 16 KiB of scratch per delta, which the chunk copy and the kernel share. */
 export const SCRATCH_ELEMENTS = 4096;
-const SCRATCH_BYTES = SCRATCH_ELEMENTS * 4;
+/**
+ * Deltas one kernel call adds at once (addMany): each extra delta read in the same pass saves
+ * a read and a write of the sums. Four scratch slots (64 KiB) still sit in L1/L2 cache.
+ */
+export const MAX_FUSED = 4;
+const SCRATCH_BYTES = MAX_FUSED * SCRATCH_ELEMENTS * 4;
 const PAGE = 65536;
 /** One page short of 4 GiB, so that `pointer + bytes` never wraps in 32-bit arithmetic. */
 const MAX_ARENA_PAGES = 65535;
@@ -87,72 +97,90 @@ const BR_IF = 0x0d;
 const bump = (local: number, by: number) => [...get(local), ...i32Const(by), I32_ADD, ...set(local)];
 
 /**
- * `axpy(sum, values, n, w) → nonFinite`: for i < n, sum[i] = fl32(sum[i] + fl32(w · values[i]));
- * returns 1 when any result is NaN or ±Inf (checked as r − r ≠ 0, accumulated per lane).
- * Pointers are byte addresses in the imported memory. Unrolled 4 × 4 lanes, scalar tail.
+ * `axpyK(sum, values₁…values_K, n, w₁…w_K) → nonFinite`: for i < n,
+ * sum[i] = fl32(…fl32(fl32(sum[i] + fl32(w₁·values₁[i])) + fl32(w₂·values₂[i]))…), the same
+ * operations in the same order as K calls of the one-delta kernel, so the sums are bit-identical;
+ * returns 1 when any result is NaN or ±Inf (checked as r − r ≠ 0 on the final sum: once an
+ * intermediate is not finite, adding anything keeps it so). Pointers are byte addresses in the
+ * imported memory. Unrolled 4 × 4 lanes with one check accumulator per unrolled step, scalar tail.
  */
-function axpyModule(): Uint8Array {
-  // params: 0 sum, 1 values, 2 n (i32), 3 w (f32)
-  // locals: 4 vectorEnd, 5 end (i32); 6 wv, 7 r, 8 bad (v128); 9 r1, 10 bad1 (f32)
-  const UNROLL = 4;
+function axpyFunction(K: number): { type: number[]; code: number[] } {
+  // params: 0 sum, 1..K values, K+1 n (i32), K+2..2K+1 w (f32)
+  const n = K + 1;
+  const weight = (k: number) => K + 2 + k;
+  // locals: vectorEnd, end (i32); wv₁..wv_K, r, bad₀..bad₃ (v128); r1, bad1 (f32)
+  const vectorEnd = 2 * K + 2;
+  const end = vectorEnd + 1;
+  const splat = (k: number) => end + 1 + k;
+  const r = end + 1 + K;
+  const bad = (u: number) => r + 1 + u;
+  const r1 = r + 1 + UNROLL;
+  const bad1 = r1 + 1;
   const vectorBody: number[] = [];
   for (let u = 0; u < UNROLL; u++) {
     const offset = 16 * u;
+    vectorBody.push(...get(0), ...get(0), ...v128Load(offset));
+    for (let k = 0; k < K; k++) {
+      vectorBody.push(...get(splat(k)), ...get(1 + k), ...v128Load(offset), ...F32X4_MUL, ...F32X4_ADD);
+    }
     vectorBody.push(
-      ...get(0),
-      ...get(0),
-      ...v128Load(offset),
-      ...get(6),
-      ...get(1),
-      ...v128Load(offset),
-      ...F32X4_MUL,
-      ...F32X4_ADD,
-      ...tee(7),
+      ...tee(r),
       ...v128Store(offset),
-      ...get(8),
-      ...get(7),
-      ...get(7),
+      ...get(bad(u)),
+      ...get(r),
+      ...get(r),
       ...F32X4_SUB,
       ...F32X4_ADD,
-      ...set(8),
+      ...set(bad(u)),
     );
   }
+  const scalarBody: number[] = [...get(0), ...get(0), ...F32_LOAD];
+  for (let k = 0; k < K; k++)
+    scalarBody.push(...get(weight(k)), ...get(1 + k), ...F32_LOAD, F32_MUL, F32_ADD);
+  scalarBody.push(
+    ...tee(r1),
+    ...F32_STORE,
+    ...get(bad1),
+    ...get(r1),
+    ...get(r1),
+    F32_SUB,
+    F32_ADD,
+    ...set(bad1),
+  );
+  const advance = (by: number) => Array.from({ length: K + 1 }, (_, p) => bump(p, by)).flat();
   const code = [
     3,
     2,
     I32,
-    3,
+    K + 1 + UNROLL,
     V128,
     2,
     F32,
-    ...get(3),
-    ...F32X4_SPLAT,
-    ...set(6),
+    ...Array.from({ length: K }, (_, k) => [...get(weight(k)), ...F32X4_SPLAT, ...set(splat(k))]).flat(),
     // vectorEnd = sum + (n & -16) * 4; end = sum + n * 4
     ...get(0),
-    ...get(2),
+    ...get(n),
     ...i32Const(-4 * UNROLL),
     I32_AND,
     ...i32Const(2),
     I32_SHL,
     I32_ADD,
-    ...set(4),
+    ...set(vectorEnd),
     ...get(0),
-    ...get(2),
+    ...get(n),
     ...i32Const(2),
     I32_SHL,
     I32_ADD,
-    ...set(5),
+    ...set(end),
     ...BLOCK,
     ...LOOP,
     ...get(0),
-    ...get(4),
+    ...get(vectorEnd),
     I32_GE_U,
     BR_IF,
     1,
     ...vectorBody,
-    ...bump(0, 16 * UNROLL),
-    ...bump(1, 16 * UNROLL),
+    ...advance(16 * UNROLL),
     BR,
     0,
     END,
@@ -160,43 +188,43 @@ function axpyModule(): Uint8Array {
     ...BLOCK,
     ...LOOP,
     ...get(0),
-    ...get(5),
+    ...get(end),
     I32_GE_U,
     BR_IF,
     1,
-    ...get(0),
-    ...get(0),
-    ...F32_LOAD,
-    ...get(3),
-    ...get(1),
-    ...F32_LOAD,
-    F32_MUL,
-    F32_ADD,
-    ...tee(9),
-    ...F32_STORE,
-    ...get(10),
-    ...get(9),
-    ...get(9),
-    F32_SUB,
-    F32_ADD,
-    ...set(10),
-    ...bump(0, 4),
-    ...bump(1, 4),
+    ...scalarBody,
+    ...advance(4),
     BR,
     0,
     END,
     END,
-    // nonFinite = any lane of bad is NaN, or bad1 is NaN
-    ...get(8),
-    ...get(8),
+    // nonFinite = any lane of any bad is NaN, or bad1 is NaN
+    ...get(bad(0)),
+    ...get(bad(1)),
+    ...F32X4_ADD,
+    ...get(bad(2)),
+    ...F32X4_ADD,
+    ...get(bad(3)),
+    ...F32X4_ADD,
+    ...tee(bad(0)),
+    ...get(bad(0)),
     ...F32X4_NE,
     ...V128_ANY_TRUE,
-    ...get(10),
-    ...get(10),
+    ...get(bad1),
+    ...get(bad1),
     F32_NE,
     I32_OR,
     END,
   ];
+  const params = [...new Array(K + 2).fill(I32), ...new Array(K).fill(F32)];
+  return { type: [0x60, ...uleb(params.length), ...params, 1, I32], code };
+}
+
+const UNROLL = 4;
+
+/** One module exporting axpy1 … axpy<MAX_FUSED>. */
+function axpyModule(): Uint8Array {
+  const functions = Array.from({ length: MAX_FUSED }, (_, i) => axpyFunction(i + 1));
   return new Uint8Array([
     0x00,
     0x61,
@@ -206,11 +234,11 @@ function axpyModule(): Uint8Array {
     0x00,
     0x00,
     0x00,
-    ...section(1, [1, 0x60, 4, I32, I32, I32, F32, 1, I32]),
+    ...section(1, [...uleb(MAX_FUSED), ...functions.flatMap((f) => f.type)]),
     ...section(2, [1, ...name("env"), ...name("memory"), 0x02, 0x00, 0x00]),
-    ...section(3, [1, 0]),
-    ...section(7, [1, ...name("axpy"), 0x00, 0]),
-    ...section(10, [1, ...uleb(code.length), ...code]),
+    ...section(3, [...uleb(MAX_FUSED), ...functions.map((_, i) => i)]),
+    ...section(7, [...uleb(MAX_FUSED), ...functions.flatMap((_, i) => [...name(`axpy${i + 1}`), 0x00, i])]),
+    ...section(10, [...uleb(MAX_FUSED), ...functions.flatMap((f) => [...uleb(f.code.length), ...f.code])]),
   ]);
 }
 
@@ -254,10 +282,41 @@ export function axpyJs(sum: Float32Array, at: number, values: Float32Array, w32:
 
 export type KernelKind = "wasm" | "js";
 
+type Axpy1 = (sum: number, v1: number, n: number, w1: number) => number;
+type Axpy2 = (sum: number, v1: number, v2: number, n: number, w1: number, w2: number) => number;
+type Axpy3 = (
+  sum: number,
+  v1: number,
+  v2: number,
+  v3: number,
+  n: number,
+  w1: number,
+  w2: number,
+  w3: number,
+) => number;
+type Axpy4 = (
+  sum: number,
+  v1: number,
+  v2: number,
+  v3: number,
+  v4: number,
+  n: number,
+  w1: number,
+  w2: number,
+  w3: number,
+  w4: number,
+) => number;
+
 interface Arena {
-  scratch: Float32Array;
-  axpy: (sum: number, values: number, n: number, w: number) => number;
+  /** MAX_FUSED scratch slots of SCRATCH_ELEMENTS each, slot k at byte k · SLOT. */
+  scratch: Float32Array[];
+  axpy1: Axpy1;
+  axpy2: Axpy2;
+  axpy3: Axpy3;
+  axpy4: Axpy4;
 }
+
+const SLOT = SCRATCH_ELEMENTS * 4;
 
 /** One fp32 sum buffer per tensor, zero-initialised, with the kernel that adds into it. */
 export class SumStorage {
@@ -301,11 +360,17 @@ export class SumStorage {
     }
     const arenas = arenaBytes.map((bytes) => {
       const memory = new WebAssembly.Memory({ initial: Math.ceil(bytes / PAGE) });
-      const instance = new WebAssembly.Instance(module, { env: { memory } });
+      const { exports } = new WebAssembly.Instance(module, { env: { memory } });
       return {
         memory,
-        scratch: new Float32Array(memory.buffer, 0, SCRATCH_ELEMENTS),
-        axpy: instance.exports.axpy as Arena["axpy"],
+        scratch: Array.from(
+          { length: MAX_FUSED },
+          (_, k) => new Float32Array(memory.buffer, k * SLOT, SCRATCH_ELEMENTS),
+        ),
+        axpy1: exports.axpy1 as Axpy1,
+        axpy2: exports.axpy2 as Axpy2,
+        axpy3: exports.axpy3 as Axpy3,
+        axpy4: exports.axpy4 as Axpy4,
       };
     });
     elements.forEach((n, i) => {
@@ -331,11 +396,75 @@ export class SumStorage {
     const arena = this.#arenas[tensor];
     if (!arena) return axpyJs(this.views[tensor] as Float32Array, at, values, w32);
     const base = (this.#pointers[tensor] as number) + at * 4;
+    const [scratch] = arena.scratch as [Float32Array];
     let bad = 0;
     for (let from = 0; from < values.length; from += SCRATCH_ELEMENTS) {
       const piece = values.subarray(from, from + SCRATCH_ELEMENTS);
-      arena.scratch.set(piece);
-      bad |= arena.axpy(base + from * 4, 0, piece.length, w32);
+      scratch.set(piece);
+      bad |= arena.axpy1(base + from * 4, 0, piece.length, w32);
+    }
+    return bad === 0;
+  }
+
+  /**
+   * Adds w32s[0] · values[0], then w32s[1] · values[1], … into tensor `tensor` from element
+   * `at`, in one pass over the sums: the same sums, bit for bit, as add() called for each in
+   * order. All `values` have the same length. Returns false when a final sum is not finite (which
+   * of the deltas made it so is not known; the sums are modified either way).
+   */
+  addMany(tensor: number, at: number, values: readonly Float32Array[], w32s: readonly number[]): boolean {
+    if (values.length === 1) return this.add(tensor, at, values[0] as Float32Array, w32s[0] as number);
+    let ok = true;
+    for (let first = 0; first < values.length; first += MAX_FUSED) {
+      const group = values.slice(first, first + MAX_FUSED);
+      const weights = w32s.slice(first, first + MAX_FUSED);
+      ok = this.#addGroup(tensor, at, group, weights) && ok;
+    }
+    return ok;
+  }
+
+  #addGroup(tensor: number, at: number, values: readonly Float32Array[], w: readonly number[]): boolean {
+    const arena = this.#arenas[tensor];
+    if (!arena) {
+      let ok = true;
+      values.forEach((v, k) => {
+        ok = axpyJs(this.views[tensor] as Float32Array, at, v, w[k] as number) && ok;
+      });
+      return ok;
+    }
+    const length = (values[0] as Float32Array).length;
+    const base = (this.#pointers[tensor] as number) + at * 4;
+    let bad = 0;
+    for (let from = 0; from < length; from += SCRATCH_ELEMENTS) {
+      const n = Math.min(SCRATCH_ELEMENTS, length - from);
+      for (let k = 0; k < values.length; k++) {
+        (arena.scratch[k] as Float32Array).set((values[k] as Float32Array).subarray(from, from + n));
+      }
+      const sum = base + from * 4;
+      switch (values.length) {
+        case 1:
+          bad |= arena.axpy1(sum, 0, n, w[0] as number);
+          break;
+        case 2:
+          bad |= arena.axpy2(sum, 0, SLOT, n, w[0] as number, w[1] as number);
+          break;
+        case 3:
+          bad |= arena.axpy3(sum, 0, SLOT, 2 * SLOT, n, w[0] as number, w[1] as number, w[2] as number);
+          break;
+        default:
+          bad |= arena.axpy4(
+            sum,
+            0,
+            SLOT,
+            2 * SLOT,
+            3 * SLOT,
+            n,
+            w[0] as number,
+            w[1] as number,
+            w[2] as number,
+            w[3] as number,
+          );
+      }
     }
     return bad === 0;
   }

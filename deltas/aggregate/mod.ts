@@ -9,12 +9,22 @@ export {
   type AddReport,
   type AggregateResult,
   addVerifiedDelta,
+  addVerifiedDeltas,
+  type DeltaToAdd,
   deltaKeys,
   type VerifiedAddOptions,
+  type VerifiedDelivery,
 } from "./accumulator.ts";
 export { AggregationError, type AggregationReason, isAggregationError } from "./errors.ts";
 export type { JournalOptions } from "./journal.ts";
-export { axpyJs, type KernelKind, SCRATCH_ELEMENTS, SumStorage, wasmKernelAvailable } from "./kernel.ts";
+export {
+  axpyJs,
+  type KernelKind,
+  MAX_FUSED,
+  SCRATCH_ELEMENTS,
+  SumStorage,
+  wasmKernelAvailable,
+} from "./kernel.ts";
 export {
   checkDeltaTensors,
   elementCount,

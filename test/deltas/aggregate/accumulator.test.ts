@@ -253,6 +253,223 @@ test("when the journal cannot spill (no such directory) the delta fails and is u
 // ---------------------------------------------------------------------------------------------
 // Exactly once
 
+// ---------------------------------------------------------------------------------------------
+// Several deltas in one pass (addAll)
+
+const manyArbitrary = layoutArbitrary.chain((layout) =>
+  fc.record({
+    layout: fc.constant(layout),
+    // Up to 6 in a group: more than the kernel's 4 at once, so groups of groups are covered.
+    deltas: fc.array(
+      fc.record({
+        tensors: tensorsArbitrary(layout),
+        weight: weightArbitrary,
+        // Each delta arrives in its own chunking.
+        sizes: fc.array(fc.integer({ min: 1, max: 13 }), { minLength: 1, maxLength: 3 }),
+      }),
+      { minLength: 1, maxLength: 7 },
+    ),
+    // How many deltas go in one by one before the group (0: the group starts on zero sums).
+    before: fc.nat({ max: 2 }),
+    kernel: fc.constantFrom(...kernels),
+  }),
+);
+
+test("addAll: deltas added in one pass give the sums add() gives one by one, bit for bit, whatever each one's chunking", async (t) => {
+  await fc.assert(
+    fc.asyncProperty(manyArbitrary, async ({ layout, deltas, before, kernel }) => {
+      const acc = new Accumulator(layout, { kernel });
+      const first = Math.min(before, deltas.length - 1);
+      for (const [i, d] of deltas.slice(0, first).entries()) {
+        await acc.add(chunksOf(layout, d.tensors, d.sizes), { weight: d.weight, keys: `one-${i}` });
+      }
+      const reports = await acc.addAll(
+        deltas.slice(first).map((d, i) => ({
+          chunks: asyncChunks(chunksOf(layout, d.tensors, d.sizes)),
+          weight: d.weight,
+          keys: `many-${i}`,
+        })),
+      );
+      if (reports.length !== deltas.length - first) return false;
+      const result = await acc.finish();
+      return result.count === deltas.length && sameBits(result.tensors, referenceMean(layout, deltas));
+    }),
+    { numRuns: 300 },
+  );
+  t.pass();
+});
+
+test("addAll on large tensors, each delta cut differently, equals add() one by one in both kernels", async (t) => {
+  const layout = [
+    { name: "embed", shape: [97, 131] },
+    { name: "mlp.w", shape: [4099] },
+    { name: "norm", shape: [3] },
+  ];
+  const deltas = [1, 2, 3, 4, 5].map((seed) => ({
+    tensors: randomTensors(layout, 10 ** -seed, seed),
+    weight: 1000 * seed + 7,
+  }));
+  const reference = referenceMean(layout, deltas);
+  // Pieces are as long as the shortest chunk at hand, so no delta is cut very fine here (the
+  // property test above covers fine cuts, which run the kernel's scalar tail).
+  const cuts = [[5000], [17, 4096, 3], [12707], [4096], [6000, 100]];
+  for (const kernel of kernels) {
+    const acc = new Accumulator(layout, { kernel });
+    await acc.addAll(
+      deltas.map((d, i) => ({
+        chunks: asyncChunks(chunksOf(layout, d.tensors, cuts[i])),
+        weight: d.weight,
+        keys: `d${i}`,
+      })),
+    );
+    t.true(sameBits((await acc.finish()).tensors, reference), `kernel ${kernel}`);
+  }
+});
+
+test("addAll: one delta failing anywhere rolls the whole group back bit for bit; the rest then add as usual", async (t) => {
+  await fc.assert(
+    fc.asyncProperty(
+      manyArbitrary,
+      failureArbitrary,
+      fc.nat(),
+      async ({ layout, deltas, before, kernel }, failure, which) => {
+        const acc = new Accumulator(layout, { kernel });
+        const first = Math.min(before, deltas.length - 1);
+        for (const [i, d] of deltas.slice(0, first).entries()) {
+          await acc.add(chunksOf(layout, d.tensors, d.sizes), { weight: d.weight, keys: `one-${i}` });
+        }
+        const sums = copyOf(acc.sums());
+        const { count, totalWeight } = acc;
+        const group = deltas.slice(first);
+        const bad = which % group.length;
+        const outcome = await acc
+          .addAll(
+            group.map((d, i) => {
+              const chunks = [...chunksOf(layout, d.tensors, d.sizes)];
+              return {
+                chunks: asyncChunks(i === bad ? failing(chunks, failure) : chunks),
+                weight: i === bad ? d.weight * 1e9 : d.weight,
+                keys: `many-${i}`,
+              };
+            }),
+          )
+          .then(
+            () => "accepted",
+            () => "refused",
+          );
+        if (outcome !== "refused") return false;
+        if (!sameBits(acc.sums(), sums) || acc.count !== count || acc.totalWeight !== totalWeight)
+          return false;
+        if (group.some((_, i) => acc.has(`many-${i}`))) return false;
+        await acc.addAll(
+          group.map((d, i) => ({
+            chunks: chunksOf(layout, d.tensors, d.sizes),
+            weight: d.weight,
+            keys: `again-${i}`,
+          })),
+        );
+        return sameBits((await acc.finish()).tensors, referenceMean(layout, deltas));
+      },
+    ),
+    { numRuns: 300 },
+  );
+  t.pass();
+});
+
+test("addAll: deltas in different tensor orders, duplicates within the group and bad weights are refused and change nothing", async (t) => {
+  const layout = [
+    { name: "w", shape: [40, 3] },
+    { name: "b", shape: [3] },
+  ];
+  const acc = new Accumulator(layout);
+  const d1 = randomTensors(layout, 1, 1);
+  const d2 = randomTensors(layout, 1, 2);
+  await acc.add(chunksOf(layout, d1), { weight: 3, keys: "first" });
+  const sums = bitsOf(acc.sums());
+  await rejectsWithReason(
+    t,
+    acc.addAll([
+      { chunks: chunksOf(layout, d1, [7]), weight: 1, keys: "x" },
+      { chunks: chunksOf([...layout].reverse(), d2, [5]), weight: 1, keys: "y" },
+    ]),
+    "AggregateOrderMismatch",
+  );
+  await rejectsWithReason(
+    t,
+    acc.addAll([
+      { chunks: chunksOf(layout, d1), weight: 1, keys: ["x", "slot"] },
+      { chunks: chunksOf(layout, d2), weight: 1, keys: ["y", "slot"] },
+    ]),
+    "AggregateDuplicateDelta",
+  );
+  await rejectsWithReason(
+    t,
+    acc.addAll([
+      { chunks: chunksOf(layout, d1), weight: 1, keys: "x" },
+      { chunks: chunksOf(layout, d2), weight: 1, keys: "first" },
+    ]),
+    "AggregateDuplicateDelta",
+  );
+  await rejectsWithReason(
+    t,
+    acc.addAll([
+      { chunks: chunksOf(layout, d1), weight: 1, keys: "x" },
+      { chunks: chunksOf(layout, d2), weight: Number.NaN, keys: "y" },
+    ]),
+    "AggregateWeightInvalid",
+  );
+  await rejectsWithReason(t, acc.addAll([]), "AggregateConfigInvalid");
+  t.deepEqual(bitsOf(acc.sums()), sums);
+  t.is(acc.count, 1);
+  t.false(acc.has("x") || acc.has("y"));
+});
+
+test("SumStorage.addMany equals add() called in order, bit for bit, in both kernels, and reports a non-finite sum from any delta", (t) => {
+  const n = 3 * 4096 + 77;
+  for (const kind of kernels) {
+    for (let k = 1; k <= 6; k++) {
+      const values = Array.from(
+        { length: k },
+        (_, i) => randomTensors([{ name: "v", shape: [n] }], 10 ** -i, i + 1).get("v") as Float32Array,
+      );
+      const weights = values.map((_, i) => Math.fround(1.5 + i * 0.37));
+      const one = new SumStorage([5, n], kind);
+      const many = new SumStorage([5, n], kind);
+      for (const [i, v] of values.entries()) t.true(one.add(1, 0, v, weights[i] as number));
+      t.true(many.addMany(1, 0, values, weights));
+      t.deepEqual(
+        [
+          ...new Uint32Array(
+            (many.views[1] as Float32Array).buffer,
+            (many.views[1] as Float32Array).byteOffset,
+            n,
+          ),
+        ],
+        [
+          ...new Uint32Array(
+            (one.views[1] as Float32Array).buffer,
+            (one.views[1] as Float32Array).byteOffset,
+            n,
+          ),
+        ],
+        `${kind}, ${k} deltas`,
+      );
+      for (let bad = 0; bad < k; bad++) {
+        const poisoned = values.map((v, i) => {
+          if (i !== bad) return v;
+          const copy = new Float32Array(v);
+          copy[(bad * 4099) % n] = 3e38; // w · 3e38 overflows to +Inf
+          return copy;
+        });
+        t.false(
+          new SumStorage([n], kind).addMany(0, 0, poisoned, weights),
+          `${kind}, ${k} deltas, #${bad} overflows`,
+        );
+      }
+    }
+  }
+});
+
 const layout = [
   { name: "w", shape: [4, 3] },
   { name: "b", shape: [3] },

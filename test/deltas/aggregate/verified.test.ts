@@ -6,6 +6,7 @@ import test from "ava";
 import {
   Accumulator,
   addVerifiedDelta,
+  addVerifiedDeltas,
   DeltaCollector,
   deltaKeys,
   FEDAVG_OUTER,
@@ -363,3 +364,79 @@ test("the robust collector takes the same verified streams and drops a tampered 
     t.is(norm[i], sorted[1]);
   }
 });
+
+test("addVerifiedDeltas: a round's signed deltas in mixed encodings, in one pass, give the sums addVerifiedDelta gives one by one", async (t) => {
+  const made = await Promise.all(
+    encodings.map((encoding, i) =>
+      makeDelta(encoding, randomTensors(layout, 0.01, 40 + i), {
+        region: `region-${i}`,
+        tokens: 100 * (i + 1),
+      }),
+    ),
+  );
+  const one = new Accumulator(layout);
+  for (const m of made) await addVerifiedDelta(one, m.signed, m.key, chunked(m.file, [999]));
+  const opens = made.map(() => 0);
+  const fused = new Accumulator(layout);
+  const reports = await addVerifiedDeltas(
+    fused,
+    made.map((m, i) => ({
+      signed: m.signed,
+      trustedKey: m.key,
+      open: () => {
+        opens[i] = (opens[i] as number) + 1;
+        return chunked(m.file, [777 + i]);
+      },
+      read: { expectedTotalBytes: m.file.length },
+    })),
+  );
+  t.is(reports.length, made.length);
+  t.deepEqual(
+    opens,
+    made.map(() => 1),
+    "each delta is read once",
+  );
+  t.true(sameBits(fused.sums(), one.sums()));
+  t.is(fused.totalWeight, one.totalWeight);
+});
+
+test("addVerifiedDeltas: a tampered delta in a group rolls the group back, which is then re-read one at a time to name it", async (t) => {
+  const made = await Promise.all(
+    [0, 1, 2].map((i) =>
+      makeDelta("int8-block64", randomTensors(layout, 0.01, 50 + i), {
+        region: `region-${i}`,
+        tokens: 10 + i,
+      }),
+    ),
+  );
+  const tampered = (made[1] as Made).file.slice();
+  tampered[tampered.length - 1] = (tampered[tampered.length - 1] as number) ^ 0x01;
+  const opens = [0, 0, 0];
+  const acc = new Accumulator(layout);
+  await rejectsWith(
+    t,
+    addVerifiedDeltas(
+      acc,
+      made.map((m, i) => ({
+        signed: m.signed,
+        trustedKey: m.key,
+        open: () => {
+          opens[i] = (opens[i] as number) + 1;
+          return chunked(i === 1 ? tampered : m.file, [500]);
+        },
+      })),
+    ),
+    "ManifestDigestMismatch",
+  );
+  // Read together once, then one at a time up to the delta at fault.
+  t.deepEqual(opens, [2, 2, 1]);
+  t.is(acc.count, 1);
+  t.true(acc.has(deltaKeys((made[0] as Made).signed.manifest)[0] as string));
+  t.true(sameBits(acc.sums(), copyOf(scaled((made[0] as Made).decoded, 10))));
+});
+
+/** w · Δ in fp32, as the kernel computes the first delta's sums. */
+function scaled(tensors: Tensors, weight: number): Tensors {
+  const w = Math.fround(weight);
+  return new Map([...tensors].map(([name, v]) => [name, v.map((x) => Math.fround(w * x))]));
+}
