@@ -16,6 +16,7 @@ import {
   coordinateMedian,
   DeltaCollector,
   deltaKeys,
+  elementCount,
   krum,
   type ModelLayout,
   OuterOptimizer,
@@ -30,8 +31,8 @@ import {
   type DeltaManifest,
   decodeDelta,
   manifestDigest,
+  openSafetensors,
   openVerifiedDelta,
-  readSafetensors,
   writeSafetensors,
 } from "../../deltas/mod.ts";
 import {
@@ -621,23 +622,11 @@ export class RoundCoordinator {
     late: readonly FoldedLateDelta[],
   ): Promise<{ digest: string; bytes: number }> {
     const run = { namespace: ref.namespace, run: ref.run };
-    const base = await fetchGlobalModel(this.#opts.nc, { ...run, round: ref.round - 1 });
-    const model = await readSafetensors(base.data);
-    const layout: ModelLayout = model.header.tensors.map((t) => ({ name: t.name, shape: t.shape }));
-    const theta = new Map<string, Float32Array>();
-    for (const t of model.header.tensors) {
-      if (t.dtype !== "F32") {
-        throw Object.assign(
-          new Error(`the global model's tensor '${t.name}' is ${t.dtype}; global models are F32 safetensors`),
-          {
-            reason: "ModelFormatInvalid",
-          },
-        );
-      }
-      const bytes = model.tensors.get(t.name)?.bytes as Uint8Array;
-      theta.set(t.name, new Float32Array(new Uint8Array(bytes).buffer));
-    }
-
+    const previous = { ...run, round: ref.round - 1 };
+    // The global model is read twice and never held whole: its header gives the layout, then
+    // it streams tensor by tensor through the outer step into the next model. With the sums
+    // that keeps FedAvg at one model of memory plus a tensor (DiLoCo adds its momentum).
+    const layout = await this.#modelLayout(previous);
     const update = settings.algorithm.robustAggregator
       ? await this.#robustUpdate(ref, contributing, settings, layout)
       : await this.#meanUpdate(ref, contributing, settings, layout, late);
@@ -651,10 +640,33 @@ export class RoundCoordinator {
     const outer = saved
       ? (await OuterOptimizer.restore(saved, layout, config)).optimizer
       : new OuterOptimizer(layout, config);
-    outer.step(theta, update);
-    if (config.momentum > 0) {
-      await saveRunState(this.#opts.nc, run, `${OUTER_STATE}/round-${ref.round}`, outer.saveState());
-    }
+    const step = outer.beginStep();
+    const base = (await openSafetensors((await fetchGlobalModel(this.#opts.nc, previous)).data)).chunks();
+    const lastTensor = layout[layout.length - 1]?.name;
+    const stepped = async function* (name: string, elements: number): AsyncGenerator<Uint8Array> {
+      const theta = new Float32Array(elements);
+      const bytes = new Uint8Array(theta.buffer);
+      for (;;) {
+        const next = await base.next();
+        if (next.done || next.value.tensor.name !== name) {
+          throw Object.assign(
+            new Error(`the global model changed while it was read: expected tensor '${name}' next`),
+            { reason: "ModelFormatInvalid" },
+          );
+        }
+        bytes.set(next.value.bytes, next.value.offset);
+        if (next.value.last) break;
+      }
+      // Read the model's end, where its digest is checked, before the last bytes go out: a
+      // model that fails it fails the put, so nothing is published.
+      if (name === lastTensor && !(await base.next()).done) {
+        throw Object.assign(new Error("the global model holds more than its header lists"), {
+          reason: "ModelFormatInvalid",
+        });
+      }
+      step.apply(name, theta, update.get(name) as Float32Array);
+      yield bytes;
+    };
     const published = await publishGlobalModel(
       this.#opts.nc,
       { ...run, round: ref.round },
@@ -663,11 +675,31 @@ export class RoundCoordinator {
           name: t.name,
           dtype: "F32",
           shape: t.shape,
-          data: new Uint8Array((theta.get(t.name) as Float32Array).buffer),
+          data: () => stepped(t.name, elementCount(t.shape)),
         })),
       ),
     );
+    step.done();
+    if (config.momentum > 0) {
+      await saveRunState(this.#opts.nc, run, `${OUTER_STATE}/round-${ref.round}`, outer.saveState());
+    }
     return { digest: published.digest, bytes: published.size };
+  }
+
+  /** The global model's tensors, in file order, from its header; every one must be F32. */
+  async #modelLayout(ref: { namespace: string; run: string; round: number }): Promise<ModelLayout> {
+    const source = (await fetchGlobalModel(this.#opts.nc, ref)).data;
+    const model = await openSafetensors(source);
+    await source.return(undefined);
+    for (const t of model.header.tensors) {
+      if (t.dtype !== "F32") {
+        throw Object.assign(
+          new Error(`the global model's tensor '${t.name}' is ${t.dtype}; global models are F32 safetensors`),
+          { reason: "ModelFormatInvalid" },
+        );
+      }
+    }
+    return model.header.tensors.map((t) => ({ name: t.name, shape: t.shape }));
   }
 
   /** Token-weighted mean of the deltas, streamed: one model of memory whatever the number of regions. */
@@ -702,9 +734,8 @@ export class RoundCoordinator {
         per: "region",
         read: { maxDataBytes: settings.maxDeltaBytes },
       });
-      const mean = await accumulator.finish();
-      // The accumulator's views die with it: copy the (one model of) result out.
-      return new Map([...mean.tensors].map(([name, values]) => [name, values.slice()]));
+      // Views of the sums, now the mean: they keep its memory alive after close().
+      return (await accumulator.finish()).tensors;
     } finally {
       await accumulator.close();
     }

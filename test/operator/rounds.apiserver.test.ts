@@ -3,6 +3,7 @@
 // publishes the aggregate, survives a restart, quarantines and suspends, folds late deltas,
 // and starts afresh when a run is re-created under its name.
 import { CoreV1Api, PatchStrategy, setHeaderOptions } from "@kubernetes/client-node";
+import { Objm } from "@nats-io/obj";
 import test from "ava";
 import { exportAuditLog, trustedKey, verifyAuditExport } from "../../attestation/audit/mod.ts";
 import type { FederatedRun } from "../../crds/types.generated.ts";
@@ -13,8 +14,11 @@ import { silentLogger } from "../../operator/runtime/log.ts";
 import {
   fetchGlobalModel,
   listRegionDeltas,
+  MODEL_DIGEST_METADATA,
+  modelObjectName,
   publishGlobalModel,
   removeRunBuckets,
+  runModelBucket,
 } from "../../transport/mod.ts";
 import { gaussian } from "../deltas/helpers.ts";
 import { eventually, uniqueName } from "../testbed/harness.ts";
@@ -639,3 +643,53 @@ test("a delta accepted before its region is quarantined is refused as RegionQuar
   }, "c's accepted delta refused as RegionQuarantined");
   t.truthy(refusedQuarantined);
 });
+
+test("a global model whose bytes no longer match its digest fails the round, and no next model is published", async (t) => {
+  t.timeout(3 * 60_000);
+  const { ns, regions, hubNc, startHub, startRun, publisher, getRun } = await federation(t);
+  await startHub();
+  const { runName } = await startRun(t, "corrupt", {
+    minRegions: 3,
+    rounds: 2,
+    seed: 9,
+    quorum: { minRegions: 3, graceWindowSeconds: 1, maxRoundSeconds: 120, lateDeltas: "Discard" },
+  });
+  const publish = publisher(runName);
+  await eventually(
+    async () => ((await getRun(runName)).status?.roundProgress?.round === 1 ? true : undefined),
+    "round 1 open",
+  );
+  const base0 = await fetchGlobalModel(hubNc, { namespace: ns, run: runName, round: 0 });
+  await collectBytes(base0.data);
+  // Replace round 0's bytes in the hub's store (same size and layout, other values), keeping
+  // the digest the regions know: what a corrupted store or a tampering operator would leave.
+  const store = await new Objm(hubNc).open(runModelBucket(ns, runName));
+  const other = gaussian(ELEMENTS, 0.1, 99);
+  await store.put(
+    { name: modelObjectName(0), metadata: { [MODEL_DIGEST_METADATA]: base0.digest } },
+    readableOf(
+      await collectBytes(
+        writeSafetensors([{ name: "w", dtype: "F32", shape: SHAPE, data: new Uint8Array(other.buffer) }]),
+      ),
+    ),
+  );
+  for (const [k, region] of regions.entries()) await publish(region, k, 1, 1000, base0.digest);
+  const failed = await eventually(async () => {
+    const s = (await getRun(runName)).status;
+    return s?.phase === "Failed" ? s : undefined;
+  }, "the run failed");
+  const progressing = failed.conditions?.find((c) => c.type === "Progressing");
+  t.regex(progressing?.message ?? "", /round 1 could not be aggregated: .*ModelDigestMismatch/);
+  await t.throwsAsync(fetchGlobalModel(hubNc, { namespace: ns, run: runName, round: 1 }), {
+    message: /ModelObjectMissing/,
+  });
+});
+
+function readableOf(bytes: Uint8Array): ReadableStream<Uint8Array> {
+  return new ReadableStream({
+    start(controller) {
+      controller.enqueue(bytes);
+      controller.close();
+    },
+  });
+}
