@@ -51,7 +51,12 @@ import {
 import { installCrds } from "../../crds/install.ts";
 import { resourceDefinitions, type Schema } from "../../crds/schema/index.ts";
 import type { AttestationPolicySpec } from "../../crds/types.generated.ts";
-import { Accumulator, addVerifiedDelta, isAggregationError } from "../../deltas/aggregate/mod.ts";
+import {
+  Accumulator,
+  addVerifiedDeltas,
+  isAggregationError,
+  type VerifiedDelivery,
+} from "../../deltas/aggregate/mod.ts";
 import {
   canonicalJson,
   collectBytes,
@@ -1101,15 +1106,46 @@ test("bad input: signed delta manifests", async (t) => {
 test("bad input: deltas on the hub's path into the aggregate", async (t) => {
   t.timeout(FULL ? 1_800_000 : 900_000);
   const MAX_BYTES = 1 << 20;
-  // The hub's call for a delta of a round (operator/hub/round-coordinator.ts, #meanUpdate).
+  // The hub's call for a round's deltas (operator/hub/round-coordinator.ts, #meanUpdate): the
+  // delta under test between two good ones of other regions, all three in one pass.
+  const companions = await Promise.all(
+    ["region-b", "region-c"].map(async (region) => ({
+      file: goodFp32,
+      signed: await manifestFor(goodFp32, learner, { region, learner: `learner-0.${region}` }),
+    })),
+  );
+  const delivery = (signed: SignedManifest, bytes: Uint8Array, key: KeyObject): VerifiedDelivery => ({
+    signed,
+    trustedKey: key,
+    open: () => chunk(bytes),
+    read: { expectedTotalBytes: signed.manifest.size },
+  });
   const add = async (signed: SignedManifest, bytes: Uint8Array, key: KeyObject = learner.publicKey) => {
     const acc = new Accumulator(LAYOUT);
+    const [before, after] = companions as [
+      { file: Uint8Array; signed: SignedManifest },
+      (typeof companions)[0],
+    ];
     try {
-      await addVerifiedDelta(acc, signed, key, chunk(bytes), {
-        per: "region",
-        read: { maxDataBytes: MAX_BYTES, expectedTotalBytes: signed.manifest.size },
-      });
+      await addVerifiedDeltas(
+        acc,
+        [
+          delivery(before.signed, before.file, learner.publicKey),
+          delivery(signed, bytes, key),
+          delivery(after.signed, after.file, learner.publicKey),
+        ],
+        { per: "region", read: { maxDataBytes: MAX_BYTES } },
+      );
+      if (acc.count !== 3) throw new Error(`${acc.count} of 3 deltas were accepted without an error`);
       return accepted("added to the aggregate");
+    } catch (err) {
+      // The group is re-read one delta at a time to name the one at fault: the one before counts.
+      if (acc.count !== 1) {
+        throw new Error(`refused, but ${acc.count} deltas were accepted instead of the one before it`, {
+          cause: err,
+        });
+      }
+      throw err;
     } finally {
       await acc.close();
     }
@@ -1270,7 +1306,10 @@ test("bad input: deltas on the hub's path into the aggregate", async (t) => {
   );
   await runPath(
     t,
-    new Tally("delta: hub verification into the aggregate", "addVerifiedDelta (signed manifest, bound key)"),
+    new Tally(
+      "delta: hub verification into the aggregate",
+      "addVerifiedDeltas (signed manifest, bound key; between two good deltas)",
+    ),
     inputs,
     (i) => `${i.what} (delta ${i.g})`,
     (i) => {
