@@ -1,14 +1,17 @@
 // `node bench/aggregate.ts [--kernel-mib 256] [--rounds 7] [--size-mib 64[,256,1024]] [--encoding fp32]
-//   [--skip-kernel] [--skip-rss] [--dir DIR]`
+//   [--skip-kernel] [--skip-rss] [--sequential] [--dir DIR]`
 //
 // 1. Throughput of the weighted sum (GB/s of fp32 values summed into fp32 sums) against a
 //    memcpy of the same bytes (Float32Array.prototype.set and Buffer.copy, the faster one is the
 //    baseline) and a plain typed-array add loop, all in this run: the SIMD kernel as the
-//    accumulator calls it, the JavaScript twin, and the whole Accumulator.add path for a first
-//    delta (no undo journal) and a later one (journaled, spilling to disk beyond 64 MiB).
+//    accumulator calls it for one delta and for three in one pass (how the hub adds a round's
+//    deltas), the JavaScript twin, and the whole Accumulator path: three deltas in one pass into
+//    fresh sums, a first delta alone (no undo journal) and a later one (journaled, spilling to
+//    disk beyond 64 MiB).
 // 2. Peak memory of the hub path: three signed deltas of a `--size-mib` model written to files
-//    (in a child process), then, in a fresh child, each opened with openVerifiedDelta from a file
-//    stream, decoded and accumulated (FedAvg, weighted by tokens), and the global model streamed
+//    (in a child process), then, in a fresh child, all three opened with openVerifiedDelta from
+//    file streams, decoded and accumulated in one pass (addVerifiedDeltas, FedAvg weighted by
+//    tokens; `--sequential`: one by one with addVerifiedDelta), and the global model streamed
 //    tensor by tensor through the FedAvg outer step into a new file. Reports maxRSS against the
 //    model size and the process's RSS before the work.
 //
@@ -25,11 +28,13 @@ import { parseArgs } from "node:util";
 import {
   Accumulator,
   addVerifiedDelta,
+  addVerifiedDeltas,
   axpyJs,
   FEDAVG_OUTER,
   type ModelLayout,
   OuterOptimizer,
   SumStorage,
+  type VerifiedDelivery,
 } from "../deltas/aggregate/mod.ts";
 import {
   type DecodedChunk,
@@ -54,6 +59,7 @@ const { values: args } = parseArgs({
     encoding: { type: "string", default: "fp32" },
     "skip-kernel": { type: "boolean", default: false },
     "skip-rss": { type: "boolean", default: false },
+    sequential: { type: "boolean", default: false },
     dir: { type: "string" },
     child: { type: "string" },
   },
@@ -144,7 +150,7 @@ async function writeFiles(dir: string, sizeMib: number, encoding: DeltaEncoding)
 // ---------------------------------------------------------------------------------------------
 // Child: aggregate them and step the global model, measuring memory
 
-async function measure(dir: string) {
+async function measure(dir: string, sequential: boolean) {
   const baselineRss = process.memoryUsage().rss;
   let sampledPeak = baselineRss;
   const sampler = setInterval(() => {
@@ -154,21 +160,37 @@ async function measure(dir: string) {
   const layout = base.header.tensors.map((t) => ({ name: t.name, shape: t.shape }));
   const modelBytes = layout.reduce((n, t) => n + elementsOf(t.shape) * 4, 0);
   const accumulator = new Accumulator(layout);
-  const perDelta: number[] = [];
   const phases: { after: string; maxRss: number; rss: number }[] = [];
+  const deliveries: VerifiedDelivery[] = [];
   for (const r of REGIONS) {
     const file = join(dir, `${r.region}.delta`);
-    const signed = parseSignedManifest(await readFile(`${file}.manifest`));
-    const key = createPublicKey(await readFile(`${file}.key`));
-    const t0 = performance.now();
-    await addVerifiedDelta(accumulator, signed, key, createReadStream(file, { highWaterMark: MiB }));
-    perDelta.push((performance.now() - t0) / 1000);
+    deliveries.push({
+      signed: parseSignedManifest(await readFile(`${file}.manifest`)),
+      trustedKey: createPublicKey(await readFile(`${file}.key`)),
+      open: () => createReadStream(file, { highWaterMark: MiB }),
+    });
+  }
+  const started = performance.now();
+  if (sequential) {
+    // The one-by-one path, for comparison: each delta after the first is journaled.
+    for (const [i, d] of deliveries.entries()) {
+      await addVerifiedDelta(accumulator, d.signed, d.trustedKey, await d.open());
+      phases.push({
+        after: REGIONS[i]?.region as string,
+        maxRss: process.resourceUsage().maxRSS * 1024,
+        rss: process.memoryUsage().rss,
+      });
+    }
+  } else {
+    // The hub's path: the three in one pass over the sums.
+    await addVerifiedDeltas(accumulator, deliveries);
     phases.push({
-      after: r.region,
+      after: "all deltas",
       maxRss: process.resourceUsage().maxRSS * 1024,
       rss: process.memoryUsage().rss,
     });
   }
+  const accumulateSeconds = (performance.now() - started) / 1000;
   const spilledBytes = accumulator.spilledBytes;
   const mean = (await accumulator.finish()).tensors;
   phases.push({
@@ -237,8 +259,10 @@ async function measure(dir: string) {
     sampledPeakRss: Math.max(sampledPeak, process.memoryUsage().rss),
     kernel: accumulator.kernel,
     spilledBytes,
-    perDeltaSeconds: perDelta,
-    verifyDecodeAccumulateGiBps: perDelta.map((s) => modelBytes / 2 ** 30 / s),
+    path: sequential ? "addVerifiedDelta, one by one" : "addVerifiedDeltas, in one pass",
+    accumulateSeconds,
+    /** GiB of deltas verified, decoded and accumulated per second. */
+    verifyDecodeAccumulateGiBps: (REGIONS.length * modelBytes) / 2 ** 30 / accumulateSeconds,
     outerStepSeconds: outerSeconds,
     spotCheckMaxAbsError: worst,
     phases,
@@ -276,14 +300,20 @@ async function throughput(mib: number, rounds: number) {
   const chunkElements = MiB / 4; // the 1 MiB chunks a transport delivers
   const w = Math.fround(1.5);
   const storage = new SumStorage([elements], "wasm");
+  // Three deltas in one pass over the sums, as the hub adds a round's deltas when it closes
+  // (addVerifiedDeltas → Accumulator.addAll → SumStorage.addMany).
+  const FUSED = 3;
+  const others = [values, randomValues(elements, 8), randomValues(elements, 9)];
+  const weights = [w, Math.fround(0.5), Math.fround(2.25)];
+  const fusedStorage = new SumStorage([elements], "wasm");
   const layout = [{ name: "x", shape: [elements / 1024, 1024] }];
-  function* chunks(): Generator<DecodedChunk> {
+  function* chunks(source = values): Generator<DecodedChunk> {
     for (let at = 0; at < elements; at += chunkElements) {
       yield {
         name: "x",
         shape: [elements / 1024, 1024],
         offset: at,
-        values: values.subarray(at, at + chunkElements),
+        values: source.subarray(at, at + chunkElements),
         last: at + chunkElements === elements,
       };
     }
@@ -327,6 +357,36 @@ async function throughput(mib: number, rounds: number) {
           storage.add(0, at, values.subarray(at, at + chunkElements), w);
       }),
     );
+    keep(
+      "fused",
+      timed(() => {
+        for (let at = 0; at < elements; at += chunkElements)
+          fusedStorage.addMany(
+            0,
+            at,
+            others.map((v) => v.subarray(at, at + chunkElements)),
+            weights,
+          );
+      }),
+    );
+    // The same three through a fresh accumulator, as the hub closes a round: no journal (the
+    // group starts on zero sums), but the first touch of the sums pays their page faults.
+    {
+      const acc = new Accumulator(layout);
+      const t0 = performance.now();
+      await acc.addAll(others.map((v, d) => ({ chunks: chunks(v), weight: d + 1, keys: `f${d}` })));
+      keep("addAll", (performance.now() - t0) / 1000);
+      await acc.close();
+    }
+    // And into sums touched beforehand, which leaves the pass itself.
+    {
+      const acc = new Accumulator(layout);
+      for (const sums of acc.sums().values()) sums.fill(0);
+      const t0 = performance.now();
+      await acc.addAll(others.map((v, d) => ({ chunks: chunks(v), weight: d + 1, keys: `f${d}` })));
+      keep("addAllWarm", (performance.now() - t0) / 1000);
+      await acc.close();
+    }
     // Four deltas per accumulator: the first writes fresh (never touched) sums and so pays the
     // page faults of allocating them; the second allocates the undo journal's segments; the
     // third and fourth are the steady state (journaled, spilling beyond the 64 MiB budget).
@@ -341,7 +401,7 @@ async function throughput(mib: number, rounds: number) {
     spilled = acc.spilledBytes / 3;
     await acc.close();
   }
-  const rate = (what: string) => bytes / (best[what] as number) / GB;
+  const rate = (what: string, deltas = 1) => (deltas * bytes) / (best[what] as number) / GB;
   const memcpy = Math.max(rate("set"), rate("copy"));
   const rows = [
     { what: "memcpy: Float32Array.prototype.set", gbps: rate("set") },
@@ -349,6 +409,18 @@ async function throughput(mib: number, rounds: number) {
     { what: "plain typed-array add loop (s[i] += v[i])", gbps: rate("plain") },
     { what: "weighted add, JavaScript twin (axpyJs)", gbps: rate("js") },
     { what: "weighted add, SIMD kernel (SumStorage.add)", gbps: rate("wasm") },
+    {
+      what: `weighted add, ${FUSED} deltas in one pass (SumStorage.addMany)`,
+      gbps: rate("fused", FUSED),
+    },
+    {
+      what: `Accumulator.addAll, ${FUSED} deltas into fresh sums (the hub's round close)`,
+      gbps: rate("addAll", FUSED),
+    },
+    {
+      what: `Accumulator.addAll, ${FUSED} deltas into sums already paged in`,
+      gbps: rate("addAllWarm", FUSED),
+    },
     { what: "Accumulator.add, first delta (fresh sums: page faults)", gbps: rate("first") },
     {
       what: `Accumulator.add, later delta (journaled, ${Math.round(spilled / MiB)} MiB spilled)`,
@@ -365,7 +437,7 @@ if (args.child === "write") {
   process.exit(0);
 }
 if (args.child === "measure") {
-  process.stdout.write(`${JSON.stringify(await measure(args.dir as string))}\n`);
+  process.stdout.write(`${JSON.stringify(await measure(args.dir as string, args.sequential as boolean))}\n`);
   process.exit(0);
 }
 
@@ -382,7 +454,7 @@ if (!args["skip-kernel"]) {
   );
   for (const r of kernel.rows) {
     console.log(
-      `  ${r.what.padEnd(58)} ${r.gbps.toFixed(2).padStart(6)} GB/s  ${r.vsMemcpy.toFixed(2)} × memcpy`,
+      `  ${r.what.padEnd(70)} ${r.gbps.toFixed(2).padStart(6)} GB/s  ${r.vsMemcpy.toFixed(2)} × memcpy`,
     );
   }
 }
@@ -411,7 +483,15 @@ if (!args["skip-rss"]) {
         },
       );
       const writeSeconds = (performance.now() - t0) / 1000;
-      const out = execFileSync(process.execPath, [self, "--child", "measure", "--dir", dir], {
+      const measureArgs = [
+        self,
+        "--child",
+        "measure",
+        "--dir",
+        dir,
+        ...(args.sequential ? ["--sequential"] : []),
+      ];
+      const out = execFileSync(process.execPath, measureArgs, {
         encoding: "utf8",
         maxBuffer: 1 << 20,
       });
@@ -433,7 +513,7 @@ if (!args["skip-rss"]) {
         `3 × ${size} MiB ${args.encoding} deltas, verified + decoded + accumulated from files, FedAvg step streamed: ` +
           `maxRSS ${(m.maxRss / MiB).toFixed(0)} MiB = baseline ${(m.baselineRss / MiB).toFixed(0)} + model ${size} + ` +
           `${(row.overheadBytes / MiB).toFixed(0)} MiB (${row.maxRssMinusBaselineOverModel.toFixed(2)} × model above baseline); ` +
-          `${m.verifyDecodeAccumulateGiBps.map((x: number) => x.toFixed(2)).join(" / ")} GiB/s per delta; ` +
+          `${m.path}: ${m.accumulateSeconds.toFixed(1)} s, ${m.verifyDecodeAccumulateGiBps.toFixed(2)} GiB/s of deltas; ` +
           `journal spilled ${(m.spilledBytes / MiB).toFixed(0)} MiB; outer step ${m.outerStepSeconds.toFixed(1)} s; ` +
           `spot check ${m.spotCheckMaxAbsError.toExponential(1)}; ≤ 1.5 × model + baseline: ${row.meetsTarget ? "yes" : "no"}`,
       );
