@@ -337,6 +337,15 @@ async function throughput(mib: number, rounds: number) {
       "copy",
       timed(() => source.copy(destination)),
     );
+    {
+      // Into memory never touched: what any first write of a model-sized buffer pays in page
+      // faults (as the sums of a fresh accumulator do).
+      const fresh = new Float32Array(elements);
+      keep(
+        "fresh",
+        timed(() => fresh.set(values)),
+      );
+    }
     keep(
       "plain",
       timed(() => {
@@ -406,6 +415,7 @@ async function throughput(mib: number, rounds: number) {
   const rows = [
     { what: "memcpy: Float32Array.prototype.set", gbps: rate("set") },
     { what: "memcpy: Buffer.copy", gbps: rate("copy") },
+    { what: "memcpy into fresh memory (page faults): Float32Array.prototype.set", gbps: rate("fresh") },
     { what: "plain typed-array add loop (s[i] += v[i])", gbps: rate("plain") },
     { what: "weighted add, JavaScript twin (axpyJs)", gbps: rate("js") },
     { what: "weighted add, SIMD kernel (SumStorage.add)", gbps: rate("wasm") },
