@@ -221,7 +221,7 @@ class Learner:
         wait is the time spent in ``next_round`` and waiting inside ``global_model`` (plus what
         ``waited`` was told), and training is the rest of the interval, less model fetches.
         """
-        js = self._connected()
+        self._connected()
         c = self.config
         base = self._base
         if base is None or base.round != self.round - 1:
@@ -253,7 +253,7 @@ class Learner:
             chunk = min(DEFAULT_CHUNK_BYTES, int(self._nc.max_payload) or DEFAULT_CHUNK_BYTES)
             with open(path, "rb") as source:
                 info = await put_object(
-                    js,
+                    self._nc,
                     region_delta_bucket(c.region),
                     name,
                     source,
