@@ -15,14 +15,20 @@
 // nats bench keeps up to --batch (500) publishes unacknowledged, i.e. the whole 256 MiB here;
 // the learner keeps DEFAULT_PUT_WINDOW chunks. The load average is recorded with the figures.
 //
+// Both learners are measured, each once per round: the Node.js one (publishDelta) and the
+// Python SDK's, what learner pods run (bench/sdk_put.py in the SDK's venv, the same file from
+// disk; SOVEREIGN_BENCH_SDK_WINDOW sets its put window, 1 being the SDK's put before it
+// pipelined).
+//
 // Prints ratios and writes bench/results/transport.json. Starts the testbed if it is down.
 import { execFile } from "node:child_process";
-import { mkdir, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { loadavg, tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { promisify } from "node:util";
 import { connect } from "@nats-io/transport-node";
-import { collectBytes, writeDelta } from "../deltas/mod.ts";
+import { collectBytes, type SignedManifest, serializeSignedManifest, writeDelta } from "../deltas/mod.ts";
+import { sdkPython } from "../test/sdk/sdk-venv.ts";
 import { uniqueName, useTestbed } from "../test/testbed/harness.ts";
 import { generatedTensors, learnerKeys, signedStreamedDelta } from "../test/transport/fixtures.ts";
 import {
@@ -36,7 +42,7 @@ import {
   regionDeltaMirrorProgress,
   watchRegionDeltas,
 } from "../transport/mod.ts";
-import { deltaMirrorDeliverPrefix } from "../transport/names.ts";
+import { deltaMirrorDeliverPrefix, deltaObjectName, regionDeltaBucket } from "../transport/names.ts";
 import { ensureMirror, mirrorProgress } from "../transport/objects.ts";
 
 const MiB = 1024 * 1024;
@@ -49,6 +55,7 @@ const tb = await useTestbed();
 const { hub: hubNats, regions } = tb.description.nats;
 const r = regions[region];
 if (!r) throw new Error(`no ${region} in the testbed`);
+const regionNats: NonNullable<typeof r> = r;
 const natsCli = join(tb.description.binDir, "nats");
 
 const loadBefore = loadavg();
@@ -164,7 +171,46 @@ const file = await collectBytes(writeDelta(generatedTensors(sizeMiB), "fp32"));
 function* inChunks(bytes: Uint8Array) {
   for (let at = 0; at < bytes.byteLength; at += MiB) yield bytes.subarray(at, at + MiB);
 }
-async function oursOnce(): Promise<{ put: number; across: number; verified: number; mirrored: number }> {
+// The Python SDK's put, what learner pods run: the same file from disk, in a child process
+// (bench/sdk_put.py) that connects first and times only the put.
+const python = await sdkPython();
+// SOVEREIGN_BENCH_SDK_WINDOW=1 compares the SDK's put as it was before it pipelined.
+const sdkWindow = Number(process.env.SOVEREIGN_BENCH_SDK_WINDOW ?? 8);
+const scratch = await mkdtemp(join(tmpdir(), "sovereign-bench-transport-"));
+const deltaPath = join(scratch, "delta.safetensors");
+await writeFile(deltaPath, file);
+async function pythonPut(signed: SignedManifest): Promise<{ startMs: number; endMs: number }> {
+  const manifestPath = join(scratch, "manifest.json");
+  await writeFile(manifestPath, serializeSignedManifest(signed));
+  const { manifest } = signed;
+  const name = deltaObjectName({
+    namespace: "default",
+    run: manifest.run,
+    round: manifest.round,
+    learner: manifest.learner,
+  });
+  const { stdout } = await run(
+    python,
+    [
+      resolve(import.meta.dirname, "sdk_put.py"),
+      regionNats.url,
+      regionNats.learner.user,
+      regionNats.learner.password,
+      regionDeltaBucket(region),
+      name,
+      deltaPath,
+      manifestPath,
+      String(sdkWindow),
+    ],
+    { maxBuffer: MiB },
+  );
+  const out = JSON.parse(stdout.trim().split("\n").pop() as string) as { start: number; end: number };
+  return { startMs: out.start * 1000, endMs: out.end * 1000 };
+}
+
+async function oursOnce(
+  learnerKind: "node" | "python",
+): Promise<{ put: number; across: number; verified: number; mirrored: number }> {
   const spec = { run: uniqueName("bench"), round: 1, region, learner: "learner-0" };
   const signed = await signedStreamedDelta(spec, () => [file]);
   const mirrorBefore = await regionDeltaMirrorProgress(hub, region);
@@ -175,19 +221,27 @@ async function oursOnce(): Promise<{ put: number; across: number; verified: numb
     }
     throw new Error("watch ended");
   })();
-  const t0 = performance.now();
-  await publishDelta(learner, { region, namespace: "default", signed, source: inChunks(file) });
-  const put = (performance.now() - t0) / 1000;
+  // Wall-clock milliseconds, the clock the Python child reports in.
+  let t0 = Date.now();
+  let put: number;
+  if (learnerKind === "node") {
+    await publishDelta(learner, { region, namespace: "default", signed, source: inChunks(file) });
+    put = (Date.now() - t0) / 1000;
+  } else {
+    const timed = await pythonPut(signed);
+    t0 = timed.startMs;
+    put = (timed.endMs - timed.startMs) / 1000;
+  }
   const arrival = await arrived;
   abort.abort();
-  const across = (performance.now() - t0) / 1000;
+  const across = (Date.now() - t0) / 1000;
   const stream = await openArrivedDelta(hub, arrival, learnerKeys.publicKey, {
     maxBytes: 2 * file.byteLength,
   });
   for await (const _ of stream.chunks()) {
     // verifying is the point
   }
-  const verified = (performance.now() - t0) / 1000;
+  const verified = (Date.now() - t0) / 1000;
   const mirrored = (await regionDeltaMirrorProgress(hub, region)).bytes - mirrorBefore.bytes;
   // Freed again, so that every round starts from the same streams (the member and the hub
   // do the same after a round).
@@ -208,12 +262,16 @@ const rounds: {
   across: number;
   verified: number;
   mirroredBytes: number;
+  sdkPut: number;
+  sdkAcross: number;
+  sdkVerified: number;
 }[] = [];
 for (let i = 0; i < roundCount; i++) {
   const rawPub = await rawPublish();
   const rawAcross = await rawConsumeAcross();
   const rawMirrored = await rawThroughMirror();
-  const o = await oursOnce();
+  const o = await oursOnce("node");
+  const p = await oursOnce("python");
   rounds.push({
     rawPub,
     rawAcross,
@@ -222,9 +280,12 @@ for (let i = 0; i < roundCount; i++) {
     across: mib / o.across,
     verified: mib / o.verified,
     mirroredBytes: o.mirrored,
+    sdkPut: mib / p.put,
+    sdkAcross: mib / p.across,
+    sdkVerified: mib / p.verified,
   });
   console.log(
-    `round ${i + 1}: raw pub ${rawPub.toFixed(0)}, raw across ${rawAcross.toFixed(0)}, raw through the mirror ${rawMirrored.toFixed(0)}; ours put ${(mib / o.put).toFixed(0)}, in the mirror ${(mib / o.across).toFixed(0)}, verified ${(mib / o.verified).toFixed(0)} MiB/s`,
+    `round ${i + 1}: raw pub ${rawPub.toFixed(0)}, raw across ${rawAcross.toFixed(0)}, raw through the mirror ${rawMirrored.toFixed(0)}; ours (Node learner) put ${(mib / o.put).toFixed(0)}, in the mirror ${(mib / o.across).toFixed(0)}, verified ${(mib / o.verified).toFixed(0)}; Python SDK put ${(mib / p.put).toFixed(0)}, in the mirror ${(mib / p.across).toFixed(0)}, verified ${(mib / p.verified).toFixed(0)} MiB/s`,
   );
 }
 const median = (pick: (x: (typeof rounds)[number]) => number): number => {
@@ -239,6 +300,9 @@ const putMiBps = median((x) => x.put);
 const acrossMiBps = median((x) => x.across);
 const verifiedMiBps = median((x) => x.verified);
 const mirrored = median((x) => x.mirroredBytes);
+const sdkPutMiBps = median((x) => x.sdkPut);
+const sdkAcrossMiBps = median((x) => x.sdkAcross);
+const sdkVerifiedMiBps = median((x) => x.sdkVerified);
 
 // Publishing then consuming across, one after the other, as a delta's bytes must go.
 const rawTransfer = 1 / (1 / rawPub + 1 / rawAcross);
@@ -269,6 +333,16 @@ const result = {
     ratioToRawThroughMirror: verifiedMiBps / rawMirrored,
   },
   mirroredBytes: mirrored,
+  pythonSdkLearner: {
+    putWindow: sdkWindow,
+    putMiBps: sdkPutMiBps,
+    putRatioToRawPub: sdkPutMiBps / rawPub,
+    acrossMiBps: sdkAcrossMiBps,
+    acrossRatioToRawAcross: sdkAcrossMiBps / rawAcross,
+    acrossRatioToRawThroughMirror: sdkAcrossMiBps / rawMirrored,
+    verifiedMiBps: sdkVerifiedMiBps,
+    verifiedRatioToRawPubThenAcross: sdkVerifiedMiBps / rawTransfer,
+  },
 };
 console.log(
   `delta of ${mib.toFixed(1)} MiB, ${region} → hub over the leaf link, median of ${roundCount} rounds`,
@@ -288,11 +362,15 @@ console.log(
   `  verified at the hub    ${result.endToEnd.MiBps.toFixed(0)} MiB/s  ×${result.endToEnd.ratioToRawAcross.toFixed(2)} of raw across (put and verify included), ×${result.endToEnd.ratioToRawPubThenAcross.toFixed(2)} of raw pub then across (${rawTransfer.toFixed(0)} MiB/s)`,
 );
 console.log(
+  `  Python SDK learner: put ${sdkPutMiBps.toFixed(0)} MiB/s ×${(sdkPutMiBps / rawPub).toFixed(2)} of raw pub; in the hub's mirror ${sdkAcrossMiBps.toFixed(0)} MiB/s ×${(sdkAcrossMiBps / rawAcross).toFixed(2)} of raw across, ×${(sdkAcrossMiBps / rawMirrored).toFixed(2)} of raw through the mirror; verified ${sdkVerifiedMiBps.toFixed(0)} MiB/s ×${(sdkVerifiedMiBps / rawTransfer).toFixed(2)} of raw pub then across`,
+);
+console.log(
   `  load average ${loadBefore.map((l) => l.toFixed(1)).join(" ")} before, ${result.load.after.map((l) => l.toFixed(1)).join(" ")} after`,
 );
 
 await memberJsm.streams.delete(rawStream).catch(() => undefined);
 await Promise.all([hub.close(), member.close(), learner.close()]);
+await rm(scratch, { recursive: true, force: true });
 const out = resolve(import.meta.dirname, "results");
 await mkdir(out, { recursive: true });
 await writeFile(join(out, "transport.json"), `${JSON.stringify(result, null, 2)}\n`);
