@@ -691,6 +691,10 @@ export class RoundCoordinator {
     const source = (await fetchGlobalModel(this.#opts.nc, ref)).data;
     const model = await openSafetensors(source);
     await source.return(undefined);
+    // Its end (and digest) is read with its last tensor, so a model needs one.
+    if (model.header.tensors.length === 0) {
+      throw Object.assign(new Error("the global model holds no tensor"), { reason: "ModelFormatInvalid" });
+    }
     for (const t of model.header.tensors) {
       if (t.dtype !== "F32") {
         throw Object.assign(
