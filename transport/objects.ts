@@ -527,8 +527,15 @@ async function purgeSubject(nc: NatsConnection, bucket: string, subject: string)
   }
 }
 
-/** Client-side buffer of a chunk read: a few chunks ahead of the reader, not the object. */
-const READ_BUFFER_BYTES = 32 * 1024 * 1024;
+/**
+ * Client-side buffer of a chunk read: a few chunks ahead of the reader, not the object. The
+ * server sends at most this much ahead, and what it has sent but the client has not read
+ * counts against the connection's max_pending (64 MiB by default): past it the server drops
+ * messages as to a slow consumer, and the read stalls. The hub reads up to four deltas at once
+ * on one connection when a round closes (addVerifiedDeltas), so 4 × 8 MiB stays well under; 32
+ * MiB each stalled it (bench/hub-aggregate.ts).
+ */
+const READ_BUFFER_BYTES = 8 * 1024 * 1024;
 /** A read that receives nothing for this long has lost its object (replaced or removed). */
 const READ_STALL_MS = 30_000;
 
@@ -562,8 +569,10 @@ export async function* objectChunks(
     );
   }
   const consumer = await js.consumers.get(objectStoreStream(bucket), { filter_subjects: chunkSubject });
-  const maxChunk = nc.info?.max_payload ?? DEFAULT_CHUNK_BYTES;
-  const messages = await consumer.consume({ max_bytes: Math.max(READ_BUFFER_BYTES, 4 * maxChunk) });
+  // At least four of this object's chunks (not of the server's max_payload, which may be far
+  // larger than the chunks: 4 × 8 MB per reader overran max_pending with three readers).
+  const chunkBytes = Math.ceil(info.size / info.chunks);
+  const messages = await consumer.consume({ max_bytes: Math.max(READ_BUFFER_BYTES, 4 * chunkBytes) });
   let stalled = false;
   let timer = setTimeout(() => {
     stalled = true;
