@@ -24,9 +24,10 @@ import {
   type MirrorProgress,
   mirrorProgress,
   objectBytes,
+  objectChunks,
   objectStoreStream,
   openObjectStore,
-  readableFrom,
+  putObject,
   removeStream,
 } from "./objects.ts";
 
@@ -49,24 +50,26 @@ export async function publishGlobalModel(
   source: ByteSource,
   options: BucketOptions = {},
 ): Promise<PublishedModel> {
-  const store = await ensureObjectStore(hubNc, runModelBucket(ref.namespace, ref.run), options);
-  const hash = createHash("sha256");
-  async function* hashed() {
-    for await (const chunk of source) {
-      hash.update(chunk);
-      yield chunk;
-    }
-  }
-  const name = modelObjectName(ref.round);
-  // The digest must travel with the object, but is known only at its end: put the bytes,
-  // then record the digest in the metadata (a metadata update re-sends no chunk).
-  const info = await store.put(
-    { name, options: { max_chunk_size: DEFAULT_CHUNK_BYTES } },
-    readableFrom(hashed()),
+  const bucket = runModelBucket(ref.namespace, ref.run);
+  await ensureObjectStore(hubNc, bucket, options);
+  // The digest travels in the object's meta, which goes out after the last chunk: the put
+  // hashes the bytes as they go, and the model is never held whole (it may be streamed as it is
+  // computed). Until its meta is stored, the model does not exist for anyone.
+  let digest = "";
+  const info = await putObject(
+    hubNc,
+    bucket,
+    {
+      name: modelObjectName(ref.round),
+      chunkBytes: DEFAULT_CHUNK_BYTES,
+      metadata: (sha256) => {
+        digest = `sha256:${Buffer.from(sha256).toString("hex")}`;
+        return { [MODEL_DIGEST_METADATA]: digest };
+      },
+    },
+    source,
   );
-  const digest = `sha256:${hash.digest("hex")}`;
-  await store.update(name, { name, metadata: { [MODEL_DIGEST_METADATA]: digest } });
-  return { name, size: info.size, digest };
+  return { name: info.name, size: info.size, digest };
 }
 
 /** Member, in its region: mirror the run's model bucket from the hub. */
@@ -185,10 +188,10 @@ export async function fetchGlobalModel(
       `no global model for round ${ref.round} of ${ref.namespace}/${ref.run} in this region yet; wait for the hub to publish it`,
     );
   }
-  const result = await store.get(name);
-  if (!result)
-    throw new TransportError("ModelObjectMissing", `global model ${name} vanished while being opened`);
-  return { info, digest, data: verifyModelBytes(objectBytes(result), digest) };
+  // Our chunk reader (a bounded window ahead, no second hash): the library's get buffers ahead
+  // of a slow reader without bound, up to the whole model (bench/hub-aggregate.ts).
+  const bucket = runModelBucket(ref.namespace, ref.run);
+  return { info, digest, data: verifyModelBytes(objectChunks(regionNc, bucket, info), digest) };
 }
 
 /** Passes the bytes through and throws at the end unless they hash to `digest`. */
@@ -233,8 +236,10 @@ export async function saveRunState(
   name: string,
   source: ByteSource,
 ): Promise<void> {
-  const store = await ensureObjectStore(hubNc, runStateBucket(ref.namespace, ref.run));
-  await store.put({ name, options: { max_chunk_size: DEFAULT_CHUNK_BYTES } }, readableFrom(source));
+  const bucket = runStateBucket(ref.namespace, ref.run);
+  await ensureObjectStore(hubNc, bucket);
+  // Our pipelined put, which slices the state's pieces instead of copying them (putObject).
+  await putObject(hubNc, bucket, { name, chunkBytes: DEFAULT_CHUNK_BYTES }, source);
 }
 
 export async function loadRunState(

@@ -331,26 +331,6 @@ export async function* objectBytes(result: ObjectResult): AsyncGenerator<Uint8Ar
   }
 }
 
-/** A ReadableStream over any byte source, as the object store's put wants one. */
-export function readableFrom(
-  source: AsyncIterable<Uint8Array> | Iterable<Uint8Array>,
-): ReadableStream<Uint8Array> {
-  const iterator =
-    Symbol.asyncIterator in source
-      ? (source as AsyncIterable<Uint8Array>)[Symbol.asyncIterator]()
-      : (source as Iterable<Uint8Array>)[Symbol.iterator]();
-  return new ReadableStream<Uint8Array>({
-    async pull(controller) {
-      const { done, value } = await iterator.next();
-      if (done) controller.close();
-      else controller.enqueue(value);
-    },
-    async cancel() {
-      await iterator.return?.();
-    },
-  });
-}
-
 /**
  * Chunks a pipelined put keeps unacknowledged. With 1 MiB chunks the learner holds at most
  * this many MiB beyond the piece its source is producing. Measured (docs/deltas.md, transport):
@@ -360,8 +340,12 @@ export const DEFAULT_PUT_WINDOW = 8;
 
 export interface PutObjectInput {
   name: string;
-  /** String metadata stored in the object's meta, as the object store's own `metadata`. */
-  metadata?: Record<string, string>;
+  /**
+   * String metadata stored in the object's meta, as the object store's own `metadata`; or a
+   * function of the object's SHA-256, called once every chunk is acknowledged, for metadata
+   * known only at the end (a model's digest).
+   */
+  metadata?: Record<string, string> | ((sha256: Uint8Array) => Record<string, string>);
   /** Largest chunk; clamped to the server's max_payload. */
   chunkBytes?: number;
   /** Unacknowledged chunks at most (≥ 1). */
@@ -477,6 +461,7 @@ export async function putObject(
   }
 
   // The same meta, field for field, as the library's put.
+  const sha256 = new Uint8Array(sha.digest());
   const meta = {
     bucket,
     nuid: id,
@@ -485,9 +470,9 @@ export async function putObject(
     name: input.name,
     description: "",
     options: { max_chunk_size: chunkBytes },
-    metadata: input.metadata ?? {},
+    metadata: typeof input.metadata === "function" ? input.metadata(sha256) : (input.metadata ?? {}),
     mtime: new Date().toISOString(),
-    digest: `SHA-256=${Base64UrlPaddedCodec.encode(new Uint8Array(sha.digest()))}`,
+    digest: `SHA-256=${Base64UrlPaddedCodec.encode(sha256)}`,
     deleted: false,
   };
   const h = headers();
