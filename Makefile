@@ -40,6 +40,7 @@ test: deps
 bench: deps testbed-up
 	$(NODE) bench/deltas-encode.ts
 	$(NODE) bench/aggregate.ts
+	$(NODE) bench/hub-aggregate.ts
 	$(NODE) bench/transport.ts
 	$(NODE) bench/attestation-verify.ts
 	$(NODE) bench/attestation-references.ts
