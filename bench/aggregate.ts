@@ -214,36 +214,11 @@ async function measure(dir: string, sequential: boolean) {
 
   // FedAvg: θ' = θ + Δ̄, the global model streamed through one tensor at a time.
   const t0 = performance.now();
-  const step = new OuterOptimizer(layout, FEDAVG_OUTER).beginStep();
-  const chunks = base.chunks();
-  const nextTensor = async (name: string, elements: number): Promise<Uint8Array> => {
-    const theta = new Float32Array(elements);
-    const bytes = new Uint8Array(theta.buffer);
-    for (;;) {
-      const next = await chunks.next();
-      if (next.done) throw new Error(`the base model ended before '${name}'`);
-      bytes.set(next.value.bytes, next.value.offset);
-      if (next.value.last) break;
-    }
-    step.apply(name, theta, mean.get(name) as Float32Array);
-    return bytes;
-  };
+  // The hub's own streamed step (OuterOptimizer.streamStep), into a file instead of a bucket.
   await pipeline(
-    Readable.from(
-      writeSafetensors(
-        layout.map((t) => ({
-          name: t.name,
-          dtype: "F32" as const,
-          shape: t.shape,
-          data: async function* () {
-            yield await nextTensor(t.name, elementsOf(t.shape));
-          },
-        })),
-      ),
-    ),
+    Readable.from(writeSafetensors(new OuterOptimizer(layout, FEDAVG_OUTER).streamStep(base, mean))),
     createWriteStream(join(dir, "global-next.safetensors")),
   );
-  step.done();
   const outerSeconds = (performance.now() - t0) / 1000;
   phases.push({
     after: "outer step",

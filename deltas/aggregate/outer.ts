@@ -19,7 +19,14 @@
 // The momentum buffer m (one fp32 copy of the model, allocated at the first step when μ > 0)
 // is saved with saveState() as safetensors and read back with OuterOptimizer.restore().
 import type { Algorithm } from "../../crds/types.generated.ts";
-import { type ByteSource, openSafetensors, type ReadOptions, writeSafetensors } from "../safetensors.ts";
+import {
+  type ByteSource,
+  openSafetensors,
+  type ReadOptions,
+  type SafetensorsStream,
+  type TensorSource,
+  writeSafetensors,
+} from "../safetensors.ts";
 import { AggregationError } from "./errors.ts";
 import { indexLayout, type ModelLayout, shapeText } from "./layout.ts";
 
@@ -114,6 +121,49 @@ export class OuterOptimizer {
       step.apply(t.name, thetas[i] as Float32Array, deltas[i] as Float32Array);
     });
     step.done();
+  }
+
+  /**
+   * One outer step streamed from the current global model into the next: safetensors sources
+   * (for writeSafetensors) that each read one tensor of `base` into memory, step it with
+   * `averageDelta` and hand it on, so a model of any size goes through the step without being
+   * held whole. `base` must hold the layout's tensors in its file order (a layout taken from its
+   * header). Before the last tensor's bytes go out, `base` is read to its end, where a verifying
+   * source checks its digest: a writer fed by these never completes a model stepped from a bad
+   * base. The step is counted (done()) then.
+   */
+  streamStep(base: SafetensorsStream, averageDelta: ReadonlyMap<string, Float32Array>): TensorSource[] {
+    const step = this.beginStep();
+    const chunks = base.chunks();
+    const last = this.layout.length - 1;
+    const modelFormatInvalid = (message: string) =>
+      Object.assign(new Error(message), { reason: "ModelFormatInvalid" });
+    const stepped = async function* (name: string, elements: number, isLast: boolean) {
+      const theta = new Float32Array(elements);
+      const bytes = new Uint8Array(theta.buffer);
+      for (;;) {
+        const next = await chunks.next();
+        if (next.done || next.value.tensor.name !== name) {
+          throw modelFormatInvalid(
+            `the global model changed while it was read: expected tensor '${name}' next`,
+          );
+        }
+        bytes.set(next.value.bytes, next.value.offset);
+        if (next.value.last) break;
+      }
+      if (isLast && !(await chunks.next()).done) {
+        throw modelFormatInvalid("the global model holds more than its header lists");
+      }
+      step.apply(name, theta, averageDelta.get(name) as Float32Array);
+      if (isLast) step.done();
+      yield bytes;
+    };
+    return this.layout.map((t, i) => ({
+      name: t.name,
+      dtype: "F32" as const,
+      shape: t.shape,
+      data: () => stepped(t.name, this.#elements[i] as number, i === last),
+    }));
   }
 
   /**

@@ -16,7 +16,6 @@ import {
   coordinateMedian,
   DeltaCollector,
   deltaKeys,
-  elementCount,
   krum,
   type ModelLayout,
   OuterOptimizer,
@@ -625,7 +624,8 @@ export class RoundCoordinator {
     const previous = { ...run, round: ref.round - 1 };
     // The global model is read twice and never held whole: its header gives the layout, then
     // it streams tensor by tensor through the outer step into the next model. With the sums
-    // that keeps FedAvg at one model of memory plus a tensor (DiLoCo adds its momentum).
+    // that keeps FedAvg at one model of memory plus a tensor (DiLoCo adds its momentum). Twice,
+    // because a reader left unread through the aggregation would give up (a stalled read).
     const layout = await this.#modelLayout(previous);
     const update = settings.algorithm.robustAggregator
       ? await this.#robustUpdate(ref, contributing, settings, layout)
@@ -640,46 +640,12 @@ export class RoundCoordinator {
     const outer = saved
       ? (await OuterOptimizer.restore(saved, layout, config)).optimizer
       : new OuterOptimizer(layout, config);
-    const step = outer.beginStep();
-    const base = (await openSafetensors((await fetchGlobalModel(this.#opts.nc, previous)).data)).chunks();
-    const lastTensor = layout[layout.length - 1]?.name;
-    const stepped = async function* (name: string, elements: number): AsyncGenerator<Uint8Array> {
-      const theta = new Float32Array(elements);
-      const bytes = new Uint8Array(theta.buffer);
-      for (;;) {
-        const next = await base.next();
-        if (next.done || next.value.tensor.name !== name) {
-          throw Object.assign(
-            new Error(`the global model changed while it was read: expected tensor '${name}' next`),
-            { reason: "ModelFormatInvalid" },
-          );
-        }
-        bytes.set(next.value.bytes, next.value.offset);
-        if (next.value.last) break;
-      }
-      // Read the model's end, where its digest is checked, before the last bytes go out: a
-      // model that fails it fails the put, so nothing is published.
-      if (name === lastTensor && !(await base.next()).done) {
-        throw Object.assign(new Error("the global model holds more than its header lists"), {
-          reason: "ModelFormatInvalid",
-        });
-      }
-      step.apply(name, theta, update.get(name) as Float32Array);
-      yield bytes;
-    };
+    const base = await openSafetensors((await fetchGlobalModel(this.#opts.nc, previous)).data);
     const published = await publishGlobalModel(
       this.#opts.nc,
       { ...run, round: ref.round },
-      writeSafetensors(
-        layout.map((t) => ({
-          name: t.name,
-          dtype: "F32",
-          shape: t.shape,
-          data: () => stepped(t.name, elementCount(t.shape)),
-        })),
-      ),
+      writeSafetensors(outer.streamStep(base, update)),
     );
-    step.done();
     if (config.momentum > 0) {
       await saveRunState(this.#opts.nc, run, `${OUTER_STATE}/round-${ref.round}`, outer.saveState());
     }

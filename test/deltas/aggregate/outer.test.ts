@@ -11,7 +11,7 @@ import {
   OuterOptimizer,
   outerConfig,
 } from "../../../deltas/aggregate/mod.ts";
-import { collectBytes, writeSafetensors } from "../../../deltas/mod.ts";
+import { collectBytes, openSafetensors, readSafetensors, writeSafetensors } from "../../../deltas/mod.ts";
 import { chunked } from "../helpers.ts";
 import {
   copyOf,
@@ -291,4 +291,67 @@ test("a step applied tensor by tensor (streaming the global model) equals the in
   });
   t.throws(() => step.done(), { message: /^AggregateTensorMissing/ });
   t.is(streamed.steps, 3);
+});
+
+test("streamStep writes the model the in-memory step gives, from a safetensors stream read once, and refuses a base with more than its header", async (t) => {
+  // In file order (sorted by offset), as a layout taken from the model's header is.
+  const fileLayout: ModelLayout = [
+    { name: "w", shape: [33, 17] },
+    { name: "b", shape: [17] },
+  ];
+  const theta = randomTensors(fileLayout, 0.5, 5);
+  const avg = randomTensors(fileLayout, 0.01, 6);
+  const file = await collectBytes(
+    writeSafetensors(
+      fileLayout.map((x) => ({
+        name: x.name,
+        dtype: "F32" as const,
+        shape: x.shape,
+        data: new Uint8Array((theta.get(x.name) as Float32Array).buffer),
+      })),
+    ),
+  );
+  const expected = copyOf(theta);
+  new OuterOptimizer(fileLayout, DILOCO_OUTER).step(expected, avg);
+  const streamed = new OuterOptimizer(fileLayout, DILOCO_OUTER);
+  const written = await readSafetensors(
+    writeSafetensors(streamed.streamStep(await openSafetensors(chunked(file, [100])), avg)),
+  );
+  const got = new Map(
+    [...written.tensors].map(([name, x]) => [name, new Float32Array(new Uint8Array(x.bytes).buffer)]),
+  );
+  t.true(sameBits(got, expected));
+  t.is(streamed.steps, 1);
+  // A stream whose header lists only the first tensor, fed to a layout of both: the second is
+  // not where the layout expects it.
+  const short = await collectBytes(
+    writeSafetensors([
+      {
+        name: "w",
+        dtype: "F32",
+        shape: [33, 17],
+        data: new Uint8Array((theta.get("w") as Float32Array).buffer),
+      },
+    ]),
+  );
+  await t.throwsAsync(
+    collectBytes(
+      writeSafetensors(
+        new OuterOptimizer(fileLayout, FEDAVG_OUTER).streamStep(await openSafetensors([short]), avg),
+      ),
+    ),
+    { message: /expected tensor 'b' next/ },
+  );
+  // One that holds more than the layout's tensors.
+  await t.throwsAsync(
+    collectBytes(
+      writeSafetensors(
+        new OuterOptimizer([fileLayout[0] as ModelLayout[number]], FEDAVG_OUTER).streamStep(
+          await openSafetensors([file]),
+          avg,
+        ),
+      ),
+    ),
+    { message: /holds more than its header lists/ },
+  );
 });
