@@ -290,21 +290,8 @@ export class Accumulator {
           const n = Math.min(SCRATCH_ELEMENTS, length - from);
           const start = at + from;
           journal.save(tensor, start, n, sum.subarray(start, start + n));
-          const ok =
-            pieces.length === 1
-              ? storage.add(
-                  tensor,
-                  start,
-                  (pieces[0] as Float32Array).subarray(from, from + n),
-                  w32s[0] as number,
-                )
-              : storage.addMany(
-                  tensor,
-                  start,
-                  pieces.map((p) => p.subarray(from, from + n)),
-                  w32s,
-                );
-          if (!ok) throw nonFinite(tensor, start);
+          const here = pieces.map((p) => p.subarray(from, from + n));
+          if (!storage.addMany(tensor, start, here, w32s)) throw nonFinite(tensor, start);
         }
         const pending = journal.relieve();
         if (pending) await pending;
@@ -417,6 +404,18 @@ export async function addVerifiedDelta(
   source: ByteSource,
   options: VerifiedAddOptions = {},
 ): Promise<AddReport> {
+  const delta = await openVerifiedToAdd(accumulator, signed, trustedKey, source, options);
+  return accumulator.add(delta.chunks, { ...delta, signal: options.signal });
+}
+
+/** addVerifiedDelta's checks, up to an open delta ready for Accumulator.add or addAll. */
+async function openVerifiedToAdd(
+  accumulator: Accumulator,
+  signed: SignedManifest,
+  trustedKey: KeyObject,
+  source: ByteSource,
+  options: VerifiedAddOptions,
+): Promise<DeltaToAdd> {
   // Signature first, so that a forged manifest is refused as such, not as a duplicate.
   const keys = deltaKeys(verifyManifestSignature(signed, trustedKey), options.per);
   const duplicate = keys.find((k) => accumulator.has(k));
@@ -428,11 +427,11 @@ export async function addVerifiedDelta(
   }
   const stream = await openVerifiedDelta(signed, trustedKey, source, options.read);
   checkDeltaTensors(accumulator.layout, deltaLayout(stream.header).tensors);
-  return accumulator.add(decodeDelta(stream), {
+  return {
+    chunks: decodeDelta(stream),
     weight: stream.manifest.tokens * (options.weightFactor ?? 1),
     keys,
-    signal: options.signal,
-  });
+  };
 }
 
 /** One signed delta for addVerifiedDeltas. */
@@ -461,41 +460,32 @@ export async function addVerifiedDeltas(
   options: Omit<VerifiedAddOptions, "weightFactor"> = {},
 ): Promise<AddReport[]> {
   const reports: AddReport[] = [];
-  const readOf = (d: VerifiedDelivery): ReadOptions | undefined =>
-    d.read || options.read ? { ...options.read, ...d.read } : undefined;
-  const one = (d: VerifiedDelivery, source: ByteSource) =>
-    addVerifiedDelta(accumulator, d.signed, d.trustedKey, source, {
-      ...options,
-      weightFactor: d.weightFactor,
-      read: readOf(d),
-    });
+  const optionsOf = (d: VerifiedDelivery): VerifiedAddOptions => ({
+    ...options,
+    weightFactor: d.weightFactor,
+    read: d.read || options.read ? { ...options.read, ...d.read } : undefined,
+  });
+  const one = async (d: VerifiedDelivery) =>
+    addVerifiedDelta(accumulator, d.signed, d.trustedKey, await d.open(), optionsOf(d));
   for (let first = 0; first < deliveries.length; first += MAX_FUSED) {
     const group = deliveries.slice(first, first + MAX_FUSED);
     if (group.length === 1) {
-      const [d] = group as [VerifiedDelivery];
-      reports.push(await one(d, await d.open()));
+      reports.push(await one(group[0] as VerifiedDelivery));
       continue;
     }
     const sources: ByteSource[] = [];
     try {
       const opened: DeltaToAdd[] = [];
       for (const d of group) {
-        const keys = deltaKeys(verifyManifestSignature(d.signed, d.trustedKey), options.per);
         const source = await d.open();
         sources.push(source);
-        const stream = await openVerifiedDelta(d.signed, d.trustedKey, source, readOf(d));
-        checkDeltaTensors(accumulator.layout, deltaLayout(stream.header).tensors);
-        opened.push({
-          chunks: decodeDelta(stream),
-          weight: stream.manifest.tokens * (d.weightFactor ?? 1),
-          keys,
-        });
+        opened.push(await openVerifiedToAdd(accumulator, d.signed, d.trustedKey, source, optionsOf(d)));
       }
       reports.push(...(await accumulator.addAll(opened, { signal: options.signal })));
     } catch (err) {
       await Promise.all(sources.map((source) => closeSource(source)));
       if (options.signal?.aborted || isAggregationError(err, "AggregateClosed")) throw err;
-      for (const d of group) reports.push(await one(d, await d.open()));
+      for (const d of group) reports.push(await one(d));
     }
   }
   return reports;

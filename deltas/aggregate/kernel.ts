@@ -393,17 +393,7 @@ export class SumStorage {
    * not finite (the sums are modified either way: the caller rolls back).
    */
   add(tensor: number, at: number, values: Float32Array, w32: number): boolean {
-    const arena = this.#arenas[tensor];
-    if (!arena) return axpyJs(this.views[tensor] as Float32Array, at, values, w32);
-    const base = (this.#pointers[tensor] as number) + at * 4;
-    const [scratch] = arena.scratch as [Float32Array];
-    let bad = 0;
-    for (let from = 0; from < values.length; from += SCRATCH_ELEMENTS) {
-      const piece = values.subarray(from, from + SCRATCH_ELEMENTS);
-      scratch.set(piece);
-      bad |= arena.axpy1(base + from * 4, 0, piece.length, w32);
-    }
-    return bad === 0;
+    return this.#addGroup(tensor, at, [values], [w32]);
   }
 
   /**
@@ -413,7 +403,6 @@ export class SumStorage {
    * of the deltas made it so is not known; the sums are modified either way).
    */
   addMany(tensor: number, at: number, values: readonly Float32Array[], w32s: readonly number[]): boolean {
-    if (values.length === 1) return this.add(tensor, at, values[0] as Float32Array, w32s[0] as number);
     let ok = true;
     for (let first = 0; first < values.length; first += MAX_FUSED) {
       const group = values.slice(first, first + MAX_FUSED);
