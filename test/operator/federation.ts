@@ -29,7 +29,7 @@ import {
   removeRunBuckets,
 } from "../../transport/mod.ts";
 import { gaussian } from "../deltas/helpers.ts";
-import { testNamespace, uniqueName, useTestbed } from "../testbed/harness.ts";
+import { eventually, testNamespace, uniqueName, useTestbed } from "../testbed/harness.ts";
 import { NodeBuilder, RunBuilder } from "./builders.ts";
 
 export const GROUP = { group: "sovereign.ai", version: "v1alpha1" };
@@ -191,6 +191,12 @@ export async function federation(t: ExecutionContext) {
       namespace: ns,
       name: runName,
     })) as FederatedRun;
+  /** Waits until the run's status shows `round` open. */
+  const roundOpen = (runName: string, round: number) =>
+    eventually(
+      async () => ((await getRun(runName)).status?.roundProgress?.round === round ? true : undefined),
+      `round ${round} open`,
+    );
   /**
    * A run on the regions of this fixture, its buckets removed at teardown, and its initial
    * model (round-0, gaussian from `seed`) published as its user would.
@@ -269,6 +275,7 @@ export async function federation(t: ExecutionContext) {
     );
   return {
     startRun,
+    roundOpen,
     setRegionGpus,
     failRegionGpus,
     expectEqualWeightFedAvg,

@@ -193,7 +193,8 @@ test("rounds close on quorum after the grace window, publish the token-weighted 
 
 test("a DiLoCo run with a coordinate-median aggregator applies the outer Nesterov step from the median, keeping the momentum across rounds", async (t) => {
   t.timeout(4 * 60_000);
-  const { ns, regions, hubNc, startHub, startRun, publisher, deltaOf, getRun } = await federation(t);
+  const { ns, regions, hubNc, startHub, startRun, publisher, deltaOf, getRun, roundOpen } =
+    await federation(t);
   await startHub();
   const { runName, initial } = await startRun(t, "diloco", {
     minRegions: 3,
@@ -215,10 +216,7 @@ test("a DiLoCo run with a coordinate-median aggregator applies the outer Nestero
   let buf: Float64Array | undefined;
   const median3 = (x: number, y: number, z: number) => x + y + z - Math.min(x, y, z) - Math.max(x, y, z);
   for (const round of [1, 2]) {
-    await eventually(
-      async () => ((await getRun(runName)).status?.roundProgress?.round === round ? true : undefined),
-      `round ${round} open`,
-    );
+    await roundOpen(runName, round);
     const base = await fetchGlobalModel(hubNc, { namespace: ns, run: runName, round: round - 1 });
     await collectBytes(base.data);
     for (const [i, r] of regions.entries()) await publish(r, i, round, 1000 * (i + 1), base.digest);
@@ -268,6 +266,7 @@ test("a region whose GPUs all fail attestation is quarantined and the rounds go 
     admin,
     failRegionGpus,
     setRegionGpus,
+    roundOpen,
   } = await federation(t);
   await startHub();
   const { runName } = await startRun(t, "quarantine", {
@@ -279,10 +278,7 @@ test("a region whose GPUs all fail attestation is quarantined and the rounds go 
   });
   const publish = publisher(runName);
   const [a, b, c] = regions as [(typeof regions)[0], (typeof regions)[0], (typeof regions)[0]];
-  await eventually(
-    async () => ((await getRun(runName)).status?.roundProgress?.round === 1 ? true : undefined),
-    "round 1 open",
-  );
+  await roundOpen(runName, 1);
 
   // Region c's GPUs all fail: it is quarantined, the run says so, and round 1 closes as soon
   // as a and b are in, without waiting out the grace window for c.
@@ -389,7 +385,8 @@ test("a region whose GPUs all fail attestation is quarantined and the rounds go 
 
 test("lateDeltas NextRound: a region's delta that missed its round is folded into the next one, weighted by half its tokens, once", async (t) => {
   t.timeout(4 * 60_000);
-  const { ns, regions, hubNc, startHub, startRun, publisher, deltaOf, getRun } = await federation(t);
+  const { ns, regions, hubNc, startHub, startRun, publisher, deltaOf, getRun, roundOpen } =
+    await federation(t);
   await startHub();
   const { runName } = await startRun(t, "late", {
     minRegions: 3,
@@ -399,10 +396,7 @@ test("lateDeltas NextRound: a region's delta that missed its round is folded int
   });
   const publish = publisher(runName);
   const [a, b, c] = regions as [(typeof regions)[0], (typeof regions)[0], (typeof regions)[0]];
-  await eventually(
-    async () => ((await getRun(runName)).status?.roundProgress?.round === 1 ? true : undefined),
-    "round 1 open",
-  );
+  await roundOpen(runName, 1);
   const base0 = await fetchGlobalModel(hubNc, { namespace: ns, run: runName, round: 0 });
   await collectBytes(base0.data);
   await publish(a, 0, 1, 1000, base0.digest);
@@ -413,10 +407,7 @@ test("lateDeltas NextRound: a region's delta that missed its round is folded int
   }, "round 1 closed without c");
 
   // c's round-1 delta arrives during round 2; c sends nothing for round 2.
-  await eventually(
-    async () => ((await getRun(runName)).status?.roundProgress?.round === 2 ? true : undefined),
-    "round 2 open",
-  );
+  await roundOpen(runName, 2);
   await publish(c, 2, 1, 2000, base0.digest);
   const model1 = await fetchGlobalModel(hubNc, { namespace: ns, run: runName, round: 1 });
   const theta1 = new Float32Array(
@@ -450,7 +441,8 @@ test("lateDeltas NextRound: a region's delta that missed its round is folded int
 
 test("a run deleted and created again under its name starts afresh: the old run's deltas and aggregate are never used", async (t) => {
   t.timeout(4 * 60_000);
-  const { custom, ns, policy, regions, hubNc, startHub, publisher, deltaOf, getRun } = await federation(t);
+  const { custom, ns, policy, regions, hubNc, startHub, publisher, deltaOf, getRun, roundOpen } =
+    await federation(t);
   await startHub();
   const runName = uniqueName("again");
   const create = async (seed: number) => {
@@ -470,10 +462,7 @@ test("a run deleted and created again under its name starts afresh: the old run'
       { namespace: ns, run: runName, round: 0 },
       writeSafetensors([{ name: "w", dtype: "F32", shape: SHAPE, data: new Uint8Array(initial.buffer) }]),
     );
-    await eventually(
-      async () => ((await getRun(runName)).status?.roundProgress?.round === 1 ? true : undefined),
-      "round 1 open",
-    );
+    await roundOpen(runName, 1);
     return initial;
   };
   t.teardown(() => removeRunBuckets(hubNc, { namespace: ns, run: runName }));
@@ -593,7 +582,7 @@ test("a delta verified only after every round that could take it fixed its set i
 
 test("a delta accepted before its region is quarantined is refused as RegionQuarantined when the round closes, not left accepted and unaggregated", async (t) => {
   t.timeout(4 * 60_000);
-  const { regions, hubNc, ns, metrics, startHub, startRun, publisher, getRun, failRegionGpus } =
+  const { regions, hubNc, ns, metrics, startHub, startRun, publisher, getRun, failRegionGpus, roundOpen } =
     await federation(t);
   await startHub();
   const { runName } = await startRun(t, "excluded", {
@@ -604,10 +593,7 @@ test("a delta accepted before its region is quarantined is refused as RegionQuar
   });
   const publish = publisher(runName);
   const [a, b, c] = regions as [(typeof regions)[0], (typeof regions)[0], (typeof regions)[0]];
-  await eventually(
-    async () => ((await getRun(runName)).status?.roundProgress?.round === 1 ? true : undefined),
-    "round 1 open",
-  );
+  await roundOpen(runName, 1);
   const base0 = await fetchGlobalModel(hubNc, { namespace: ns, run: runName, round: 0 });
   await collectBytes(base0.data);
   // c delivers first and its delta is accepted; only then are its GPUs found failing.
@@ -646,7 +632,7 @@ test("a delta accepted before its region is quarantined is refused as RegionQuar
 
 test("a global model whose bytes no longer match its digest fails the round, and no next model is published", async (t) => {
   t.timeout(3 * 60_000);
-  const { ns, regions, hubNc, startHub, startRun, publisher, getRun } = await federation(t);
+  const { ns, regions, hubNc, startHub, startRun, publisher, getRun, roundOpen } = await federation(t);
   await startHub();
   const { runName } = await startRun(t, "corrupt", {
     minRegions: 3,
@@ -655,10 +641,7 @@ test("a global model whose bytes no longer match its digest fails the round, and
     quorum: { minRegions: 3, graceWindowSeconds: 1, maxRoundSeconds: 120, lateDeltas: "Discard" },
   });
   const publish = publisher(runName);
-  await eventually(
-    async () => ((await getRun(runName)).status?.roundProgress?.round === 1 ? true : undefined),
-    "round 1 open",
-  );
+  await roundOpen(runName, 1);
   const base0 = await fetchGlobalModel(hubNc, { namespace: ns, run: runName, round: 0 });
   await collectBytes(base0.data);
   // Replace round 0's bytes in the hub's store (same size and layout, other values), keeping
